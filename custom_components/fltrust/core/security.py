@@ -1,0 +1,187 @@
+"""Message signing, key derivation, replay protection and rejection reasons.
+
+Every security decision lives here so that it can be audited in one read:
+
+- Uplink messages (node to coordinator) carry an HMAC-SHA256 tag made with the
+  node's key. Node keys are derived from the federation key, so the coordinator
+  can verify any node that an administrator issued a key to, and a node cannot
+  forge another node's messages.
+- Downlink messages (coordinator to nodes) carry an Ed25519 signature. The key
+  pair is derived from the federation key; nodes hold only the public key, so a
+  compromised node cannot forge a round announcement or a global model.
+- Each sender's counter must strictly increase and its timestamp must lie within
+  a window around the receiver's clock, which rejects replayed messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import secrets
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+KEY_BYTES = 32
+# Clock skew tolerated between a sender and the receiver, in seconds.
+DEFAULT_MAX_SKEW = 300.0
+
+
+class RejectReason(StrEnum):
+    """Why a received message was rejected."""
+
+    TOO_LARGE = "too_large"
+    MALFORMED = "malformed"
+    WRONG_VERSION = "wrong_version"
+    SCHEMA = "schema"
+    TOPIC_MISMATCH = "topic_mismatch"
+    BAD_SIGNATURE = "bad_signature"
+    REPLAYED = "replayed"
+    STALE = "stale"
+    NON_FINITE = "non_finite"
+    WRONG_SHAPE = "wrong_shape"
+    WRONG_ROUND = "wrong_round"
+    QUARANTINED = "quarantined"
+
+
+# How much one rejection counts against the sender's trust. A message whose
+# signature does not verify may come from anyone who can publish on the node's
+# topic, so it costs the named node less than a signed but invalid one.
+REJECTION_SEVERITY: dict[RejectReason, float] = {
+    RejectReason.TOO_LARGE: 0.5,
+    RejectReason.MALFORMED: 0.5,
+    RejectReason.WRONG_VERSION: 0.25,
+    RejectReason.SCHEMA: 0.5,
+    RejectReason.TOPIC_MISMATCH: 0.5,
+    RejectReason.BAD_SIGNATURE: 0.5,
+    RejectReason.REPLAYED: 0.5,
+    RejectReason.STALE: 0.25,
+    RejectReason.NON_FINITE: 1.0,
+    RejectReason.WRONG_SHAPE: 1.0,
+    RejectReason.WRONG_ROUND: 0.1,
+    RejectReason.QUARANTINED: 0.0,
+}
+
+
+class MessageRejected(Exception):
+    """A received message failed a check; ``reason`` says which one."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        """Store the reason and a human-readable detail."""
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def generate_federation_key() -> str:
+    """Return a new random federation key as 64 hexadecimal characters."""
+    return secrets.token_hex(KEY_BYTES)
+
+
+def parse_key(key_hex: str, what: str = "key") -> bytes:
+    """Decode a 32-byte key from hexadecimal, raising ValueError naming ``what``."""
+    try:
+        key = bytes.fromhex(key_hex)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{what} must be hexadecimal, got {len(str(key_hex))} characters") from err
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"{what} must be {KEY_BYTES * 2} hexadecimal characters, got {len(key_hex)}")
+    return key
+
+
+def derive_node_key(federation_key: bytes, node_id: str) -> bytes:
+    """Derive the HMAC key of one node from the federation key."""
+    return hmac.new(federation_key, b"fltrust node key\x00" + node_id.encode(), hashlib.sha256).digest()
+
+
+def derive_coordinator_private_key(federation_key: bytes) -> Ed25519PrivateKey:
+    """Derive the coordinator's Ed25519 signing key from the federation key."""
+    seed = hmac.new(federation_key, b"fltrust coordinator signing key", hashlib.sha256).digest()
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def public_key_hex(private_key: Ed25519PrivateKey) -> str:
+    """Return the raw public key of ``private_key`` as hexadecimal."""
+    raw = private_key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return raw.hex()
+
+
+def load_public_key(key_hex: str) -> Ed25519PublicKey:
+    """Load an Ed25519 public key from hexadecimal, raising ValueError when invalid."""
+    return Ed25519PublicKey.from_public_bytes(parse_key(key_hex, "coordinator public key"))
+
+
+def canonical_bytes(envelope: dict[str, Any]) -> bytes:
+    """Serialize a message without its signature in the one form both sides sign."""
+    unsigned = {key: value for key, value in envelope.items() if key != "sig"}
+    return json.dumps(
+        unsigned, sort_keys=True, separators=(",", ":"), allow_nan=True, ensure_ascii=True
+    ).encode()
+
+
+def hmac_tag(node_key: bytes, envelope: dict[str, Any]) -> str:
+    """Return the HMAC-SHA256 tag of a message as hexadecimal."""
+    return hmac.new(node_key, canonical_bytes(envelope), hashlib.sha256).hexdigest()
+
+
+def verify_hmac(node_key: bytes, envelope: dict[str, Any]) -> None:
+    """Raise MessageRejected unless the message carries a valid HMAC tag."""
+    tag = envelope.get("sig")
+    if not isinstance(tag, str) or not hmac.compare_digest(tag, hmac_tag(node_key, envelope)):
+        raise MessageRejected(RejectReason.BAD_SIGNATURE, "HMAC tag does not match the node key")
+
+
+def ed25519_signature(private_key: Ed25519PrivateKey, envelope: dict[str, Any]) -> str:
+    """Return the Ed25519 signature of a message as hexadecimal."""
+    return private_key.sign(canonical_bytes(envelope)).hex()
+
+
+def verify_ed25519(public_key: Ed25519PublicKey, envelope: dict[str, Any]) -> None:
+    """Raise MessageRejected unless the message carries a valid coordinator signature."""
+    signature = envelope.get("sig")
+    try:
+        public_key.verify(bytes.fromhex(signature), canonical_bytes(envelope))
+    except (InvalidSignature, TypeError, ValueError) as err:
+        raise MessageRejected(
+            RejectReason.BAD_SIGNATURE, "signature does not match the coordinator key"
+        ) from err
+
+
+@dataclass
+class ReplayGuard:
+    """Last accepted counter per sender, and the allowed clock skew.
+
+    The counters are part of the state that must survive a restart: without
+    them a recorded message would be accepted again.
+    """
+
+    max_skew: float = DEFAULT_MAX_SKEW
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def check(self, sender: str, counter: int, timestamp: float, now: float) -> None:
+        """Raise MessageRejected if the message is replayed or outside the time window."""
+        if not math.isfinite(timestamp) or abs(timestamp - now) > self.max_skew:
+            raise MessageRejected(
+                RejectReason.STALE,
+                f"timestamp {timestamp} is more than {self.max_skew:.0f} s from the receiver clock",
+            )
+        last = self.counters.get(sender)
+        if last is not None and counter <= last:
+            raise MessageRejected(
+                RejectReason.REPLAYED, f"counter {counter} is not above the last accepted {last}"
+            )
+
+    def accept(self, sender: str, counter: int) -> None:
+        """Record ``counter`` as the last accepted one of ``sender``."""
+        self.counters[sender] = counter
