@@ -169,9 +169,13 @@ def decode_envelope(payload: bytes | str) -> Envelope:
     if not isinstance(message_type, str):
         raise MessageRejected(RejectReason.SCHEMA, "envelope field 'type' is missing")
     if not (is_valid_id(sender) or sender == COORDINATOR_SENDER):
-        raise MessageRejected(RejectReason.SCHEMA, f"envelope field 'sender' is invalid: {sender!r}")
+        raise MessageRejected(
+            RejectReason.SCHEMA, f"envelope field 'sender' is invalid: {sender!r}"
+        )
     if not _is_int(counter) or counter < 0:
-        raise MessageRejected(RejectReason.SCHEMA, f"envelope field 'counter' is invalid: {counter!r}")
+        raise MessageRejected(
+            RejectReason.SCHEMA, f"envelope field 'counter' is invalid: {counter!r}"
+        )
     if not _is_number(timestamp):
         raise MessageRejected(RejectReason.SCHEMA, f"envelope field 'ts' is invalid: {timestamp!r}")
     if not isinstance(body, dict):
@@ -210,7 +214,8 @@ def _int_field(body: dict[str, Any], key: str, path: str = "", minimum: int = 0)
     value = _field(body, key, path)
     if not _is_int(value) or value < minimum:
         raise MessageRejected(
-            RejectReason.SCHEMA, f"field '{path}{key}' must be an integer >= {minimum}, got {value!r}"
+            RejectReason.SCHEMA,
+            f"field '{path}{key}' must be an integer >= {minimum}, got {value!r}",
         )
     return value
 
@@ -247,7 +252,9 @@ def _array_field(
             f"field '{path}{key}' has shape {array.shape}, expected {expected}",
         )
     if not np.all(np.isfinite(array)):
-        raise MessageRejected(RejectReason.NON_FINITE, f"field '{path}{key}' contains NaN or infinity")
+        raise MessageRejected(
+            RejectReason.NON_FINITE, f"field '{path}{key}' contains NaN or infinity"
+        )
     return array
 
 
@@ -429,12 +436,11 @@ def parse_kind_model(
     for name, value in (("stats", stats), ("svm", svm), ("kmeans", kmeans)):
         if not isinstance(value, dict):
             raise MessageRejected(RejectReason.SCHEMA, f"field '{path}.{name}' must be an object")
-    centers = _array_field(
-        kmeans, "centers", f"{path}.kmeans.", (params.n_clusters, n_features)
-    )
+    centers = _array_field(kmeans, "centers", f"{path}.kmeans.", (params.n_clusters, n_features))
     if centers.shape[1] > MAX_FEATURES:
         raise MessageRejected(
-            RejectReason.WRONG_SHAPE, f"field '{path}.kmeans.centers' has more than {MAX_FEATURES} features"
+            RejectReason.WRONG_SHAPE,
+            f"field '{path}.kmeans.centers' has more than {MAX_FEATURES} features",
         )
     features = centers.shape[1]
     counts = _array_field(kmeans, "counts", f"{path}.kmeans.", (params.n_clusters,))
@@ -470,9 +476,7 @@ def parse_update(
     for kind, data in kinds.items():
         if not is_valid_id(kind):
             raise MessageRejected(RejectReason.SCHEMA, f"kind {kind!r} is not a valid id")
-        parsed[kind] = parse_kind_model(
-            data, f"kinds.{kind}", params, n_features_by_kind.get(kind)
-        )
+        parsed[kind] = parse_kind_model(data, f"kinds.{kind}", params, n_features_by_kind.get(kind))
     return ModelUpdate(
         round=_int_field(body, "round", minimum=1),
         base_version=_int_field(body, "base_version"),
@@ -484,7 +488,9 @@ def parse_auth(body: dict[str, Any]) -> str:
     """Validate an authentication response and return its nonce."""
     nonce = _field(body, "nonce", "")
     if not isinstance(nonce, str) or not 16 <= len(nonce) <= 128:
-        raise MessageRejected(RejectReason.SCHEMA, "field 'nonce' must be a string of 16 to 128 characters")
+        raise MessageRejected(
+            RejectReason.SCHEMA, "field 'nonce' must be a string of 16 to 128 characters"
+        )
     return nonce
 
 
@@ -522,7 +528,9 @@ def parse_params(data: object) -> FederationParams:
     gamma = _float_field(data, "rff_gamma", "params.")
     nu = _float_field(data, "svm_nu", "params.")
     if gamma <= 0 or not 0 < nu <= 1:
-        raise MessageRejected(RejectReason.SCHEMA, "field 'params' has gamma <= 0 or nu outside (0, 1]")
+        raise MessageRejected(
+            RejectReason.SCHEMA, "field 'params' has gamma <= 0 or nu outside (0, 1]"
+        )
     return FederationParams(
         seed=_int_field(data, "seed", "params."),
         rff_components=components,
@@ -553,7 +561,9 @@ def parse_model(body: dict[str, Any]) -> GlobalModel:
     if not isinstance(contributors, dict) or not all(
         is_valid_id(k) and _is_number(v) for k, v in contributors.items()
     ):
-        raise MessageRejected(RejectReason.SCHEMA, "field 'contributors' must map node ids to weights")
+        raise MessageRejected(
+            RejectReason.SCHEMA, "field 'contributors' must map node ids to weights"
+        )
     return GlobalModel(
         version=_int_field(body, "version"),
         round=_int_field(body, "round"),

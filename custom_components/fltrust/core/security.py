@@ -94,13 +94,17 @@ def parse_key(key_hex: str, what: str = "key") -> bytes:
     except (TypeError, ValueError) as err:
         raise ValueError(f"{what} must be hexadecimal, got {len(str(key_hex))} characters") from err
     if len(key) != KEY_BYTES:
-        raise ValueError(f"{what} must be {KEY_BYTES * 2} hexadecimal characters, got {len(key_hex)}")
+        raise ValueError(
+            f"{what} must be {KEY_BYTES * 2} hexadecimal characters, got {len(key_hex)}"
+        )
     return key
 
 
 def derive_node_key(federation_key: bytes, node_id: str) -> bytes:
     """Derive the HMAC key of one node from the federation key."""
-    return hmac.new(federation_key, b"fltrust node key\x00" + node_id.encode(), hashlib.sha256).digest()
+    return hmac.new(
+        federation_key, b"fltrust node key\x00" + node_id.encode(), hashlib.sha256
+    ).digest()
 
 
 def derive_coordinator_private_key(federation_key: bytes) -> Ed25519PrivateKey:

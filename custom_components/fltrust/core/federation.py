@@ -1,0 +1,650 @@
+"""The coordinator's round engine, free of Home Assistant and of MQTT clients.
+
+``Federation`` takes received messages and clock ticks and returns what to
+publish and what happened. The Home Assistant coordinator owns the MQTT
+subscription, the timers, the storage and the entities, and calls these
+methods one at a time from an executor thread, because several of them do
+numeric work.
+
+A round: ``start_round`` announces it; ``handle_message`` collects the signed
+updates; ``ready_to_close`` says when every active node answered or the
+deadline passed; ``close_round`` scores every update against the round's
+robust reference, updates each node's trust, aggregates with FedAvg weighted
+by sample count, trust and integrity, and returns the new global model to
+publish.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .aggregation import aggregate_kind, integrity
+from .model import FederationParams, GlobalModel, KindModel
+from .protocol import (
+    COORDINATOR_SENDER,
+    Command,
+    DeviceInfo,
+    ModelUpdate,
+    RoundAnnouncement,
+    build_envelope,
+    command_body,
+    command_topic,
+    decode_envelope,
+    encode,
+    model_topic,
+    parse_auth,
+    parse_heartbeat,
+    parse_state,
+    parse_update,
+    parse_uplink_topic,
+    round_body,
+    round_topic,
+)
+from .security import (
+    REJECTION_SEVERITY,
+    MessageRejected,
+    RejectReason,
+    ReplayGuard,
+    derive_coordinator_private_key,
+    derive_node_key,
+    ed25519_signature,
+    verify_hmac,
+)
+from .trust import DeviceTrust, NodeTrust, TrustConfig, TrustStatus
+
+_LOGGER = logging.getLogger(__name__)
+
+# Rounds a node may leave a re-authentication challenge unanswered before it
+# counts as a security event and a new challenge is sent.
+CHALLENGE_ROUNDS = 2
+# A node that sent nothing for this many round intervals is not waited for.
+ACTIVE_ROUNDS = 3
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FederationSettings:
+    """Configuration of one federation, taken from its config entry."""
+
+    prefix: str
+    federation_key: bytes
+    round_interval: float = 60.0
+    round_timeout: float = 30.0
+    min_nodes: int = 2
+    trust: TrustConfig = field(default_factory=TrustConfig)
+    params: FederationParams = field(default_factory=FederationParams)
+
+
+@dataclass(frozen=True)
+class Publish:
+    """A message to publish on the broker."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+    qos: int = 1
+
+
+@dataclass(frozen=True)
+class FederationEvent:
+    """Something that happened, for entities, bus events and logs.
+
+    ``kind`` is one of ``node_discovered``, ``device_discovered``, ``rejected``,
+    ``state_changed``, ``trust_dropped``, ``quarantined``, ``released``,
+    ``reauth_required``, ``authenticated``, ``round_started`` or ``round_completed``.
+    """
+
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    """What one call produced."""
+
+    publishes: list[Publish] = field(default_factory=list)
+    events: list[FederationEvent] = field(default_factory=list)
+
+    def extend(self, other: Outcome) -> None:
+        """Append another outcome's publishes and events."""
+        self.publishes.extend(other.publishes)
+        self.events.extend(other.events)
+
+
+@dataclass
+class DeviceRecord:
+    """What the coordinator knows of one watched device."""
+
+    info: DeviceInfo
+    anomaly: bool | None = None
+    score: float | None = None
+    threshold: float | None = None
+    last_seen: float = 0.0
+    trust: DeviceTrust = field(default_factory=DeviceTrust)
+
+
+@dataclass
+class NodeRecord:
+    """What the coordinator knows of one edge node."""
+
+    node_id: str
+    trust: NodeTrust
+    devices: dict[str, DeviceRecord] = field(default_factory=dict)
+    last_seen: float = 0.0
+    software: str = ""
+    model_version: int = 0
+    rejected: int = 0
+    last_rejection: str = ""
+    authenticated: bool = True
+    challenge: str = ""
+    challenge_round: int = 0
+    received_bytes: int = 0
+    last_heartbeat: dict[str, Any] = field(default_factory=dict)
+    last_integrity: float | None = None
+
+
+@dataclass
+class RoundRecord:
+    """Figures of one closed round."""
+
+    round: int
+    started: float
+    closed: float
+    participants: list[str]
+    dropped: list[str]
+    rejected: int
+    version: int
+    aggregated: bool
+
+    @property
+    def duration(self) -> float:
+        """Seconds from announcement to aggregation."""
+        return self.closed - self.started
+
+
+class Federation:
+    """State and rules of one federation's coordinator."""
+
+    def __init__(self, settings: FederationSettings, stored: dict[str, Any] | None = None) -> None:
+        """Create the engine, restoring ``stored`` state from a previous run when given."""
+        self.settings = settings
+        self._signing_key = derive_coordinator_private_key(settings.federation_key)
+        self.nodes: dict[str, NodeRecord] = {}
+        self.replay = ReplayGuard()
+        self.model = GlobalModel(params=settings.params)
+        self.round = 0
+        self.round_open = False
+        self.round_started = 0.0
+        self.round_deadline = 0.0
+        self.updates: dict[str, ModelUpdate] = {}
+        self.round_rejected = 0
+        self.last_round: RoundRecord | None = None
+        self.rejected_total = 0
+        self._counter = 0
+        if stored:
+            self._restore(stored)
+
+    # Downlink.
+
+    def _next_counter(self) -> int:
+        # Floored at the clock so that a coordinator whose storage was lost
+        # still sends counters above those nodes remember.
+        self._counter = max(self._counter + 1, time.time_ns() // 1000)
+        return self._counter
+
+    def _signed(self, message_type: str, body: dict[str, Any], now: float) -> bytes:
+        envelope = build_envelope(message_type, COORDINATOR_SENDER, self._next_counter(), body, now)
+        envelope["sig"] = ed25519_signature(self._signing_key, envelope)
+        return encode(envelope)
+
+    def _command(self, node_id: str, action: str, now: float, nonce: str = "") -> Publish:
+        body = command_body(Command(node_id=node_id, action=action, nonce=nonce))
+        return Publish(
+            command_topic(self.settings.prefix, node_id),
+            self._signed("command", body, now),
+            retain=True,
+        )
+
+    def model_message(self, now: float) -> Publish:
+        """Return the retained global model message."""
+        return Publish(
+            model_topic(self.settings.prefix),
+            self._signed("model", self.model.to_json(), now),
+            retain=True,
+        )
+
+    # Uplink.
+
+    def handle_message(self, topic: str, payload: bytes, now: float) -> Outcome:
+        """Verify and apply one uplink message; a rejection is an event, never an exception."""
+        parsed_topic = parse_uplink_topic(self.settings.prefix, topic)
+        if parsed_topic is None:
+            return Outcome()
+        node_id, message_type = parsed_topic
+        node = self.nodes.get(node_id)
+        if node is not None:
+            node.received_bytes += len(payload)
+        try:
+            return self._handle_verified(node_id, message_type, payload, now)
+        except MessageRejected as err:
+            return self._reject(node_id, err, now)
+
+    def _reject(self, node_id: str, err: MessageRejected, now: float) -> Outcome:
+        self.rejected_total += 1
+        if self.round_open:
+            self.round_rejected += 1
+        node = self.nodes.get(node_id)
+        if node is not None:
+            node.rejected += 1
+            node.last_rejection = f"{err.reason.value}: {err.detail}"
+            node.trust.record_event(
+                now, err.reason.value, REJECTION_SEVERITY[err.reason], err.detail
+            )
+        return Outcome(
+            events=[
+                FederationEvent(
+                    "rejected",
+                    {
+                        "node_id": node_id,
+                        "known_node": node is not None,
+                        "reason": err.reason.value,
+                        "detail": err.detail,
+                    },
+                )
+            ]
+        )
+
+    def _handle_verified(
+        self, node_id: str, message_type: str, payload: bytes, now: float
+    ) -> Outcome:
+        envelope = decode_envelope(payload)
+        if envelope.sender != node_id or envelope.type != message_type:
+            raise MessageRejected(
+                RejectReason.TOPIC_MISMATCH,
+                f"envelope says {envelope.type} from {envelope.sender!r}, topic says "
+                f"{message_type} from {node_id!r}",
+            )
+        verify_hmac(derive_node_key(self.settings.federation_key, node_id), envelope.raw)
+        self.replay.check(node_id, envelope.counter, envelope.timestamp, now)
+        # The signature and counter are good: this message is spent even if its body is invalid.
+        self.replay.accept(node_id, envelope.counter)
+
+        outcome = Outcome()
+        node = self.nodes.get(node_id)
+        if node is None:
+            node = NodeRecord(node_id, NodeTrust(score=self.settings.trust.initial_score))
+            self.nodes[node_id] = node
+            outcome.events.append(FederationEvent("node_discovered", {"node_id": node_id}))
+        node.last_seen = now
+
+        if message_type == "heartbeat":
+            outcome.extend(self._on_heartbeat(node, envelope.body, now))
+        elif message_type == "state":
+            outcome.extend(self._on_state(node, envelope.body, now))
+        elif message_type == "update":
+            outcome.extend(self._on_update(node, envelope.body, now))
+        elif message_type == "auth":
+            outcome.extend(self._on_auth(node, envelope.body, now))
+        return outcome
+
+    def _on_heartbeat(self, node: NodeRecord, body: dict[str, Any], now: float) -> Outcome:
+        heartbeat = parse_heartbeat(body)
+        outcome = Outcome()
+        for info in heartbeat.devices:
+            record = node.devices.get(info.device_id)
+            if record is None:
+                node.devices[info.device_id] = DeviceRecord(info=info, last_seen=now)
+                outcome.events.append(
+                    FederationEvent(
+                        "device_discovered", {"node_id": node.node_id, "device_id": info.device_id}
+                    )
+                )
+            else:
+                record.info = info
+        # Traffic the coordinator saw itself counts when the node reports less.
+        traffic = max(heartbeat.traffic_bytes, node.received_bytes)
+        node.received_bytes = 0
+        node.trust.observe_heartbeat(
+            samples=heartbeat.samples,
+            anomalies=heartbeat.anomalies,
+            peers_unknown=heartbeat.peers_unknown,
+            traffic_bytes=traffic,
+            interval=heartbeat.interval,
+        )
+        node.software = heartbeat.software
+        node.model_version = heartbeat.model_version
+        node.last_heartbeat = {
+            "samples": heartbeat.samples,
+            "anomalies": heartbeat.anomalies,
+            "peers_known": heartbeat.peers_known,
+            "peers_unknown": heartbeat.peers_unknown,
+            "traffic_bytes": traffic,
+            "interval": heartbeat.interval,
+        }
+        outcome.events.append(FederationEvent("state_changed", {"node_id": node.node_id}))
+        return outcome
+
+    def _on_state(self, node: NodeRecord, body: dict[str, Any], now: float) -> Outcome:
+        state = parse_state(body)
+        record = node.devices.get(state.device_id)
+        if record is None:
+            raise MessageRejected(
+                RejectReason.SCHEMA,
+                f"state for device {state.device_id!r} that no heartbeat announced",
+            )
+        record.anomaly = state.anomaly
+        record.score = state.score
+        record.threshold = state.threshold
+        record.last_seen = now
+        record.trust.observe_state(state.anomaly)
+        return Outcome(
+            events=[
+                FederationEvent(
+                    "state_changed", {"node_id": node.node_id, "device_id": state.device_id}
+                )
+            ]
+        )
+
+    def _on_update(self, node: NodeRecord, body: dict[str, Any], now: float) -> Outcome:
+        shapes = {kind: model.n_features for kind, model in self.model.kinds.items()}
+        update = parse_update(body, self.settings.params, shapes)
+        if not self.round_open or update.round != self.round:
+            raise MessageRejected(
+                RejectReason.WRONG_ROUND,
+                f"update for round {update.round}, open round is "
+                f"{self.round if self.round_open else 'none'}",
+            )
+        if node.trust.status == TrustStatus.QUARANTINED:
+            raise MessageRejected(
+                RejectReason.QUARANTINED, "update from a quarantined node dropped"
+            )
+        if node.node_id in self.updates:
+            raise MessageRejected(RejectReason.WRONG_ROUND, f"second update for round {self.round}")
+        self.updates[node.node_id] = update
+        return Outcome()
+
+    def _on_auth(self, node: NodeRecord, body: dict[str, Any], now: float) -> Outcome:
+        nonce = parse_auth(body)
+        if not node.challenge or not secrets.compare_digest(nonce, node.challenge):
+            raise MessageRejected(RejectReason.SCHEMA, "authentication answers no open challenge")
+        node.authenticated = True
+        node.challenge = ""
+        return Outcome(events=[FederationEvent("authenticated", {"node_id": node.node_id})])
+
+    # Rounds.
+
+    def active_nodes(self, now: float) -> list[str]:
+        """Return the nodes that were heard from recently and are not quarantined."""
+        horizon = now - ACTIVE_ROUNDS * max(self.settings.round_interval, 1.0)
+        return [
+            node_id
+            for node_id, node in self.nodes.items()
+            if node.last_seen >= horizon and node.trust.status != TrustStatus.QUARANTINED
+        ]
+
+    def start_round(self, now: float) -> Outcome:
+        """Announce the next round, and challenge nodes that owe a re-authentication."""
+        self.round += 1
+        self.round_open = True
+        self.round_started = now
+        self.round_deadline = now + self.settings.round_timeout
+        self.updates = {}
+        self.round_rejected = 0
+        announcement = RoundAnnouncement(
+            round=self.round,
+            deadline=self.round_deadline,
+            base_version=self.model.version,
+            params=self.settings.params,
+        )
+        outcome = Outcome(
+            publishes=[
+                Publish(
+                    round_topic(self.settings.prefix),
+                    self._signed("round", round_body(announcement), now),
+                    retain=True,
+                )
+            ],
+            events=[FederationEvent("round_started", {"round": self.round})],
+        )
+        for node in self.nodes.values():
+            if node.trust.status != TrustStatus.REAUTH_REQUIRED or node.authenticated:
+                continue
+            if node.challenge and self.round - node.challenge_round < CHALLENGE_ROUNDS:
+                continue
+            if node.challenge:
+                node.trust.record_event(now, "reauth_timeout", 0.5, "challenge not answered")
+            outcome.publishes.append(self._challenge(node, now))
+        return outcome
+
+    def _challenge(self, node: NodeRecord, now: float) -> Publish:
+        node.authenticated = False
+        node.challenge = secrets.token_hex(16)
+        node.challenge_round = self.round
+        return self._command(node.node_id, "reauthenticate", now, node.challenge)
+
+    def ready_to_close(self, now: float) -> bool:
+        """Return whether the open round has every active node's update or hit its deadline."""
+        if not self.round_open:
+            return False
+        if now >= self.round_deadline:
+            return True
+        waiting = set(self.active_nodes(now)) - set(self.updates)
+        return len(self.updates) >= self.settings.min_nodes and not waiting
+
+    def close_round(self, now: float) -> Outcome:
+        """Score, weigh and aggregate the round's updates, and update every node's trust."""
+        outcome = Outcome()
+        if not self.round_open:
+            return outcome
+        self.round_open = False
+        updates = {
+            node_id: update
+            for node_id, update in self.updates.items()
+            if self.nodes[node_id].trust.status != TrustStatus.QUARANTINED
+        }
+
+        integrity_by_node = self._score_integrity(updates, now)
+        for node_id, score in integrity_by_node.items():
+            self.nodes[node_id].trust.observe_integrity(score)
+            self.nodes[node_id].last_integrity = score
+
+        for node in self.nodes.values():
+            change = node.trust.close_round(node.node_id, self.round, now, self.settings.trust)
+            outcome.extend(self._status_events(node, change, now))
+
+        weights = {
+            node_id: self.nodes[node_id].trust.aggregation_weight(self.nodes[node_id].authenticated)
+            * integrity_by_node.get(node_id, 1.0)
+            for node_id in updates
+        }
+        contributors = {node_id: w for node_id, w in weights.items() if w > 0}
+        aggregated = len(contributors) >= self.settings.min_nodes
+        if aggregated:
+            self._aggregate({n: updates[n] for n in contributors}, contributors)
+            self.model.version += 1
+            self.model.round = self.round
+            self.model.contributors = {n: round(w, 6) for n, w in sorted(contributors.items())}
+            outcome.publishes.append(self.model_message(now))
+        else:
+            _LOGGER.info(
+                "Round %s closed with %s usable updates, fewer than the quorum of %s; model kept",
+                self.round,
+                len(contributors),
+                self.settings.min_nodes,
+            )
+        self.last_round = RoundRecord(
+            round=self.round,
+            started=self.round_started,
+            closed=now,
+            participants=sorted(contributors),
+            dropped=sorted(set(self.updates) - set(contributors)),
+            rejected=self.round_rejected,
+            version=self.model.version,
+            aggregated=aggregated,
+        )
+        outcome.events.append(
+            FederationEvent(
+                "round_completed",
+                {
+                    "round": self.round,
+                    "version": self.model.version,
+                    "aggregated": aggregated,
+                    "participants": sorted(contributors),
+                    "dropped": self.last_round.dropped,
+                    "duration": round(self.last_round.duration, 3),
+                },
+            )
+        )
+        self.updates = {}
+        return outcome
+
+    def _score_integrity(self, updates: dict[str, ModelUpdate], now: float) -> dict[str, float]:
+        """Return each node's lowest integrity score over the kinds it sent."""
+        scores: dict[str, float] = {}
+        kinds = {kind for update in updates.values() for kind in update.kinds}
+        for kind in sorted(kinds):
+            senders = sorted(n for n, u in updates.items() if kind in u.kinds)
+            previous = self.model.kinds.get(kind)
+            base = (
+                previous.svm_vector()
+                if previous is not None
+                else np.zeros(self.settings.params.rff_components + 1)
+            )
+            deltas = np.vstack([updates[n].kinds[kind].svm_vector() - base for n in senders])
+            for node_id, result in zip(senders, integrity(deltas), strict=True):
+                scores[node_id] = min(scores.get(node_id, 1.0), result.score)
+                if result.score < 0.5:
+                    self.nodes[node_id].trust.record_event(
+                        now,
+                        "inconsistent_update",
+                        1.0 - result.score,
+                        f"kind {kind}: cosine {result.cosine:.2f}, distance ratio "
+                        f"{result.norm_ratio:.1f}",
+                    )
+        return scores
+
+    def _aggregate(self, updates: dict[str, ModelUpdate], weights: dict[str, float]) -> None:
+        kinds = {kind for update in updates.values() for kind in update.kinds}
+        for kind in sorted(kinds):
+            senders = sorted(n for n, u in updates.items() if kind in u.kinds)
+            models: list[KindModel] = [updates[n].kinds[kind] for n in senders]
+            self.model.kinds[kind] = aggregate_kind(
+                models,
+                np.array([weights[n] for n in senders]),
+                self.settings.params.n_clusters,
+                self.model.kinds.get(kind),
+                random_state=self.settings.params.seed,
+            )
+
+    def _status_events(self, node: NodeRecord, change: Any, now: float) -> Outcome:
+        outcome = Outcome()
+        data = {
+            "node_id": node.node_id,
+            "trust": round(change.score, 1),
+            "previous_trust": round(change.previous, 1),
+            "round": self.round,
+            "status": change.status.value,
+            "reasons": change.reasons,
+        }
+        if change.dropped:
+            outcome.events.append(FederationEvent("trust_dropped", data))
+        if change.status == change.previous_status:
+            return outcome
+        if change.status == TrustStatus.QUARANTINED:
+            node.challenge = ""
+            outcome.publishes.append(self._command(node.node_id, "quarantine", now))
+            outcome.events.append(FederationEvent("quarantined", data))
+        elif change.status == TrustStatus.REAUTH_REQUIRED:
+            outcome.events.append(FederationEvent("reauth_required", data))
+            outcome.publishes.append(self._challenge(node, now))
+        return outcome
+
+    def release(self, node_id: str, now: float) -> Outcome:
+        """Lift a node's quarantine; it must re-authenticate before its updates count again."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            raise KeyError(node_id)
+        if node.trust.status != TrustStatus.QUARANTINED:
+            return Outcome()
+        node.trust.release(self.settings.trust)
+        return Outcome(
+            publishes=[self._command(node_id, "release", now), self._challenge(node, now)],
+            events=[
+                FederationEvent(
+                    "released", {"node_id": node_id, "trust": round(node.trust.score, 1)}
+                )
+            ],
+        )
+
+    # Storage.
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return everything that must survive a restart, JSON-ready."""
+        return {
+            "version": STATE_VERSION,
+            "round": self.round,
+            "counter": self._counter,
+            "rejected_total": self.rejected_total,
+            "replay": dict(self.replay.counters),
+            "model": self.model.to_json(),
+            "nodes": {
+                node_id: {
+                    "trust": node.trust.to_dict(),
+                    "software": node.software,
+                    "model_version": node.model_version,
+                    "rejected": node.rejected,
+                    "last_rejection": node.last_rejection,
+                    "last_seen": node.last_seen,
+                    "authenticated": node.authenticated,
+                    "challenge": node.challenge,
+                    "challenge_round": node.challenge_round,
+                    "devices": {
+                        device_id: {
+                            "kind": record.info.kind,
+                            "name": record.info.name,
+                            "features": list(record.info.features),
+                            "trust": record.trust.to_dict(),
+                        }
+                        for device_id, record in node.devices.items()
+                    },
+                }
+                for node_id, node in self.nodes.items()
+            },
+        }
+
+    def _restore(self, stored: dict[str, Any]) -> None:
+        self.round = int(stored.get("round", 0))
+        self._counter = int(stored.get("counter", 0))
+        self.rejected_total = int(stored.get("rejected_total", 0))
+        self.replay.counters = {str(k): int(v) for k, v in stored.get("replay", {}).items()}
+        if stored.get("model"):
+            model = GlobalModel.from_json(stored["model"])
+            # The configured parameters win over stored ones; a changed shape restarts the model.
+            if model.params == self.settings.params:
+                self.model = model
+            else:
+                self.model = GlobalModel(version=model.version, params=self.settings.params)
+        for node_id, data in stored.get("nodes", {}).items():
+            node = NodeRecord(node_id, NodeTrust.from_dict(data["trust"]))
+            node.software = data.get("software", "")
+            node.model_version = int(data.get("model_version", 0))
+            node.rejected = int(data.get("rejected", 0))
+            node.last_rejection = data.get("last_rejection", "")
+            node.last_seen = float(data.get("last_seen", 0.0))
+            node.authenticated = bool(data.get("authenticated", True))
+            node.challenge = data.get("challenge", "")
+            node.challenge_round = int(data.get("challenge_round", 0))
+            for device_id, device in data.get("devices", {}).items():
+                node.devices[device_id] = DeviceRecord(
+                    info=DeviceInfo(
+                        device_id, device["kind"], device.get("name", ""), tuple(device["features"])
+                    ),
+                    trust=DeviceTrust.from_dict(device.get("trust", {})),
+                )
+            self.nodes[node_id] = node
