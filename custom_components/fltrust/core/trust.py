@@ -202,6 +202,9 @@ class NodeTrust:
             raw *= max(signals[name], 1e-3) ** config.weights[name]
         previous = self.score
         rate = config.rate_down if raw < self.score else config.rate_up
+        if self.status == TrustStatus.QUARANTINED:
+            # A quarantined node's updates are dropped, so nothing it does can earn trust back.
+            rate = rate if raw < self.score else 0.0
         self.score = min(100.0, max(0.0, self.score + rate * (raw - self.score)))
 
         previous_status = self.status
@@ -235,7 +238,7 @@ class NodeTrust:
         """
         self.status = TrustStatus.REAUTH_REQUIRED
         self.quarantined_round = None
-        self.score = max(self.score, config.reauth_threshold - config.hysteresis)
+        self.score = config.reauth_threshold - config.hysteresis
         # Evidence from before the release would otherwise quarantine it again at once.
         self.integrity = max(self.integrity, 0.5)
         self.network = max(self.network, 0.5)

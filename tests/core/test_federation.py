@@ -1,0 +1,224 @@
+"""The round engine, driven with signed messages as edge nodes send them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from custom_components.fltrust.core import protocol, security
+from custom_components.fltrust.core.federation import Federation
+from custom_components.fltrust.core.trust import TrustStatus
+
+from .conftest import PARAMS, PREFIX, NodeSimulator, kind_model
+
+
+def _deliver(federation: Federation, message: tuple[str, bytes], now: float):
+    topic, payload = message
+    return federation.handle_message(topic, payload, now)
+
+
+def _kinds(outcome) -> list[str]:
+    return [event.kind for event in outcome.events]
+
+
+def _join(federation: Federation, nodes: list[NodeSimulator], now: float) -> None:
+    for node in nodes:
+        outcome = _deliver(federation, node.heartbeat(now), now)
+        assert "rejected" not in _kinds(outcome)
+
+
+def _published_model(outcome) -> dict:
+    [publish] = [p for p in outcome.publishes if p.topic == protocol.model_topic(PREFIX)]
+    assert publish.retain
+    envelope = json.loads(publish.payload)
+    security.verify_ed25519(
+        security.derive_coordinator_private_key(bytes(range(32))).public_key(), envelope
+    )
+    return envelope["body"]
+
+
+def test_round_aggregates_weighted_mean(federation: Federation, now: float) -> None:
+    nodes = [NodeSimulator(f"node-{i}") for i in range(3)]
+    _join(federation, nodes, now)
+    federation.start_round(now)
+    rng = np.random.RandomState(0)
+    sent = {}
+    for index, node in enumerate(nodes):
+        model = kind_model(1.0 + 0.05 * rng.normal(size=8), 0.5 + 0.01 * index, 100 * (index + 1))
+        sent[node.node_id] = model
+        assert not _kinds(_deliver(federation, node.update(1, model, now + 1), now + 1))
+    assert federation.ready_to_close(now + 1)
+
+    body = _published_model(federation.close_round(now + 1))
+
+    weights = body["contributors"]
+    assert set(weights) == set(sent)
+    effective = np.array([weights[n] * sent[n].n_samples for n in sorted(sent)])
+    vectors = np.vstack([sent[n].svm_vector() for n in sorted(sent)])
+    expected = effective @ vectors / effective.sum()
+    aggregated = body["kinds"]["temperature"]["svm"]
+    np.testing.assert_allclose(aggregated["coef"], expected[:-1], rtol=1e-12)
+    assert aggregated["offset"] == pytest.approx(expected[-1], rel=1e-12)
+    assert body["version"] == 1
+    assert federation.last_round is not None
+    assert federation.last_round.participants == sorted(sent)
+
+
+def test_round_waits_for_quorum(federation: Federation, now: float) -> None:
+    nodes = [NodeSimulator("a"), NodeSimulator("b")]
+    _join(federation, nodes, now)
+    federation.start_round(now)
+    _deliver(federation, nodes[0].update(1, kind_model(np.ones(8), 1.0), now), now)
+    assert not federation.ready_to_close(now + 1)
+    assert federation.ready_to_close(now + 6)
+    outcome = federation.close_round(now + 6)
+    assert not [p for p in outcome.publishes if p.topic.endswith("/model")]
+    assert federation.model.version == 0
+
+
+def test_poisoning_node_quarantined_within_three_rounds(
+    federation: Federation, now: float
+) -> None:
+    honest = [NodeSimulator(f"honest-{i}") for i in range(3)]
+    attacker = NodeSimulator("attacker")
+    nodes = [*honest, attacker]
+    rng = np.random.RandomState(1)
+    events: list[tuple[int, str, str]] = []
+    clock = now
+    for round_number in range(1, 7):
+        clock += 10
+        for node in nodes:
+            _deliver(federation, node.heartbeat(clock), clock)
+        federation.start_round(clock)
+        base = (
+            federation.model.kinds["temperature"].svm_vector()
+            if federation.model.kinds
+            else np.zeros(9)
+        )
+        for node in nodes:
+            if federation.nodes[node.node_id].trust.status == TrustStatus.QUARANTINED:
+                continue
+            step = 0.1 + 0.01 * rng.normal(size=9)
+            vector = base + step
+            if node is attacker and round_number >= 3:
+                vector = base - 10 * step
+            _deliver(
+                federation,
+                node.update(round_number, kind_model(vector[:-1], vector[-1]), clock + 1),
+                clock + 1,
+            )
+        outcome = federation.close_round(clock + 2)
+        events += [(round_number, e.kind, e.data.get("node_id", "")) for e in outcome.events]
+
+    quarantined = [(r, n) for r, kind, n in events if kind == "quarantined"]
+    assert quarantined and quarantined[0][1] == "attacker"
+    # The attack starts in round 3; rounds 3, 4 and 5 are the three rounds allowed.
+    assert quarantined[0][0] <= 5
+    assert all(n == "attacker" for _, n in quarantined)
+    assert "attacker" not in federation.model.contributors
+    for node in honest:
+        assert federation.nodes[node.node_id].trust.status == TrustStatus.TRUSTED
+    dropped = [n for r, kind, n in events if kind == "trust_dropped"]
+    assert dropped and set(dropped) == {"attacker"}
+
+
+def test_quarantined_update_dropped_and_release(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    record = federation.nodes["node-1"]
+    record.trust.status = TrustStatus.QUARANTINED
+    federation.start_round(now)
+    outcome = _deliver(federation, node.update(1, kind_model(np.ones(8), 1.0), now), now)
+    assert outcome.events[0].data["reason"] == "quarantined"
+    assert "node-1" not in federation.updates
+
+    released = federation.release("node-1", now)
+    assert _kinds(released) == ["released"]
+    assert record.trust.status == TrustStatus.REAUTH_REQUIRED
+    commands = [json.loads(p.payload)["body"] for p in released.publishes]
+    assert [c["action"] for c in commands] == ["release", "reauthenticate"]
+    assert record.trust.aggregation_weight(record.authenticated) == 0.0
+
+    answer = node.message("auth", {"nonce": commands[1]["nonce"]}, now + 1)
+    assert _kinds(_deliver(federation, answer, now + 1)) == ["authenticated"]
+    assert record.trust.aggregation_weight(record.authenticated) > 0.0
+    with pytest.raises(KeyError):
+        federation.release("missing", now)
+
+
+def test_state_survives_restart(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    replayed = node.heartbeat(now)
+    _deliver(federation, replayed, now)
+    federation.nodes["node-1"].trust.record_event(now, "bad_signature", 0.5)
+    stored = json.loads(json.dumps(federation.to_dict()))
+
+    restored = Federation(federation.settings, stored)
+
+    assert restored.nodes["node-1"].trust.to_dict() == federation.nodes["node-1"].trust.to_dict()
+    assert restored.replay.counters == federation.replay.counters
+    assert set(restored.nodes["node-1"].devices) == {"node-1-dev"}
+    outcome = _deliver(restored, replayed, now)
+    assert outcome.events[0].data["reason"] == "replayed"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda env: env.update(v=2), "wrong_version"),
+        (lambda env: env.update(sig="00" * 32), "bad_signature"),
+        (lambda env: env.update(sender="other"), "topic_mismatch"),
+        (lambda env: env.pop("counter"), "schema"),
+    ],
+)
+def test_envelope_rejections(federation: Federation, now: float, mutate, reason: str) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    envelope = node.envelope("heartbeat", {}, now)
+    mutate(envelope)
+    outcome = federation.handle_message(
+        protocol.node_topic(PREFIX, "node-1", "heartbeat"), json.dumps(envelope).encode(), now
+    )
+    assert outcome.events[0].kind == "rejected"
+    assert outcome.events[0].data["reason"] == reason
+    assert federation.nodes["node-1"].rejected == 1
+
+
+def test_signed_nan_update_rejected_and_charged(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    federation.start_round(now)
+    body = protocol.update_body(
+        protocol.ModelUpdate(1, 0, {"temperature": kind_model(np.ones(8), 1.0)})
+    )
+    body["kinds"]["temperature"]["svm"]["coef"][3] = float("nan")
+    envelope = node.envelope("update", body, now)
+    payload = json.dumps(envelope, allow_nan=True).encode()
+    outcome = federation.handle_message(protocol.node_topic(PREFIX, "node-1", "update"), payload, now)
+    assert outcome.events[0].data["reason"] == "non_finite"
+    assert federation.nodes["node-1"].trust.events[-1].severity == 1.0
+    assert not federation.updates
+
+
+def test_unknown_node_with_bad_signature_not_created(federation: Federation, now: float) -> None:
+    forger = NodeSimulator("ghost", key=bytes(32))
+    outcome = _deliver(federation, forger.heartbeat(now), now)
+    assert outcome.events[0].data == {
+        "node_id": "ghost",
+        "known_node": False,
+        "reason": "bad_signature",
+        "detail": "HMAC tag does not match the node key",
+    }
+    assert "ghost" not in federation.nodes
+
+
+def test_update_shape_checked_against_params(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    federation.start_round(now)
+    wrong = kind_model(np.ones(PARAMS.rff_components + 1), 1.0)
+    outcome = _deliver(federation, node.update(1, wrong, now), now)
+    assert outcome.events[0].data["reason"] == "wrong_shape"

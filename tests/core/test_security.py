@@ -1,0 +1,93 @@
+"""Signing, key derivation, replay protection and envelope validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from custom_components.fltrust.core import protocol, security
+from custom_components.fltrust.core.security import MessageRejected, RejectReason
+
+KEY = bytes(range(32))
+
+
+def test_node_keys_differ_per_node() -> None:
+    assert security.derive_node_key(KEY, "a") != security.derive_node_key(KEY, "b")
+    assert security.derive_node_key(KEY, "a") == security.derive_node_key(KEY, "a")
+
+
+def test_hmac_round_trip_and_tamper() -> None:
+    node_key = security.derive_node_key(KEY, "a")
+    envelope = protocol.build_envelope("heartbeat", "a", 1, {"x": 1.5}, 100.0)
+    envelope["sig"] = security.hmac_tag(node_key, envelope)
+    security.verify_hmac(node_key, envelope)
+    envelope["body"]["x"] = 2.5
+    with pytest.raises(MessageRejected) as err:
+        security.verify_hmac(node_key, envelope)
+    assert err.value.reason == RejectReason.BAD_SIGNATURE
+
+
+def test_signature_survives_wire_round_trip() -> None:
+    node_key = security.derive_node_key(KEY, "a")
+    envelope = protocol.build_envelope("heartbeat", "a", 1, {"x": 0.1 + 0.2, "y": [1e-300]}, 1.0)
+    envelope["sig"] = security.hmac_tag(node_key, envelope)
+    security.verify_hmac(node_key, json.loads(protocol.encode(envelope)))
+
+
+def test_ed25519_only_coordinator_can_sign() -> None:
+    private = security.derive_coordinator_private_key(KEY)
+    public = security.load_public_key(security.public_key_hex(private))
+    envelope = protocol.build_envelope("model", "coordinator", 1, {"version": 1}, 1.0)
+    envelope["sig"] = security.ed25519_signature(private, envelope)
+    security.verify_ed25519(public, envelope)
+    node_key = security.derive_node_key(KEY, "a")
+    envelope["sig"] = security.hmac_tag(node_key, envelope)
+    with pytest.raises(MessageRejected):
+        security.verify_ed25519(public, envelope)
+
+
+@pytest.mark.parametrize("value", ["zz" * 32, "ab", 12])
+def test_parse_key_rejects_bad_keys(value) -> None:
+    with pytest.raises(ValueError, match="key"):
+        security.parse_key(value)
+
+
+def test_replay_guard() -> None:
+    guard = security.ReplayGuard(max_skew=60)
+    guard.check("a", 5, 1000.0, 1010.0)
+    guard.accept("a", 5)
+    for counter, timestamp, reason in [
+        (5, 1000.0, RejectReason.REPLAYED),
+        (4, 1000.0, RejectReason.REPLAYED),
+        (6, 900.0, RejectReason.STALE),
+        (6, float("nan"), RejectReason.STALE),
+    ]:
+        with pytest.raises(MessageRejected) as err:
+            guard.check("a", counter, timestamp, 1010.0)
+        assert err.value.reason == reason
+    guard.check("a", 6, 1000.0, 1010.0)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{not json", RejectReason.MALFORMED),
+        (b"[1, 2]", RejectReason.MALFORMED),
+        (b"\xff\xfe", RejectReason.MALFORMED),
+        (b'{"v": 99}', RejectReason.WRONG_VERSION),
+        (b'{"v": 1, "type": "heartbeat", "sender": "BAD ID"}', RejectReason.SCHEMA),
+        (b" " * (protocol.MAX_PAYLOAD_BYTES + 1), RejectReason.TOO_LARGE),
+    ],
+)
+def test_decode_envelope_rejections(payload: bytes, reason: RejectReason) -> None:
+    with pytest.raises(MessageRejected) as err:
+        protocol.decode_envelope(payload)
+    assert err.value.reason == reason
+
+
+def test_parse_uplink_topic() -> None:
+    assert protocol.parse_uplink_topic("p", "p/node/a/update") == ("a", "update")
+    assert protocol.parse_uplink_topic("p", "p/node/a/device/d/state") == ("a", "state")
+    assert protocol.parse_uplink_topic("p", "p/node/a/command") is None
+    assert protocol.parse_uplink_topic("p", "q/node/a/update") is None

@@ -1,0 +1,130 @@
+"""Trust score dynamics."""
+
+from __future__ import annotations
+
+import pytest
+
+from custom_components.fltrust.core.trust import (
+    DeviceTrust,
+    NodeTrust,
+    TrustConfig,
+    TrustStatus,
+)
+
+CONFIG = TrustConfig()
+
+
+def _warm(trust: NodeTrust, beats: int = 5) -> None:
+    for _ in range(beats):
+        trust.observe_heartbeat(100, 2, 0, 1000, 10.0)
+
+
+def test_good_node_rises_slowly() -> None:
+    trust = NodeTrust(score=CONFIG.initial_score)
+    _warm(trust)
+    scores = [trust.close_round("n", r, 0.0, CONFIG).score for r in range(1, 6)]
+    assert scores == sorted(scores)
+    assert scores[-1] < 95
+    assert trust.status == TrustStatus.TRUSTED
+
+
+def test_unknown_peer_surge_lowers_network_signal() -> None:
+    trust = NodeTrust()
+    _warm(trust)
+    trust.observe_heartbeat(100, 2, 40, 1000, 10.0)
+    assert trust.network < 0.01
+    change = trust.close_round("n", 1, 0.0, CONFIG)
+    assert change.score < CONFIG.initial_score - 10
+    assert change.dropped
+    assert change.reasons[0].startswith("network")
+
+
+def test_traffic_surge_lowers_network_signal() -> None:
+    trust = NodeTrust()
+    _warm(trust)
+    trust.observe_heartbeat(100, 2, 0, 30000, 10.0)
+    assert trust.network == pytest.approx(0.1)
+
+
+def test_baseline_not_dragged_by_attack() -> None:
+    trust = NodeTrust()
+    _warm(trust)
+    for _ in range(10):
+        trust.observe_heartbeat(100, 2, 40, 1000, 10.0)
+    assert trust.unknown_peers_mean < 1.0
+
+
+def test_anomaly_burst_alone_does_not_quarantine() -> None:
+    trust = NodeTrust()
+    _warm(trust)
+    for round_number in range(1, 20):
+        trust.observe_heartbeat(100, 90, 0, 1000, 10.0)
+        trust.close_round("n", round_number, 0.0, CONFIG)
+    assert trust.behaviour == pytest.approx(0.2)
+    assert trust.status != TrustStatus.QUARANTINED
+
+
+def test_hysteresis_keeps_reauth_until_margin() -> None:
+    trust = NodeTrust(score=58.0, status=TrustStatus.REAUTH_REQUIRED)
+    _warm(trust)
+    for round_number in range(1, 20):
+        trust.close_round("n", round_number, 0.0, CONFIG)
+        if trust.score < CONFIG.reauth_threshold + CONFIG.hysteresis:
+            assert trust.status == TrustStatus.REAUTH_REQUIRED
+    assert trust.status == TrustStatus.TRUSTED
+
+
+def test_quarantine_is_sticky_until_release() -> None:
+    trust = NodeTrust(score=20.0)
+    trust.close_round("n", 1, 0.0, CONFIG)
+    assert trust.status == TrustStatus.QUARANTINED
+    assert trust.quarantined_round == 1
+    frozen = trust.score
+    for round_number in range(2, 40):
+        trust.close_round("n", round_number, 1e6, CONFIG)
+    assert trust.status == TrustStatus.QUARANTINED
+    assert trust.score == frozen
+    trust.release(CONFIG)
+    assert trust.status == TrustStatus.REAUTH_REQUIRED
+    assert trust.score == CONFIG.reauth_threshold - CONFIG.hysteresis
+
+
+def test_security_events_fade_with_half_life() -> None:
+    trust = NodeTrust()
+    trust.record_event(0.0, "bad_signature", 2.0)
+    fresh = trust.security_signal(0.0, CONFIG)
+    later = trust.security_signal(CONFIG.event_half_life, CONFIG)
+    assert fresh == pytest.approx(0.3679, abs=1e-4)
+    assert later == pytest.approx(0.6065, abs=1e-4)
+
+
+def test_on_off_attacker_loses_fast_regains_slowly() -> None:
+    trust = NodeTrust()
+    _warm(trust)
+    for round_number in range(1, 10):
+        trust.close_round("n", round_number, 0.0, CONFIG)
+    high = trust.score
+    trust.observe_integrity(0.0)
+    dropped = trust.close_round("n", 10, 0.0, CONFIG).score
+    assert high - dropped > 35
+    trust.observe_integrity(1.0)
+    recovered = trust.close_round("n", 11, 0.0, CONFIG).score
+    assert recovered - dropped < 10
+
+
+def test_storage_round_trip() -> None:
+    trust = NodeTrust()
+    _warm(trust)
+    trust.record_event(5.0, "replayed", 0.5, "counter 3")
+    trust.close_round("n", 1, 5.0, CONFIG)
+    assert NodeTrust.from_dict(trust.to_dict()) == trust
+
+
+def test_device_trust_drops_while_anomalous() -> None:
+    device = DeviceTrust()
+    for _ in range(30):
+        device.observe_state(False)
+    assert device.score(90.0) == pytest.approx(90.0)
+    for _ in range(20):
+        device.observe_state(True)
+    assert device.score(90.0) < 40.0
