@@ -370,7 +370,7 @@ def parse_heartbeat(body: dict[str, Any]) -> Heartbeat:
 
 @dataclass(frozen=True)
 class DeviceState:
-    """A device's current anomaly state as its node sees it."""
+    """A device's current anomaly state as reported by its node."""
 
     device_id: str
     anomaly: bool

@@ -7,7 +7,7 @@ Every security decision lives here so that it can be audited in one read:
   can verify any node that an administrator issued a key to, and a node cannot
   forge another node's messages.
 - Downlink messages (coordinator to nodes) carry an Ed25519 signature. The key
-  pair is derived from the federation key; nodes hold only the public key, so a
+  pair is derived from the federation key. Nodes hold only the public key, so a
   compromised node cannot forge a round announcement or a global model.
 - Each sender's counter must strictly increase and its timestamp must lie within
   a window around the receiver's clock, which rejects replayed messages.
@@ -37,7 +37,7 @@ DEFAULT_MAX_SKEW = 300.0
 
 
 class RejectReason(StrEnum):
-    """Why a received message was rejected."""
+    """Reason a received message was rejected."""
 
     TOO_LARGE = "too_large"
     MALFORMED = "malformed"
@@ -87,15 +87,15 @@ def generate_federation_key() -> str:
     return secrets.token_hex(KEY_BYTES)
 
 
-def parse_key(key_hex: str, what: str = "key") -> bytes:
-    """Decode a 32-byte key from hexadecimal, raising ValueError naming ``what``."""
+def parse_key(key_hex: str, label: str = "key") -> bytes:
+    """Decode a 32-byte key from hexadecimal, raising ValueError that names ``label``."""
     try:
         key = bytes.fromhex(key_hex)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{what} must be hexadecimal, got {len(str(key_hex))} characters") from err
+        raise ValueError(f"{label} must be hexadecimal, got {len(str(key_hex))} characters") from err
     if len(key) != KEY_BYTES:
         raise ValueError(
-            f"{what} must be {KEY_BYTES * 2} hexadecimal characters, got {len(key_hex)}"
+            f"{label} must be {KEY_BYTES * 2} hexadecimal characters, got {len(key_hex)}"
         )
     return key
 
@@ -127,7 +127,12 @@ def load_public_key(key_hex: str) -> Ed25519PublicKey:
 
 
 def canonical_bytes(envelope: dict[str, Any]) -> bytes:
-    """Serialize a message without its signature in the one form both sides sign."""
+    """Serialize a message without its signature in the one form both sides sign.
+
+    NaN and infinity serialize as JSON's non-standard tokens, so a signed message
+    that carries them verifies, and its body check then rejects it and charges
+    the sender who signed it.
+    """
     unsigned = {key: value for key, value in envelope.items() if key != "sig"}
     return json.dumps(
         unsigned, sort_keys=True, separators=(",", ":"), allow_nan=True, ensure_ascii=True

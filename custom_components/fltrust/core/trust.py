@@ -30,7 +30,7 @@ MAX_HISTORY = 500
 
 
 class TrustStatus(StrEnum):
-    """What a node's trust allows it to do."""
+    """Access level that a node's trust grants."""
 
     TRUSTED = "trusted"
     REAUTH_REQUIRED = "reauth_required"
@@ -73,7 +73,7 @@ class SecurityEvent:
 
 @dataclass
 class TrustChange:
-    """How one round changed a node's trust, and why."""
+    """Change of one node's trust in one round, with the reasons."""
 
     node_id: str
     previous: float
@@ -148,7 +148,6 @@ class NodeTrust:
         peers_unknown: int,
         traffic_bytes: int,
         interval: float,
-        observed_messages: int = 0,
     ) -> None:
         """Update the behaviour and network signals from one heartbeat.
 
