@@ -1,0 +1,186 @@
+"""Config flow of fltrust: one config entry per federation, identified by its topic prefix."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, override
+
+import voluptuous as vol
+from homeassistant.components import mqtt
+from homeassistant.config_entries import ConfigFlow, ConfigFlowResult
+from homeassistant.const import CONF_NAME, UnitOfTime
+from homeassistant.helpers.selector import (
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+    TextSelector,
+    TextSelectorConfig,
+    TextSelectorType,
+)
+
+from .const import (
+    CONF_FEDERATION_KEY,
+    CONF_MIN_NODES,
+    CONF_QUARANTINE_THRESHOLD,
+    CONF_REAUTH_THRESHOLD,
+    CONF_ROUND_INTERVAL,
+    CONF_ROUND_TIMEOUT,
+    CONF_TOPIC_PREFIX,
+    DEFAULT_MIN_NODES,
+    DEFAULT_NAME,
+    DEFAULT_QUARANTINE_THRESHOLD,
+    DEFAULT_REAUTH_THRESHOLD,
+    DEFAULT_ROUND_INTERVAL,
+    DEFAULT_ROUND_TIMEOUT,
+    DEFAULT_TOPIC_PREFIX,
+    DOMAIN,
+    MAX_REAUTH_THRESHOLD,
+    MAX_ROUND_INTERVAL,
+    MIN_ROUND_INTERVAL,
+)
+from .core.security import (
+    derive_coordinator_private_key,
+    generate_federation_key,
+    parse_key,
+    public_key_hex,
+)
+
+SECONDS = NumberSelectorConfig(
+    min=1,
+    max=MAX_ROUND_INTERVAL,
+    step=1,
+    unit_of_measurement=UnitOfTime.SECONDS,
+    mode=NumberSelectorMode.BOX,
+)
+THRESHOLD = NumberSelector(
+    NumberSelectorConfig(min=0, max=MAX_REAUTH_THRESHOLD, step=1, mode=NumberSelectorMode.BOX)
+)
+
+ROUND_FIELDS: dict[vol.Marker, Any] = {
+    vol.Required(CONF_ROUND_INTERVAL, default=DEFAULT_ROUND_INTERVAL): NumberSelector(
+        NumberSelectorConfig(**{**SECONDS, "min": MIN_ROUND_INTERVAL})
+    ),
+    vol.Required(CONF_ROUND_TIMEOUT, default=DEFAULT_ROUND_TIMEOUT): NumberSelector(SECONDS),
+    vol.Required(CONF_MIN_NODES, default=DEFAULT_MIN_NODES): NumberSelector(
+        NumberSelectorConfig(min=1, max=1000, step=1, mode=NumberSelectorMode.BOX)
+    ),
+    vol.Required(CONF_REAUTH_THRESHOLD, default=DEFAULT_REAUTH_THRESHOLD): THRESHOLD,
+    vol.Required(CONF_QUARANTINE_THRESHOLD, default=DEFAULT_QUARANTINE_THRESHOLD): THRESHOLD,
+}
+
+USER_SCHEMA = vol.Schema(
+    {
+        vol.Required(CONF_NAME, default=DEFAULT_NAME): TextSelector(),
+        vol.Required(CONF_TOPIC_PREFIX, default=DEFAULT_TOPIC_PREFIX): TextSelector(),
+        vol.Optional(CONF_FEDERATION_KEY): TextSelector(
+            TextSelectorConfig(type=TextSelectorType.PASSWORD)
+        ),
+        **ROUND_FIELDS,
+    }
+)
+RECONFIGURE_SCHEMA = vol.Schema(ROUND_FIELDS)
+
+
+def _round_settings(user_input: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the round and trust settings of a form in the types the entry stores."""
+    return {
+        CONF_ROUND_INTERVAL: round(user_input[CONF_ROUND_INTERVAL]),
+        CONF_ROUND_TIMEOUT: round(user_input[CONF_ROUND_TIMEOUT]),
+        CONF_MIN_NODES: round(user_input[CONF_MIN_NODES]),
+        CONF_REAUTH_THRESHOLD: float(user_input[CONF_REAUTH_THRESHOLD]),
+        CONF_QUARANTINE_THRESHOLD: float(user_input[CONF_QUARANTINE_THRESHOLD]),
+    }
+
+
+def _round_errors(settings: Mapping[str, Any]) -> dict[str, str]:
+    """Return the form errors of round and trust settings, by field."""
+    errors: dict[str, str] = {}
+    if settings[CONF_ROUND_TIMEOUT] >= settings[CONF_ROUND_INTERVAL]:
+        errors[CONF_ROUND_TIMEOUT] = "timeout_not_below_interval"
+    if settings[CONF_QUARANTINE_THRESHOLD] >= settings[CONF_REAUTH_THRESHOLD]:
+        errors[CONF_QUARANTINE_THRESHOLD] = "quarantine_not_below_reauth"
+    return errors
+
+
+def _is_valid_prefix(prefix: str) -> bool:
+    """Return whether ``prefix`` can be the first levels of every fltrust topic."""
+    if not prefix or prefix.startswith("/") or prefix.endswith("/"):
+        return False
+    try:
+        mqtt.valid_publish_topic(prefix)
+    except vol.Invalid:
+        return False
+    return True
+
+
+def _is_valid_key(key: str) -> bool:
+    try:
+        parse_key(key)
+    except ValueError:
+        return False
+    return True
+
+
+class FltrustConfigFlow(ConfigFlow, domain=DOMAIN):
+    """Create a federation, or change its round and trust settings."""
+
+    VERSION = 1
+
+    @override
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for the federation's name, topic prefix, key and round settings."""
+        # The broker connection is configured in the MQTT integration, not here.
+        if not await mqtt.async_wait_for_mqtt_client(self.hass):
+            return self.async_abort(reason="mqtt_not_configured")
+
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            prefix = user_input[CONF_TOPIC_PREFIX].strip()
+            key = user_input.get(CONF_FEDERATION_KEY, "").strip().lower()
+            settings = _round_settings(user_input)
+            if not _is_valid_prefix(prefix):
+                errors[CONF_TOPIC_PREFIX] = "invalid_topic_prefix"
+            if key and not _is_valid_key(key):
+                errors[CONF_FEDERATION_KEY] = "invalid_federation_key"
+            errors.update(_round_errors(settings))
+            if not errors:
+                await self.async_set_unique_id(prefix)
+                self._abort_if_unique_id_configured()
+                key = key or generate_federation_key()
+                public_key = public_key_hex(derive_coordinator_private_key(parse_key(key)))
+                return self.async_create_entry(
+                    title=user_input[CONF_NAME].strip() or DEFAULT_NAME,
+                    data={CONF_TOPIC_PREFIX: prefix, CONF_FEDERATION_KEY: key, **settings},
+                    description_placeholders={"public_key": public_key, "topic_prefix": prefix},
+                )
+
+        return self.async_show_form(
+            step_id="user",
+            data_schema=self.add_suggested_values_to_schema(USER_SCHEMA, user_input),
+            errors=errors,
+        )
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Change the round interval and timeout, the quorum and the trust thresholds.
+
+        The topic prefix and the federation key stay: changing either would
+        cut off every edge node that was set up with them.
+        """
+        entry = self._get_reconfigure_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            settings = _round_settings(user_input)
+            errors = _round_errors(settings)
+            if not errors:
+                return self.async_update_reload_and_abort(entry, data_updates=settings)
+
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=self.add_suggested_values_to_schema(
+                RECONFIGURE_SCHEMA, user_input or entry.data
+            ),
+            errors=errors,
+            description_placeholders={"topic_prefix": entry.data[CONF_TOPIC_PREFIX]},
+        )

@@ -1,0 +1,588 @@
+"""The coordinator: runs one federation's round engine inside Home Assistant.
+
+``FltrustCoordinator`` owns the ``Federation`` and everything around it: the
+MQTT subscription and publishing, the round and deadline timers, storage,
+the Home Assistant devices and the bus events. Entities only read the
+``FederationData`` snapshots it publishes.
+
+Every call into the engine runs in the executor, one at a time under
+``_lock``, together with applying its outcome (publishing, events, new
+snapshot), so outcomes are applied in the order the engine produced them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, override
+
+from homeassistant.components import mqtt
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP
+from homeassistant.core import CALLBACK_TYPE, Context, Event, HassJob, HomeAssistant, callback
+from homeassistant.exceptions import ConfigEntryError, HomeAssistantError
+from homeassistant.helpers.event import async_call_later, async_track_time_interval
+from homeassistant.helpers.storage import Store
+from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
+from homeassistant.util import dt as dt_util
+
+from .const import (
+    CONF_FEDERATION_KEY,
+    CONF_MIN_NODES,
+    CONF_QUARANTINE_THRESHOLD,
+    CONF_REAUTH_THRESHOLD,
+    CONF_ROUND_INTERVAL,
+    CONF_ROUND_TIMEOUT,
+    CONF_TOPIC_PREFIX,
+    DOMAIN,
+    EVENT_QUARANTINED,
+    EVENT_RELEASED,
+    EVENT_TRUST_DROPPED,
+    LOGGER,
+    SAVE_DELAY,
+    STORAGE_VERSION,
+)
+from .core.federation import Federation, FederationEvent, FederationSettings, Outcome, Publish
+from .core.protocol import MAX_PAYLOAD_BYTES, parse_uplink_topic, uplink_subscription
+from .core.security import (
+    derive_coordinator_private_key,
+    derive_node_key,
+    parse_key,
+    public_key_hex,
+)
+from .core.trust import TrustConfig, TrustStatus
+from .devices import FederationDevices
+from .models import FederationData, build_federation_data
+from .rejections import RejectionLog
+
+# Messages waiting for the engine. Beyond either limit new messages are dropped
+# and counted, so a flood cannot exhaust memory.
+MAX_PENDING_MESSAGES = 2000
+MAX_PENDING_BYTES = 16 * 1024 * 1024
+# Messages handled per executor job, so that round timers get the lock in between.
+BATCH_SIZE = 200
+
+BUS_EVENTS = {
+    "trust_dropped": EVENT_TRUST_DROPPED,
+    "quarantined": EVENT_QUARANTINED,
+    "released": EVENT_RELEASED,
+}
+
+
+class NodeNotQuarantinedError(Exception):
+    """A release was requested for a node that is not quarantined."""
+
+
+@dataclass
+class _JobResult:
+    """The outcome of one engine call and the snapshot taken right after it."""
+
+    outcome: Outcome
+    data: FederationData
+
+
+def settings_from_entry(entry: ConfigEntry) -> FederationSettings:
+    """Return the engine settings stored in a config entry.
+
+    Raises:
+        ValueError: when the stored federation key is not 64 hexadecimal characters.
+    """
+    data = entry.data
+    return FederationSettings(
+        prefix=data[CONF_TOPIC_PREFIX],
+        federation_key=parse_key(data[CONF_FEDERATION_KEY], "federation key"),
+        round_interval=float(data[CONF_ROUND_INTERVAL]),
+        round_timeout=float(data[CONF_ROUND_TIMEOUT]),
+        min_nodes=int(data[CONF_MIN_NODES]),
+        trust=TrustConfig(
+            reauth_threshold=float(data[CONF_REAUTH_THRESHOLD]),
+            quarantine_threshold=float(data[CONF_QUARANTINE_THRESHOLD]),
+        ),
+    )
+
+
+class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
+    """Runs one federation: MQTT in and out, rounds, storage, devices and events."""
+
+    config_entry: ConfigEntry[FltrustCoordinator]
+
+    def __init__(self, hass: HomeAssistant, entry: ConfigEntry[FltrustCoordinator]) -> None:
+        """Prepare the coordinator. ``_async_setup`` loads the stored state later.
+
+        Raises:
+            ConfigEntryError: when the entry's federation key is invalid.
+        """
+        try:
+            self.settings = settings_from_entry(entry)
+        except ValueError as err:
+            raise ConfigEntryError(
+                translation_domain=DOMAIN, translation_key="invalid_federation_key"
+            ) from err
+        super().__init__(
+            hass,
+            LOGGER,
+            config_entry=entry,
+            name=f"{DOMAIN} {entry.title}",
+            update_interval=None,
+        )
+        self.prefix = self.settings.prefix
+        self.devices = FederationDevices(hass, entry)
+        # Messages dropped because too many were waiting for the engine.
+        self.dropped_messages = 0
+        self._federation: Federation | None = None
+        self._lock = asyncio.Lock()
+        self._store: Store[dict[str, Any]] = Store(
+            hass, STORAGE_VERSION, f"{DOMAIN}.{entry.entry_id}"
+        )
+        self._rejections = RejectionLog(entry.entry_id)
+        self._pending: deque[tuple[str, bytes, float]] = deque()
+        self._pending_bytes = 0
+        self._drain_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._unsubscribes: list[CALLBACK_TYPE] = []
+        self._stop_listener: CALLBACK_TYPE | None = None
+        self._deadline_timer: CALLBACK_TYPE | None = None
+        self._save_timer: CALLBACK_TYPE | None = None
+
+    # Set-up and shutdown.
+
+    @property
+    def federation(self) -> Federation:
+        """The round engine. Use it only in the executor while holding the lock."""
+        if self._federation is None:
+            raise RuntimeError("the coordinator has not loaded its state yet")
+        return self._federation
+
+    @override
+    async def _async_setup(self) -> None:
+        """Load the stored federation state and register the federation device."""
+        stored = await self._store.async_load()
+        try:
+            self._federation = await self.hass.async_add_executor_job(
+                Federation, self.settings, stored
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            # Starting empty would silently lift quarantines and forget replay counters.
+            LOGGER.error(
+                "%s: stored federation state in %s is invalid: %s",
+                self.config_entry.entry_id,
+                self._store.path,
+                err,
+            )
+            raise ConfigEntryError(
+                translation_domain=DOMAIN,
+                translation_key="invalid_stored_state",
+                translation_placeholders={"path": self._store.path},
+            ) from err
+        self.devices.async_register_federation()
+
+    @override
+    async def _async_update_data(self) -> FederationData:
+        """Return a fresh snapshot of the federation."""
+        async with self._lock:
+            data = await self.hass.async_add_executor_job(
+                build_federation_data, self.federation, self._now()
+            )
+        self.devices.async_register(data.nodes)
+        return data
+
+    async def async_start(self) -> None:
+        """Subscribe to the nodes, publish the retained model and start the round timer."""
+        entry_id = self.config_entry.entry_id
+        self._unsubscribes.append(
+            await mqtt.async_subscribe(
+                self.hass,
+                uplink_subscription(self.prefix),
+                self._async_message_received,
+                qos=1,
+                encoding=None,
+            )
+        )
+        self._unsubscribes.append(
+            async_track_time_interval(
+                self.hass,
+                self._handle_round_timer,
+                timedelta(seconds=self.settings.round_interval),
+                name=f"{DOMAIN} rounds {entry_id}",
+                cancel_on_shutdown=True,
+            )
+        )
+        self._stop_listener = self.hass.bus.async_listen_once(
+            EVENT_HOMEASSISTANT_STOP, self._async_on_stop
+        )
+        async with self._lock:
+            publish = await self.hass.async_add_executor_job(
+                self.federation.model_message, self._now()
+            )
+            await self._async_publish(publish)
+        LOGGER.debug(
+            "%s: listening on %s, model version %s, round %s",
+            entry_id,
+            uplink_subscription(self.prefix),
+            self.data.model_version,
+            self.data.round,
+        )
+
+    @callback
+    def _cancel_timers(self) -> None:
+        for unsubscribe in self._unsubscribes:
+            unsubscribe()
+        self._unsubscribes.clear()
+        if self._deadline_timer is not None:
+            self._deadline_timer()
+            self._deadline_timer = None
+        if self._save_timer is not None:
+            self._save_timer()
+            self._save_timer = None
+
+    async def _async_on_stop(self, _event: Event) -> None:
+        """Stop processing and save the state when Home Assistant stops."""
+        self._stop_listener = None
+        self._stopping = True
+        self._cancel_timers()
+        if self._federation is not None:
+            await self.async_save()
+
+    @override
+    async def async_shutdown(self) -> None:
+        """Unsubscribe, cancel the timers and save the state when the entry unloads."""
+        await super().async_shutdown()
+        self._stopping = True
+        self._cancel_timers()
+        if self._stop_listener is not None:
+            self._stop_listener()
+            self._stop_listener = None
+        self._pending.clear()
+        self._pending_bytes = 0
+        if self._federation is not None:
+            await self.async_save()
+
+    async def async_save(self) -> None:
+        """Write the federation state to storage now."""
+        if self._save_timer is not None:
+            self._save_timer()
+            self._save_timer = None
+        async with self._lock:
+            data = await self.hass.async_add_executor_job(self.federation.to_dict)
+        await self._store.async_save(data)
+
+    @callback
+    def _schedule_save(self) -> None:
+        if self._save_timer is None and not self._stopping:
+            self._save_timer = async_call_later(
+                self.hass,
+                SAVE_DELAY,
+                HassJob(self._handle_save_timer, f"{DOMAIN} save", cancel_on_shutdown=True),
+            )
+
+    @callback
+    def _handle_save_timer(self, _now: datetime) -> None:
+        self._save_timer = None
+        self.config_entry.async_create_task(self.hass, self.async_save(), f"{DOMAIN} save")
+
+    # Keys.
+
+    @property
+    def public_key(self) -> str:
+        """The coordinator's Ed25519 public key as hexadecimal, which nodes use to verify it."""
+        return public_key_hex(derive_coordinator_private_key(self.settings.federation_key))
+
+    def node_key(self, node_id: str) -> str:
+        """Return the HMAC key of a node as hexadecimal."""
+        return derive_node_key(self.settings.federation_key, node_id).hex()
+
+    # Messages from the nodes.
+
+    @staticmethod
+    def _now() -> float:
+        return dt_util.utcnow().timestamp()
+
+    @callback
+    def _async_message_received(self, message: mqtt.ReceiveMessage) -> None:
+        """Queue an uplink message for the engine."""
+        if self._stopping:
+            return
+
+        parsed = parse_uplink_topic(self.prefix, message.topic)
+        if parsed is None:
+            # Commands the coordinator published itself, and foreign topics.
+            return
+        payload = message.payload
+        if isinstance(payload, str):
+            payload = payload.encode()
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            # The engine rejects anything above the limit. Keeping one byte more than
+            # the limit bounds the memory that a large message occupies while it waits.
+            # NOTE: the rejection detail then reports the capped size, not the received one.
+            payload = payload[: MAX_PAYLOAD_BYTES + 1]
+
+        now = self._now()
+        if (
+            len(self._pending) >= MAX_PENDING_MESSAGES
+            or self._pending_bytes + len(payload) > MAX_PENDING_BYTES
+        ):
+            self.dropped_messages += 1
+            self._rejections.record(
+                parsed[0],
+                False,
+                "queue_full",
+                f"{len(self._pending)} messages ({self._pending_bytes} bytes) are waiting",
+                now,
+            )
+            return
+
+        self._pending.append((message.topic, payload, now))
+        self._pending_bytes += len(payload)
+        if self._drain_task is None or self._drain_task.done():
+            self._drain_task = self.config_entry.async_create_task(
+                self.hass, self._async_drain(), f"{DOMAIN} messages"
+            )
+
+    async def _async_drain(self) -> None:
+        """Feed the waiting messages to the engine in batches."""
+        while self._pending and not self._stopping:
+            batch = [self._pending.popleft() for _ in range(min(BATCH_SIZE, len(self._pending)))]
+            self._pending_bytes -= sum(len(payload) for _, payload, _ in batch)
+            async with self._lock:
+                if self._stopping:
+                    return
+                result = await self.hass.async_add_executor_job(
+                    self._job_handle_messages, batch, self._now()
+                )
+                await self._async_apply(result)
+
+    def _job_handle_messages(self, batch: list[tuple[str, bytes, float]], now: float) -> _JobResult:
+        """Apply a batch of messages and close the round if it became complete (executor)."""
+        federation = self.federation
+        outcome = Outcome()
+        for topic, payload, received in batch:
+            try:
+                outcome.extend(federation.handle_message(topic, payload, received))
+            except Exception:
+                # The engine turns every invalid message into a rejection. An
+                # exception here is a bug, and one bad message must not stop the
+                # messages queued behind it.
+                LOGGER.exception(
+                    "%s: unexpected error handling a message on %s",
+                    self.config_entry.entry_id,
+                    topic,
+                )
+        if federation.ready_to_close(now):
+            outcome.extend(federation.close_round(now))
+        return _JobResult(outcome, build_federation_data(federation, now))
+
+    # Rounds.
+
+    @callback
+    def _handle_round_timer(self, _now: datetime) -> None:
+        self.config_entry.async_create_task(
+            self.hass, self._async_round_tick(), f"{DOMAIN} round timer"
+        )
+
+    async def _async_round_tick(self) -> None:
+        """Start the next round and refresh the entities, whose connected state depends on time."""
+        async with self._lock:
+            if self._stopping:
+                return
+            now = self._now()
+            result = await self.hass.async_add_executor_job(self._job_round_tick, now)
+            await self._async_apply(result)
+        self._rejections.flush(now)
+
+    def _job_round_tick(self, now: float) -> _JobResult:
+        """Close a round that outlived its deadline timer and start the next one (executor)."""
+        federation = self.federation
+        outcome = Outcome()
+        if federation.round_open:
+            outcome.extend(federation.close_round(now))
+        if federation.active_nodes(now):
+            outcome.extend(federation.start_round(now))
+        return _JobResult(outcome, build_federation_data(federation, now))
+
+    @callback
+    def _handle_deadline_timer(self, _now: datetime) -> None:
+        self._deadline_timer = None
+        self.config_entry.async_create_task(
+            self.hass, self._async_close_if_ready(), f"{DOMAIN} round deadline"
+        )
+
+    async def _async_close_if_ready(self) -> None:
+        async with self._lock:
+            if self._stopping:
+                return
+            result = await self.hass.async_add_executor_job(self._job_close_if_ready, self._now())
+            await self._async_apply(result)
+
+    def _job_close_if_ready(self, now: float) -> _JobResult:
+        federation = self.federation
+        outcome = Outcome()
+        if federation.ready_to_close(now):
+            outcome.extend(federation.close_round(now))
+        return _JobResult(outcome, build_federation_data(federation, now))
+
+    # Release.
+
+    async def async_release(self, node_id: str, context: Context | None = None) -> None:
+        """Lift a node's quarantine.
+
+        Raises:
+            KeyError: when the federation does not know the node.
+            NodeNotQuarantinedError: when the node is not quarantined.
+        """
+        async with self._lock:
+            result = await self.hass.async_add_executor_job(self._job_release, node_id, self._now())
+            await self._async_apply(result, context)
+
+    def _job_release(self, node_id: str, now: float) -> _JobResult:
+        federation = self.federation
+        node = federation.nodes[node_id]
+        if node.trust.status != TrustStatus.QUARANTINED:
+            raise NodeNotQuarantinedError(node_id)
+        previous = node.trust.score
+        outcome = federation.release(node_id, now)
+        for event in outcome.events:
+            if event.kind == "released":
+                event.data.update(
+                    previous_trust=round(previous, 1),
+                    round=federation.round,
+                    status=node.trust.status.value,
+                    reasons=["released by a user"],
+                )
+        return _JobResult(outcome, build_federation_data(federation, now))
+
+    # Applying outcomes.
+
+    async def _async_publish(self, publish: Publish) -> None:
+        try:
+            await mqtt.async_publish(
+                self.hass,
+                publish.topic,
+                publish.payload,
+                publish.qos,
+                publish.retain,
+                encoding=None,
+            )
+        except HomeAssistantError as err:
+            LOGGER.error(
+                "%s: failed to publish to %s: %s", self.config_entry.entry_id, publish.topic, err
+            )
+
+    async def _async_apply(self, result: _JobResult, context: Context | None = None) -> None:
+        """Publish an outcome, register new devices, fire events and hand out the snapshot."""
+        for publish in result.outcome.publishes:
+            await self._async_publish(publish)
+        self.devices.async_register(result.data.nodes)
+        round_started = False
+        for event in result.outcome.events:
+            round_started |= event.kind == "round_started"
+            self._async_handle_event(event, context)
+        self.async_set_updated_data(result.data)
+        self._schedule_save()
+        if round_started and not self._stopping:
+            if self._deadline_timer is not None:
+                self._deadline_timer()
+            self._deadline_timer = async_call_later(
+                self.hass,
+                self.settings.round_timeout,
+                HassJob(
+                    self._handle_deadline_timer, f"{DOMAIN} round deadline", cancel_on_shutdown=True
+                ),
+            )
+
+    @callback
+    def _async_handle_event(self, event: FederationEvent, context: Context | None) -> None:
+        """Log an engine event and fire the matching bus event."""
+        entry_id = self.config_entry.entry_id
+        data = event.data
+        match event.kind:
+            case "rejected":
+                self._rejections.record(
+                    data["node_id"], data["known_node"], data["reason"], data["detail"], self._now()
+                )
+            case "node_discovered":
+                LOGGER.info("%s: discovered edge node %s", entry_id, data["node_id"])
+            case "device_discovered":
+                LOGGER.debug(
+                    "%s: node %s watches new device %s",
+                    entry_id,
+                    data["node_id"],
+                    data["device_id"],
+                )
+            case "trust_dropped":
+                LOGGER.info(
+                    "%s: trust of node %s dropped from %s to %s in round %s (%s)",
+                    entry_id,
+                    data["node_id"],
+                    data["previous_trust"],
+                    data["trust"],
+                    data["round"],
+                    ", ".join(data["reasons"]) or "no signal below 0.9",
+                )
+            case "quarantined":
+                LOGGER.warning(
+                    "%s: quarantined node %s with trust %s in round %s (%s); its updates are "
+                    "ignored until someone calls %s.release",
+                    entry_id,
+                    data["node_id"],
+                    data["trust"],
+                    data["round"],
+                    ", ".join(data["reasons"]) or "no signal below 0.9",
+                    DOMAIN,
+                )
+            case "released":
+                LOGGER.info(
+                    "%s: released node %s from quarantine with trust %s; it must re-authenticate",
+                    entry_id,
+                    data["node_id"],
+                    data["trust"],
+                )
+            case "reauth_required":
+                LOGGER.info(
+                    "%s: node %s must re-authenticate, trust %s",
+                    entry_id,
+                    data["node_id"],
+                    data["trust"],
+                )
+            case "authenticated":
+                LOGGER.info("%s: node %s re-authenticated", entry_id, data["node_id"])
+            case "round_started":
+                LOGGER.debug("%s: round %s started", entry_id, data["round"])
+            case "round_completed":
+                LOGGER.debug(
+                    "%s: round %s closed, model version %s, participants %s, dropped %s",
+                    entry_id,
+                    data["round"],
+                    data["version"],
+                    data["participants"],
+                    data["dropped"],
+                )
+        if (event_type := BUS_EVENTS.get(event.kind)) is not None:
+            self.hass.bus.async_fire(event_type, self._bus_event_data(data), context=context)
+
+    def _bus_event_data(self, data: dict[str, Any]) -> dict[str, Any]:
+        node_id = data["node_id"]
+        return {
+            "config_entry_id": self.config_entry.entry_id,
+            "device_id": self.devices.node_device_ids.get(node_id),
+            "node_id": node_id,
+            "trust": data["trust"],
+            "previous_trust": data["previous_trust"],
+            "round": data["round"],
+            "status": data["status"],
+            "reasons": list(data["reasons"]),
+        }
+
+    # Diagnostics.
+
+    async def async_export_state(self) -> dict[str, Any]:
+        """Return the engine's storage form of the federation state."""
+        async with self._lock:
+            return await self.hass.async_add_executor_job(self.federation.to_dict)
+
+
+# A config entry of this integration, with the coordinator as its runtime data.
+# NOTE: an assignment rather than a ``type`` statement, because ruff parses the
+# repository as Python 3.11 for the sake of the edge node.
+FltrustConfigEntry = ConfigEntry[FltrustCoordinator]

@@ -1,0 +1,116 @@
+"""Actions of the fltrust integration: release a node and issue node keys.
+
+Both actions are admin-only: a release lets a node's updates count again, and
+a node key lets its holder sign messages as that node.
+"""
+
+from __future__ import annotations
+
+import voluptuous as vol
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import (
+    HomeAssistant,
+    ServiceCall,
+    ServiceResponse,
+    SupportsResponse,
+    callback,
+)
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers.service import async_register_admin_service
+
+from .const import (
+    CONF_CONFIG_ENTRY_ID,
+    CONF_NODE_ID,
+    DOMAIN,
+    LOGGER,
+    SERVICE_ISSUE_NODE_KEY,
+    SERVICE_RELEASE,
+)
+from .coordinator import FltrustCoordinator, NodeNotQuarantinedError
+from .core.protocol import ID_PATTERN, is_valid_id
+
+NODE_SCHEMA = vol.Schema(
+    {
+        vol.Required(CONF_CONFIG_ENTRY_ID): cv.string,
+        vol.Required(CONF_NODE_ID): cv.string,
+    }
+)
+
+
+def _get_coordinator(hass: HomeAssistant, entry_id: str) -> FltrustCoordinator:
+    """Return the coordinator of a loaded fltrust entry or raise ServiceValidationError."""
+    entry = hass.config_entries.async_get_entry(entry_id)
+    if entry is None or entry.domain != DOMAIN:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="entry_not_found",
+            translation_placeholders={"entry_id": entry_id},
+        )
+    if entry.state is not ConfigEntryState.LOADED:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="entry_not_loaded",
+            translation_placeholders={"title": entry.title},
+        )
+    coordinator: FltrustCoordinator = entry.runtime_data
+    return coordinator
+
+
+async def _async_release(call: ServiceCall) -> None:
+    """Lift the quarantine of one node."""
+    coordinator = _get_coordinator(call.hass, call.data[CONF_CONFIG_ENTRY_ID])
+    node_id: str = call.data[CONF_NODE_ID]
+    placeholders = {"node_id": node_id, "title": coordinator.config_entry.title}
+    try:
+        await coordinator.async_release(node_id, call.context)
+    except KeyError as err:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="node_not_found",
+            translation_placeholders=placeholders,
+        ) from err
+    except NodeNotQuarantinedError as err:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="node_not_quarantined",
+            translation_placeholders=placeholders,
+        ) from err
+
+
+async def _async_issue_node_key(call: ServiceCall) -> ServiceResponse:
+    """Return the key an edge node signs with and the key it verifies the coordinator with."""
+    coordinator = _get_coordinator(call.hass, call.data[CONF_CONFIG_ENTRY_ID])
+    node_id: str = call.data[CONF_NODE_ID]
+    if not is_valid_id(node_id):
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="invalid_node_id",
+            translation_placeholders={"node_id": node_id, "pattern": ID_PATTERN.pattern},
+        )
+    LOGGER.info(
+        "%s: issued the key of node %s to user %s",
+        coordinator.config_entry.entry_id,
+        node_id,
+        call.context.user_id,
+    )
+    return {
+        "node_id": node_id,
+        "node_key": coordinator.node_key(node_id),
+        "coordinator_public_key": coordinator.public_key,
+        "topic_prefix": coordinator.prefix,
+    }
+
+
+@callback
+def async_setup_services(hass: HomeAssistant) -> None:
+    """Register the fltrust actions."""
+    async_register_admin_service(hass, DOMAIN, SERVICE_RELEASE, _async_release, NODE_SCHEMA)
+    async_register_admin_service(
+        hass,
+        DOMAIN,
+        SERVICE_ISSUE_NODE_KEY,
+        _async_issue_node_key,
+        NODE_SCHEMA,
+        supports_response=SupportsResponse.ONLY,
+    )

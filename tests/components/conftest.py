@@ -1,0 +1,232 @@
+"""Fixtures for the fltrust integration: a config entry, a set-up federation and edge nodes.
+
+Edge nodes are simulated by ``EdgeNode``, which signs uplink messages exactly
+like the edge agent and fires them into Home Assistant's mocked MQTT client.
+Time is frozen with ``freezer``; tests move it with ``freezer.tick`` and
+``async_fire_time_changed``, and every message carries the frozen time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncGenerator, Iterable
+from typing import Any
+from unittest.mock import MagicMock
+
+# Importing Home Assistant installs Probatio under the name ``voluptuous``, so it
+# must come before any import of voluptuous. The harness's pytest plugin already
+# imports it first; this import keeps the order when the file is imported alone.
+import homeassistant  # noqa: F401
+import numpy as np
+import pytest
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.core import HomeAssistant
+from homeassistant.util import dt as dt_util
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_fire_mqtt_message,
+    async_fire_time_changed,
+)
+
+from custom_components.fltrust.const import (
+    CONF_FEDERATION_KEY,
+    CONF_MIN_NODES,
+    CONF_QUARANTINE_THRESHOLD,
+    CONF_REAUTH_THRESHOLD,
+    CONF_ROUND_INTERVAL,
+    CONF_ROUND_TIMEOUT,
+    CONF_TOPIC_PREFIX,
+    DOMAIN,
+)
+from custom_components.fltrust.core import protocol, security
+from custom_components.fltrust.core.model import FeatureStats, FederationParams, KindModel
+
+FEDERATION_KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+PREFIX = "fltrust"
+ENTRY_ID = "01JFLTRUSTTESTENTRY0000000"
+ROUND_INTERVAL = 60
+ROUND_TIMEOUT = 30
+FROZEN_TIME = "2026-12-04T12:00:00+00:00"
+PARAMS = FederationParams()
+N_FEATURES = 2
+
+
+@pytest.fixture(autouse=True)
+def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
+    """Let Home Assistant load the integration from custom_components."""
+
+
+@pytest.fixture
+def entry_data() -> dict[str, Any]:
+    """Return the data of the test federation's config entry."""
+    return {
+        CONF_TOPIC_PREFIX: PREFIX,
+        CONF_FEDERATION_KEY: FEDERATION_KEY,
+        CONF_ROUND_INTERVAL: ROUND_INTERVAL,
+        CONF_ROUND_TIMEOUT: ROUND_TIMEOUT,
+        CONF_MIN_NODES: 2,
+        CONF_REAUTH_THRESHOLD: 60.0,
+        CONF_QUARANTINE_THRESHOLD: 30.0,
+    }
+
+
+@pytest.fixture
+def mock_config_entry(entry_data: dict[str, Any]) -> MockConfigEntry:
+    """Return the config entry of the test federation, not yet added to Home Assistant."""
+    return MockConfigEntry(
+        domain=DOMAIN,
+        title="Test federation",
+        unique_id=PREFIX,
+        entry_id=ENTRY_ID,
+        data=entry_data,
+    )
+
+
+@pytest.fixture
+def frozen_time(freezer: FrozenDateTimeFactory) -> FrozenDateTimeFactory:
+    """Freeze the clock at a fixed moment so that snapshots do not change between runs."""
+    freezer.move_to(FROZEN_TIME)
+    return freezer
+
+
+@pytest.fixture
+async def init_integration(
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    mock_config_entry: MockConfigEntry,
+    frozen_time: FrozenDateTimeFactory,
+) -> AsyncGenerator[MockConfigEntry]:
+    """Set up MQTT and the test federation, and unload the federation after the test."""
+    mock_config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    yield mock_config_entry
+    if mock_config_entry.state.recoverable:
+        await hass.config_entries.async_unload(mock_config_entry.entry_id)
+        await hass.async_block_till_done()
+
+
+def now() -> float:
+    """Return the frozen time as the Unix timestamp a node puts in its messages."""
+    return dt_util.utcnow().timestamp()
+
+
+def kind_model(coef: Iterable[float], offset: float = 0.5, n_samples: int = 100) -> KindModel:
+    """Return one kind's parameters with the given SVM weights and plausible statistics."""
+    samples = np.linspace(-1.0, 1.0, n_samples * N_FEATURES).reshape(n_samples, N_FEATURES)
+    return KindModel(
+        stats=FeatureStats.from_samples(samples),
+        svm_coef=np.asarray(list(coef), dtype=float),
+        svm_offset=offset,
+        centers=np.arange(PARAMS.n_clusters * N_FEATURES, dtype=float).reshape(
+            PARAMS.n_clusters, N_FEATURES
+        ),
+        counts=np.full(PARAMS.n_clusters, n_samples / PARAMS.n_clusters),
+        n_samples=n_samples,
+    )
+
+
+class EdgeNode:
+    """A simulated edge node that signs its messages with its derived key."""
+
+    def __init__(
+        self, hass: HomeAssistant, node_id: str, federation_key: str = FEDERATION_KEY
+    ) -> None:
+        """Create a node whose counter starts at 1."""
+        self.hass = hass
+        self.node_id = node_id
+        self.key = security.derive_node_key(bytes.fromhex(federation_key), node_id)
+        self.counter = itertools.count(1)
+
+    def envelope(
+        self, message_type: str, body: dict[str, Any], counter: int | None = None
+    ) -> dict[str, Any]:
+        """Return a signed envelope stamped with the frozen time."""
+        envelope = protocol.build_envelope(
+            message_type,
+            self.node_id,
+            next(self.counter) if counter is None else counter,
+            body,
+            now(),
+        )
+        envelope["sig"] = security.hmac_tag(self.key, envelope)
+        return envelope
+
+    def topic(self, message_type: str, device_id: str | None = None) -> str:
+        """Return the uplink topic of one message type."""
+        if message_type == "state":
+            assert device_id is not None
+            return protocol.state_topic(PREFIX, self.node_id, device_id)
+        return protocol.node_topic(PREFIX, self.node_id, message_type)
+
+    def send_raw(self, topic: str, payload: bytes | str) -> None:
+        """Fire a payload as it is, for malformed and forged messages."""
+        async_fire_mqtt_message(self.hass, topic, payload)
+
+    def send(
+        self,
+        message_type: str,
+        body: dict[str, Any],
+        device_id: str | None = None,
+        counter: int | None = None,
+    ) -> bytes:
+        """Sign, fire and return one message."""
+        payload = protocol.encode(self.envelope(message_type, body, counter))
+        self.send_raw(self.topic(message_type, device_id), payload)
+        return payload
+
+    def send_heartbeat(
+        self,
+        devices: tuple[protocol.DeviceInfo, ...] | None = None,
+        anomalies: int = 1,
+        peers_unknown: int = 0,
+    ) -> bytes:
+        """Send a heartbeat that announces ``devices`` (one temperature sensor by default)."""
+        if devices is None:
+            devices = (
+                protocol.DeviceInfo("thermostat", "temperature", "Hall thermostat", ("t", "dt")),
+            )
+        heartbeat = protocol.Heartbeat(
+            devices=devices,
+            interval=30.0,
+            samples=100,
+            anomalies=anomalies,
+            peers_known=2,
+            peers_unknown=peers_unknown,
+            traffic_bytes=4000,
+            model_version=0,
+            software="fltrust-edge 0.1.0",
+        )
+        return self.send("heartbeat", protocol.heartbeat_body(heartbeat))
+
+    def send_state(
+        self, device_id: str, anomaly: bool, score: float, threshold: float = 0.0
+    ) -> bytes:
+        """Send one device's anomaly state."""
+        state = protocol.DeviceState(device_id, anomaly, score, threshold)
+        return self.send("state", protocol.state_body(state), device_id=device_id)
+
+    def send_update(self, round_number: int, model: KindModel, base_version: int = 0) -> bytes:
+        """Send a model update with one temperature model."""
+        update = protocol.ModelUpdate(
+            round=round_number, base_version=base_version, kinds={"temperature": model}
+        )
+        return self.send("update", protocol.update_body(update))
+
+
+async def advance(hass: HomeAssistant, freezer: FrozenDateTimeFactory, seconds: float) -> None:
+    """Move the frozen clock forward, fire the timers that became due and wait for them."""
+    freezer.tick(seconds)
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+
+
+def published(mqtt_mock: MagicMock, topic: str) -> list[tuple[dict[str, Any], int, bool]]:
+    """Return the decoded envelopes published on ``topic`` with their QoS and retain flag."""
+    messages = []
+    for call in mqtt_mock.async_publish.call_args_list:
+        call_topic, payload, qos, retain = call.args[:4]
+        if call_topic == topic:
+            messages.append((json.loads(payload), qos, retain))
+    return messages

@@ -1,0 +1,234 @@
+"""Set-up, unload and restart of the fltrust integration."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from unittest.mock import MagicMock, patch
+
+import pytest
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.fltrust.const import DOMAIN
+from custom_components.fltrust.coordinator import settings_from_entry
+from custom_components.fltrust.core import protocol, security
+from custom_components.fltrust.core.federation import Federation
+
+from .conftest import ENTRY_ID, PREFIX, EdgeNode, advance, now, published
+
+STORAGE_KEY = f"{DOMAIN}.{ENTRY_ID}"
+
+
+async def test_setup_and_unload(
+    hass: HomeAssistant, init_integration: MockConfigEntry, mqtt_mock: MagicMock
+) -> None:
+    """Test the entry loads, subscribes and publishes the model, then unloads cleanly."""
+    entry = init_integration
+    assert entry.state is ConfigEntryState.LOADED
+
+    subscribed = [call.args[0] for call in mqtt_mock.async_subscribe.call_args_list]
+    assert protocol.uplink_subscription(PREFIX) in subscribed
+
+    models = published(mqtt_mock, protocol.model_topic(PREFIX))
+    assert len(models) == 1
+    envelope, qos, retain = models[0]
+    assert retain is True
+    assert qos == 1
+    assert envelope["type"] == "model"
+    assert envelope["body"]["version"] == 0
+    public_key = security.load_public_key(entry.runtime_data.public_key)
+    security.verify_ed25519(public_key, envelope)
+
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.NOT_LOADED
+
+
+async def test_setup_retries_without_mqtt(
+    hass: HomeAssistant, mock_config_entry: MockConfigEntry
+) -> None:
+    """Test the entry waits for MQTT when the MQTT integration is not available."""
+    mock_config_entry.add_to_hass(hass)
+    with patch("custom_components.fltrust.mqtt.async_wait_for_mqtt_client", return_value=False):
+        await hass.config_entries.async_setup(mock_config_entry.entry_id)
+        await hass.async_block_till_done()
+    assert mock_config_entry.state is ConfigEntryState.SETUP_RETRY
+
+
+async def test_unload_saves_state(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    hass_storage: dict[str, Any],
+) -> None:
+    """Test unloading writes nodes, replay counters and the round to storage."""
+    node = EdgeNode(hass, "node-1")
+    node.send_heartbeat()
+    node.send_heartbeat()
+    await hass.async_block_till_done()
+
+    assert await hass.config_entries.async_unload(init_integration.entry_id)
+    await hass.async_block_till_done()
+
+    stored = hass_storage[STORAGE_KEY]["data"]
+    assert "node-1" in stored["nodes"]
+    assert stored["replay"] == {"node-1": 2}
+    assert set(stored["nodes"]["node-1"]["devices"]) == {"thermostat"}
+
+
+async def test_changes_saved_after_delay(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    frozen_time: FrozenDateTimeFactory,
+) -> None:
+    """Test a change is written to storage once the save delay has passed."""
+    EdgeNode(hass, "node-1").send_heartbeat()
+    await hass.async_block_till_done()
+    assert STORAGE_KEY not in hass_storage
+
+    await advance(hass, frozen_time, 11)
+
+    assert hass_storage[STORAGE_KEY]["data"]["replay"] == {"node-1": 1}
+
+
+async def test_state_restored_after_restart(
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    mock_config_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    frozen_time: FrozenDateTimeFactory,
+) -> None:
+    """Test trust, the round, the model version and replay counters survive a restart."""
+    federation = Federation(settings_from_entry(mock_config_entry))
+    node = EdgeNode(hass, "node-1")
+    for counter in (1, 2, 3):
+        envelope = node.envelope("heartbeat", _heartbeat_body(), counter=counter)
+        federation.handle_message(node.topic("heartbeat"), protocol.encode(envelope), now())
+    federation.round = 7
+    federation.model.version = 4
+    federation.nodes["node-1"].trust.score = 42.5
+    hass_storage[STORAGE_KEY] = {
+        "version": 1,
+        "minor_version": 1,
+        "key": STORAGE_KEY,
+        "data": json.loads(json.dumps(federation.to_dict())),
+    }
+
+    mock_config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+
+    assert hass.states.get("sensor.test_federation_round").state == "7"
+    assert hass.states.get("sensor.test_federation_model_version").state == "4"
+    assert hass.states.get("sensor.node_1_trust").state == "42.5"
+    models = published(mqtt_mock, protocol.model_topic(PREFIX))
+    assert models[-1][0]["body"]["version"] == 4
+
+    # A message recorded before the restart is a replay afterwards.
+    replayed = node.envelope("heartbeat", _heartbeat_body(), counter=3)
+    node.send_raw(node.topic("heartbeat"), protocol.encode(replayed))
+    await hass.async_block_till_done()
+    assert hass.states.get("sensor.test_federation_rejected_messages").state == "1"
+    assert (
+        hass.states.get("sensor.node_1_trust").attributes["last_rejection"].startswith("replayed")
+    )
+
+    await hass.config_entries.async_unload(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+
+
+async def test_invalid_stored_state(
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    mock_config_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Test the entry fails instead of starting empty when the stored state is invalid."""
+    hass_storage[STORAGE_KEY] = {
+        "version": 1,
+        "minor_version": 1,
+        "key": STORAGE_KEY,
+        "data": {"round": "seven", "nodes": {}},
+    }
+    mock_config_entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+
+    assert mock_config_entry.state is ConfigEntryState.SETUP_ERROR
+    assert "stored federation state" in caplog.text
+    assert hass_storage[STORAGE_KEY]["data"]["round"] == "seven"
+
+
+async def test_invalid_federation_key(
+    hass: HomeAssistant, mqtt_mock: MagicMock, entry_data: dict[str, Any]
+) -> None:
+    """Test an entry whose key is not 64 hexadecimal characters fails to set up."""
+    entry = MockConfigEntry(domain=DOMAIN, data={**entry_data, "federation_key": "abc"})
+    entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.SETUP_ERROR
+
+
+async def test_devices_registered(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    device_registry: dr.DeviceRegistry,
+) -> None:
+    """Test the federation, node and watched devices are linked with via_device_id."""
+    EdgeNode(hass, "node-1").send_heartbeat()
+    await hass.async_block_till_done()
+
+    federation = device_registry.async_get_device_by_identifier((DOMAIN, ENTRY_ID), ENTRY_ID)
+    node = device_registry.async_get_device_by_identifier((DOMAIN, f"{ENTRY_ID}_node-1"), ENTRY_ID)
+    watched = device_registry.async_get_device_by_identifier(
+        (DOMAIN, f"{ENTRY_ID}_node-1_thermostat"), ENTRY_ID
+    )
+    assert federation is not None
+    assert node is not None
+    assert watched is not None
+    assert federation.name == "Test federation"
+    assert node.via_device_id == federation.id
+    assert node.sw_version == "fltrust-edge 0.1.0"
+    assert watched.via_device_id == node.id
+    assert watched.name == "Hall thermostat"
+    assert watched.model == "temperature"
+
+
+async def test_colliding_ids_get_no_entities(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Test a node whose identifier equals another node's device identifier gets no entities."""
+    EdgeNode(hass, "a").send_heartbeat(
+        devices=(protocol.DeviceInfo("b", "temperature", "B", ("t",)),)
+    )
+    await hass.async_block_till_done()
+    EdgeNode(hass, "a_b").send_heartbeat(devices=())
+    await hass.async_block_till_done()
+
+    assert hass.states.get("sensor.b_trust") is not None
+    assert hass.states.get("binary_sensor.a_b_quarantined") is None
+    assert "has the same identifier" in caplog.text
+
+
+def _heartbeat_body() -> dict[str, Any]:
+    return protocol.heartbeat_body(
+        protocol.Heartbeat(
+            devices=(),
+            interval=30.0,
+            samples=100,
+            anomalies=1,
+            peers_known=1,
+            peers_unknown=0,
+            traffic_bytes=1000,
+            model_version=0,
+            software="fltrust-edge 0.1.0",
+        )
+    )
