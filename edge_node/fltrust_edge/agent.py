@@ -1,0 +1,651 @@
+"""The edge node runtime: readings in, signed reports and model updates out.
+
+Threads:
+
+- paho-mqtt's network thread and one thread per CSV replay only put events
+  on ``EdgeNode._events``;
+- the main loop (``EdgeNode._run``) takes events one at a time, so all node
+  state is touched by this one thread, and publishes the heartbeat on time;
+- a single worker thread trains updates and calibrates detectors, and sends
+  its results back through the same queue.
+
+Protocol behaviour:
+
+- Every uplink message is signed with the node key (HMAC-SHA256) and carries a
+  counter that increases across restarts (``state.UplinkCounter``).
+- Downlink messages pass ``downlink.DownlinkVerifier``; rejections are logged
+  with their reason and otherwise ignored.
+- A round announcement makes the node train one update per device kind from
+  the adopted global model, unless the node is quarantined.
+- A newer global model is adopted and the thresholds are recalibrated locally.
+- Device states go out when a device's anomaly state changes and with every
+  heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fltrust_core import protocol
+from fltrust_core.detectors import KindDetector
+from fltrust_core.model import FederationParams, GlobalModel
+from fltrust_core.security import MessageRejected, RejectReason, hmac_tag
+
+from . import __version__
+from .config import NodeConfig
+from .downlink import DownlinkVerifier
+from .evaluation import DeviceEvaluation, build_results, write_results
+from .link import Connected, Disconnected, Message, MqttLink
+from .monitor import DeviceMonitor
+from .network import PeerMonitor
+from .simulation import CompromiseSimulation
+from .sources import CsvReplay, MqttSensor, Sample
+from .state import StateStore, UplinkCounter
+from .throttle import ThrottledLogger
+from .training import Calibration, RoundResult, calibrate, has_enough_samples, train_round
+
+_LOGGER = logging.getLogger(__name__)
+SOFTWARE = f"fltrust-edge/{__version__}"
+# Scores are clipped to this magnitude so that they always serialize as JSON numbers.
+MAX_REPORTED_SCORE = 1e9
+
+
+@dataclass(frozen=True)
+class ReplayEnded:
+    """A CSV replay emitted its last row."""
+
+    device_id: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class JobDone:
+    """The worker finished a job; ``result`` is a RoundResult or a Calibration."""
+
+    result: RoundResult | Calibration
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """The worker raised; the error is logged and the node goes on."""
+
+    description: str
+    error: BaseException
+
+
+class EdgeNode:
+    """An fltrust edge node: watches devices, detects anomalies, joins federated rounds.
+
+    ``start`` returns at once. ``done`` is set when the CSV replays ended, the
+    results were written and one more global model arrived, or
+    ``done_timeout`` seconds passed after the replays ended.
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        results_path: Path | None = None,
+        done_timeout: float = 120.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Load the persistent state and prepare every component; nothing runs yet."""
+        self.config = config
+        self.node_id = config.node_id
+        self.results_path = results_path
+        self.done_timeout = done_timeout
+        self._clock = clock
+        self._events: queue.Queue[Any] = queue.Queue()
+        self._stop = threading.Event()
+        self.done = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fltrust-train")
+        self._rejections = ThrottledLogger(_LOGGER)
+
+        self._store = StateStore(config.security.state_dir)
+        self._counter = UplinkCounter(self._store)
+        self._node_key = config.security.node_key
+        self._verifier = DownlinkVerifier(
+            config.security.coordinator_public_key, self.node_id, self._store, clock
+        )
+        self._link = MqttLink(config.mqtt, self._events, self.node_id)
+        self._peers = PeerMonitor(config.detection.known_peers)
+        self._simulation = (
+            CompromiseSimulation(config.simulation, self.node_id)
+            if config.simulation is not None
+            else None
+        )
+
+        self._monitors = {
+            device.id: DeviceMonitor(
+                device, config.detection, keep_test_rows=device in config.csv_devices
+            )
+            for device in config.devices
+        }
+        self._replays = [CsvReplay(device) for device in config.csv_devices]
+        self._sensors: dict[str, list[MqttSensor]] = {}
+        for device in config.devices:
+            if device not in config.csv_devices:
+                sensor = MqttSensor(device)
+                for topic in sensor.topics:
+                    self._sensors.setdefault(topic, []).append(sensor)
+
+        self._detectors: dict[str, KindDetector] = {}
+        self._detector_version: dict[str, int] = {}
+        self._global_model: GlobalModel | None = None
+        self._params = FederationParams()
+        self.quarantined = self._store.state.quarantined
+        self.rounds_joined: list[int] = []
+        self._training_round: int | None = None
+        self._last_round = 0
+        self._replays_running = len(self._replays)
+        self._version_at_replay_end: int | None = None
+        self._done_deadline: float | None = None
+        self._interval_samples = 0
+        self._interval_anomalies = 0
+        self._last_heartbeat = time.monotonic()
+        self._load_saved_model()
+
+    # Public API.
+
+    @property
+    def model_version(self) -> int:
+        """Version of the adopted global model, 0 before the first one."""
+        return 0 if self._global_model is None else self._global_model.version
+
+    @property
+    def connected(self) -> bool:
+        """Whether the MQTT link is up."""
+        return self._link.connected
+
+    def detector(self, kind: str) -> KindDetector | None:
+        """Return the detector that scores readings of ``kind``, if any."""
+        return self._detectors.get(kind)
+
+    def start(self) -> None:
+        """Connect, start the replays and the main loop; returns at once."""
+        prefix = self.config.mqtt.prefix
+        self._peers.add_broker(self.config.mqtt.host, self.config.mqtt.port)
+        self._link.subscribe(
+            [
+                protocol.round_topic(prefix),
+                protocol.model_topic(prefix),
+                protocol.command_topic(prefix, self.node_id),
+                *self._sensors,
+            ]
+        )
+        _LOGGER.info(
+            "%s: starting with %s devices, connecting to %s:%s",
+            self.node_id,
+            len(self._monitors),
+            self.config.mqtt.host,
+            self.config.mqtt.port,
+        )
+        self._link.start()
+        self._spawn(self._run, "fltrust-main")
+        for replay in self._replays:
+            self._spawn(
+                lambda replay=replay: self._replay(replay), f"fltrust-csv-{replay.device_id}"
+            )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every thread and disconnect; safe to call more than once."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+        self._worker.shutdown(wait=True, cancel_futures=True)
+        self._link.stop()
+        self._store.save()
+        _LOGGER.info("%s: stopped", self.node_id)
+
+    # Threads.
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _replay(self, replay: CsvReplay) -> None:
+        try:
+            rows = replay.run(self._events.put, self._stop)
+        except (OSError, ValueError) as err:
+            _LOGGER.error("%s: CSV replay failed: %s", replay.device_id, err)
+            rows = 0
+        if not self._stop.is_set():
+            self._events.put(ReplayEnded(replay.device_id, rows))
+
+    def _run(self) -> None:
+        interval = self.config.detection.heartbeat_interval
+        next_heartbeat = time.monotonic() + interval
+        while not self._stop.is_set():
+            timeout = max(0.0, min(next_heartbeat - time.monotonic(), 0.5))
+            try:
+                event = self._events.get(timeout=timeout)
+            except queue.Empty:
+                event = None
+            if event is not None:
+                try:
+                    self._dispatch(event)
+                except Exception:
+                    # The main loop must survive any bug in one handler.
+                    _LOGGER.exception("%s: failed to handle %s", self.node_id, type(event).__name__)
+            now = time.monotonic()
+            if now >= next_heartbeat:
+                self._publish_heartbeat()
+                next_heartbeat = max(next_heartbeat + interval, now)
+            if self._done_deadline is not None and now >= self._done_deadline:
+                _LOGGER.info(
+                    "%s: no newer global model within %.0f s after the replay ended",
+                    self.node_id,
+                    self.done_timeout,
+                )
+                self._finish()
+
+    def _dispatch(self, event: Any) -> None:
+        if isinstance(event, Sample):
+            self._on_sample(event)
+        elif isinstance(event, Message):
+            self._on_message(event)
+        elif isinstance(event, JobDone):
+            self._on_job_done(event.result)
+        elif isinstance(event, JobFailed):
+            _LOGGER.error("%s: %s failed: %s", self.node_id, event.description, event.error)
+        elif isinstance(event, ReplayEnded):
+            self._on_replay_ended(event)
+        elif isinstance(event, Connected):
+            _LOGGER.info(
+                "%s: connected to %s:%s", self.node_id, self.config.mqtt.host, self.config.mqtt.port
+            )
+        elif isinstance(event, Disconnected):
+            _LOGGER.warning(
+                "%s: disconnected from the broker (%s), reconnecting", self.node_id, event.reason
+            )
+
+    def _submit(self, description: str, job: Callable[[], RoundResult | Calibration]) -> None:
+        def report(future: Future[RoundResult | Calibration]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is not None:
+                self._events.put(JobFailed(description, error))
+            else:
+                self._events.put(JobDone(future.result()))
+
+        try:
+            self._worker.submit(job).add_done_callback(report)
+        except RuntimeError:
+            # The executor refuses new jobs once stop() shut it down.
+            _LOGGER.debug("%s: not starting %s while stopping", self.node_id, description)
+
+    # Readings.
+
+    def _on_sample(self, sample: Sample) -> None:
+        monitor = self._monitors[sample.device_id]
+        values = np.asarray(sample.values, dtype=float)
+        if self._simulation is not None:
+            values = self._simulation.distort(values)
+        kind = monitor.device.kind
+        reading = monitor.process(values, sample.label, self._detectors.get(kind))
+        self._interval_samples += 1
+        if reading.anomaly and reading.scored:
+            self._interval_anomalies += 1
+        if reading.buffer_filled:
+            _LOGGER.info(
+                "%s: training buffer of %s is full (%s rows)",
+                self.node_id,
+                sample.device_id,
+                monitor.n_train,
+            )
+            self._schedule_calibration(f"calibration of {kind} after {sample.device_id} filled")
+        if reading.state_changed:
+            self._publish_state(monitor)
+
+    def _training_data(self, params: FederationParams) -> dict[str, np.ndarray]:
+        """Return each kind's training features, for kinds with enough of them."""
+        by_kind: dict[str, list[np.ndarray]] = {}
+        for monitor in self._monitors.values():
+            if monitor.n_train:
+                by_kind.setdefault(monitor.device.kind, []).append(monitor.training_data())
+        data = {kind: np.vstack(parts) for kind, parts in by_kind.items()}
+        return {kind: X for kind, X in data.items() if has_enough_samples(X.shape[0], params)}
+
+    def _schedule_calibration(self, description: str) -> None:
+        model = self._global_model
+        params = model.params if model is not None else self._params
+        data = self._training_data(params)
+        if not data:
+            return
+        fpr = self.config.detection.target_fpr
+        self._submit(description, lambda: calibrate(data, model, params, fpr))
+
+    def _on_replay_ended(self, event: ReplayEnded) -> None:
+        self._monitors[event.device_id].replay_ended = True
+        self._replays_running -= 1
+        _LOGGER.info(
+            "%s: replay of %s ended after %s rows", self.node_id, event.device_id, event.rows
+        )
+        if self._replays_running > 0:
+            return
+        _LOGGER.info("%s: all replays ended", self.node_id)
+        self._write_results()
+        self._version_at_replay_end = self.model_version
+        self._done_deadline = time.monotonic() + self.done_timeout
+
+    # Downlink messages.
+
+    def _on_message(self, message: Message) -> None:
+        prefix = self.config.mqtt.prefix
+        topic = message.topic
+        if topic in self._sensors:
+            for sensor in self._sensors[topic]:
+                sample = sensor.handle(topic, message.payload, self._clock())
+                if sample is not None:
+                    self._on_sample(sample)
+            return
+        try:
+            if topic == protocol.round_topic(prefix):
+                self._on_round(message)
+            elif topic == protocol.model_topic(prefix):
+                self._on_model(message)
+            elif topic == protocol.command_topic(prefix, self.node_id):
+                self._on_command(message)
+        except MessageRejected as err:
+            self._log_rejection(topic, message.retained, err)
+
+    def _log_rejection(self, topic: str, retained: bool, err: MessageRejected) -> None:
+        if retained and err.reason == RejectReason.REPLAYED:
+            # The broker sends its retained copy on every subscribe, so a copy
+            # of what the node already applied is routine.
+            _LOGGER.debug("%s: ignored retained message on %s: %s", self.node_id, topic, err)
+            return
+        self._rejections.warning(
+            f"{topic}:{err.reason}",
+            "%s: rejected message on %s: %s",
+            self.node_id,
+            topic,
+            err,
+        )
+
+    def _on_round(self, message: Message) -> None:
+        announcement = self._verifier.open_round(message.payload, message.retained)
+        round_number = announcement.round
+        if self._simulation is not None:
+            self._simulation.observe_round(round_number)
+        if round_number <= self._last_round:
+            _LOGGER.debug("%s: round %s already handled", self.node_id, round_number)
+            return
+        self._last_round = round_number
+        self._params = announcement.params
+        if self.quarantined:
+            _LOGGER.info("%s: quarantined, skipping round %s", self.node_id, round_number)
+            return
+        if announcement.deadline < self._clock():
+            _LOGGER.warning(
+                "%s: round %s arrived after its deadline, skipping it", self.node_id, round_number
+            )
+            return
+        data = self._training_data(announcement.params)
+        if not data:
+            _LOGGER.info(
+                "%s: round %s skipped: no device kind has enough training rows yet",
+                self.node_id,
+                round_number,
+            )
+            return
+        model = self._global_model
+        params = announcement.params
+        fpr = self.config.detection.target_fpr
+        self._training_round = round_number
+        _LOGGER.debug(
+            "%s: training round %s on kinds %s", self.node_id, round_number, ", ".join(data)
+        )
+        self._submit(
+            f"training for round {round_number}",
+            lambda: train_round(round_number, params, data, model, fpr),
+        )
+
+    def _on_model(self, message: Message) -> None:
+        model, envelope = self._verifier.open_model(
+            message.payload, message.retained, self.model_version
+        )
+        if model.version <= self.model_version:
+            _LOGGER.debug(
+                "%s: ignored global model version %s, already at %s",
+                self.node_id,
+                model.version,
+                self.model_version,
+            )
+            return
+        self._adopt_model(model)
+        self._store.save_model(envelope.body)
+
+    def _adopt_model(self, model: GlobalModel) -> None:
+        self._global_model = model
+        self._params = model.params
+        _LOGGER.info(
+            "%s: adopted global model version %s from round %s (kinds: %s)",
+            self.node_id,
+            model.version,
+            model.round,
+            ", ".join(sorted(model.kinds)) or "none",
+        )
+        self._schedule_calibration(f"calibration for model version {model.version}")
+
+    def _load_saved_model(self) -> None:
+        body = self._store.load_model()
+        if body is None:
+            return
+        try:
+            model = protocol.parse_model(body)
+        except MessageRejected as err:
+            _LOGGER.warning("%s: ignoring invalid saved model: %s", self.node_id, err)
+            return
+        self._global_model = model
+        self._params = model.params
+        _LOGGER.info("%s: loaded saved global model version %s", self.node_id, model.version)
+
+    def _on_command(self, message: Message) -> None:
+        command, _ = self._verifier.open_command(message.payload, message.retained)
+        if command.action == "quarantine":
+            if not self.quarantined:
+                _LOGGER.warning(
+                    "%s: quarantined by the coordinator, no more updates until released",
+                    self.node_id,
+                )
+            self._set_quarantined(True)
+        elif command.action == "release":
+            if self.quarantined:
+                _LOGGER.info("%s: released from quarantine", self.node_id)
+            self._set_quarantined(False)
+        elif command.action == "reauthenticate":
+            try:
+                nonce = protocol.parse_auth({"nonce": command.nonce})
+            except MessageRejected as err:
+                self._log_rejection(message.topic, message.retained, err)
+                return
+            self._send(
+                "auth",
+                protocol.node_topic(self.config.mqtt.prefix, self.node_id, "auth"),
+                {"nonce": nonce},
+                qos=1,
+            )
+            _LOGGER.info("%s: answered a reauthentication request", self.node_id)
+
+    def _set_quarantined(self, quarantined: bool) -> None:
+        self.quarantined = quarantined
+        self._store.state.quarantined = quarantined
+        self._store.save()
+
+    # Worker results.
+
+    def _on_job_done(self, result: RoundResult | Calibration) -> None:
+        if isinstance(result, RoundResult):
+            self._on_round_trained(result)
+        else:
+            self._on_calibrated(result)
+
+    def _on_round_trained(self, result: RoundResult) -> None:
+        if self._training_round == result.round:
+            self._training_round = None
+        for kind, detector in result.local_detectors.items():
+            if self._detector_version.get(kind, 0) == 0:
+                self._detectors[kind] = detector
+                self._detector_version[kind] = 0
+        if self.quarantined:
+            _LOGGER.info(
+                "%s: quarantined while training round %s, update not sent",
+                self.node_id,
+                result.round,
+            )
+            return
+        updates = result.updates
+        if self._simulation is not None:
+            updates = self._simulation.poison(updates)
+        update = protocol.ModelUpdate(
+            round=result.round, base_version=result.base_version, kinds=updates
+        )
+        topic = protocol.node_topic(self.config.mqtt.prefix, self.node_id, "update")
+        if not self._send("update", topic, protocol.update_body(update), qos=1):
+            _LOGGER.warning("%s: update for round %s could not be sent", self.node_id, result.round)
+            return
+        self.rounds_joined.append(result.round)
+        _LOGGER.info(
+            "%s: joined round %s: sent an update from base version %s for %s",
+            self.node_id,
+            result.round,
+            result.base_version,
+            ", ".join(f"{kind} ({model.n_samples} samples)" for kind, model in updates.items()),
+        )
+
+    def _on_calibrated(self, calibration: Calibration) -> None:
+        if calibration.model_version < self.model_version:
+            return
+        self._detectors.update(calibration.detectors)
+        for kind in calibration.detectors:
+            is_global = kind in calibration.global_kinds
+            self._detector_version[kind] = calibration.model_version if is_global else 0
+        _LOGGER.debug(
+            "%s: thresholds calibrated for model version %s: %s",
+            self.node_id,
+            calibration.model_version,
+            ", ".join(f"{k}={d.threshold_:.3f}" for k, d in calibration.detectors.items()),
+        )
+        if self._version_at_replay_end is None:
+            return
+        if calibration.model_version > self._version_at_replay_end:
+            self._finish()
+        else:
+            self._write_results()
+
+    # Uplink messages.
+
+    def _send(self, message_type: str, topic: str, body: dict[str, Any], qos: int = 0) -> bool:
+        envelope = protocol.build_envelope(
+            message_type, self.node_id, self._counter.next(), body, now=self._clock()
+        )
+        envelope["sig"] = hmac_tag(self._node_key, envelope)
+        return self._link.publish(topic, protocol.encode(envelope), qos=qos)
+
+    def _publish_state(self, monitor: DeviceMonitor) -> None:
+        state = protocol.DeviceState(
+            device_id=monitor.device.id,
+            anomaly=monitor.anomaly,
+            score=_reportable(monitor.score),
+            threshold=_reportable(monitor.threshold),
+        )
+        topic = protocol.state_topic(self.config.mqtt.prefix, self.node_id, monitor.device.id)
+        self._send("state", topic, protocol.state_body(state))
+
+    def _publish_heartbeat(self) -> None:
+        now = time.monotonic()
+        interval = max(now - self._last_heartbeat, 1e-3)
+        self._last_heartbeat = now
+        known, unknown = self._peers.count()
+        if self._simulation is not None:
+            unknown += self._simulation.extra_unknown_peers()
+        heartbeat = protocol.Heartbeat(
+            devices=tuple(
+                protocol.DeviceInfo(d.id, d.kind, d.name, d.features) for d in self.config.devices
+            ),
+            interval=interval,
+            samples=self._interval_samples,
+            anomalies=self._interval_anomalies,
+            peers_known=known,
+            peers_unknown=unknown,
+            traffic_bytes=self._link.take_published_bytes(),
+            model_version=self.model_version,
+            software=SOFTWARE,
+        )
+        self._interval_samples = 0
+        self._interval_anomalies = 0
+        topic = protocol.node_topic(self.config.mqtt.prefix, self.node_id, "heartbeat")
+        self._send("heartbeat", topic, protocol.heartbeat_body(heartbeat))
+        for monitor in self._monitors.values():
+            self._publish_state(monitor)
+
+    # Results.
+
+    def evaluate(self) -> dict[str, Any]:
+        """Return the results document for the CSV devices (see ``evaluation``)."""
+        devices = []
+        for device in self.config.csv_devices:
+            monitor = self._monitors[device.id]
+            features, labels = monitor.test_data()
+            detector = self._detectors.get(device.kind)
+            scores = None
+            if detector is not None and monitor.n_test:
+                scores = detector.anomaly_score(features)
+            version = self._detector_version.get(device.kind)
+            devices.append(
+                DeviceEvaluation(
+                    device_id=device.id,
+                    kind=device.kind,
+                    labels=labels,
+                    scores=scores,
+                    threshold=None if detector is None else detector.threshold_,
+                    model=None if version is None else ("global" if version > 0 else "local"),
+                    n_rows=monitor.n_test,
+                    n_train_rows=monitor.n_train,
+                )
+            )
+        return build_results(self.node_id, self.rounds_joined, self.model_version, devices)
+
+    def _write_results(self) -> None:
+        if self.results_path is None:
+            return
+        try:
+            write_results(self.results_path, self.evaluate())
+        except OSError as err:
+            _LOGGER.error(
+                "%s: cannot write results to %s: %s", self.node_id, self.results_path, err
+            )
+            return
+        _LOGGER.info(
+            "%s: wrote results for model version %s to %s",
+            self.node_id,
+            self.model_version,
+            self.results_path,
+        )
+
+    def _finish(self) -> None:
+        self._done_deadline = None
+        self._write_results()
+        self.done.set()
+
+
+def _reportable(value: float) -> float:
+    if not math.isfinite(value):
+        return MAX_REPORTED_SCORE if value > 0 else -MAX_REPORTED_SCORE
+    return float(np.clip(value, -MAX_REPORTED_SCORE, MAX_REPORTED_SCORE))

@@ -1,0 +1,181 @@
+"""Command line of the edge node: ``fltrust-edge run | keys | check-config``.
+
+Exit codes: 0 on success, 1 when the node failed at run time, 2 for an
+invalid configuration or invalid arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from fltrust_core import protocol
+from fltrust_core.security import (
+    derive_coordinator_private_key,
+    derive_node_key,
+    parse_key,
+    public_key_hex,
+)
+
+from . import __version__
+from .config import ConfigError, NodeConfig, load_config
+
+_LOGGER = logging.getLogger("fltrust_edge")
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``fltrust-edge``."""
+    parser = argparse.ArgumentParser(
+        prog="fltrust-edge",
+        description="fltrust edge node: federated anomaly detection for IoT devices.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the node")
+    run.add_argument("--config", required=True, type=Path, help="TOML configuration file")
+    run.add_argument(
+        "--results",
+        type=Path,
+        help="JSON file for the detection metrics of the CSV replays, written when they end",
+    )
+    run.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="exit after the replays ended and one more global model arrived (or the wait "
+        "timed out)",
+    )
+    run.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for a global model after the replays ended (default: 120)",
+    )
+    run.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level (default: INFO)",
+    )
+
+    keys = commands.add_parser(
+        "keys", help="print the [security] keys of a node, derived from the federation key"
+    )
+    keys.add_argument(
+        "--federation-key", required=True, help="the federation key, 64 hexadecimal characters"
+    )
+    keys.add_argument("--node-id", required=True, help="id of the node")
+    keys.add_argument(
+        "--state-dir",
+        default="/var/lib/fltrust-edge",
+        help="state directory to put in the snippet (default: /var/lib/fltrust-edge)",
+    )
+
+    check = commands.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("config", type=Path, help="TOML configuration file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line and return the exit code."""
+    args = build_parser().parse_args(argv)
+    if args.command == "keys":
+        return _keys(args)
+    if args.command == "check-config":
+        return _check_config(args.config)
+    return _run(args)
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"fltrust-edge: error: {message}\n")
+
+
+def _keys(args: argparse.Namespace) -> int:
+    if not protocol.is_valid_id(args.node_id):
+        _error(f"--node-id: invalid id {args.node_id!r}, expected {protocol.ID_PATTERN.pattern}")
+        return EXIT_USAGE
+    try:
+        federation_key = parse_key(args.federation_key, "--federation-key")
+    except ValueError as err:
+        _error(str(err))
+        return EXIT_USAGE
+    node_key = derive_node_key(federation_key, args.node_id)
+    public_key = public_key_hex(derive_coordinator_private_key(federation_key))
+    sys.stdout.write(
+        "[security]\n"
+        f'node_key = "{node_key.hex()}"\n'
+        f'coordinator_public_key = "{public_key}"\n'
+        f'state_dir = "{args.state_dir}"\n'
+    )
+    return EXIT_OK
+
+
+def _load(path: Path) -> NodeConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        _error(str(err))
+        return None
+
+
+def _check_config(path: Path) -> int:
+    config = _load(path)
+    if config is None:
+        return EXIT_USAGE
+    sys.stdout.write(
+        f"{path}: valid configuration of node {config.node_id} with {len(config.devices)} devices\n"
+    )
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = _load(args.config)
+    if config is None:
+        return EXIT_USAGE
+    if args.exit_when_done and not config.csv_devices:
+        _error("--exit-when-done needs at least one device with a CSV source")
+        return EXIT_USAGE
+    if not args.wait_timeout > 0:
+        _error(f"--wait-timeout must be positive, got {args.wait_timeout}")
+        return EXIT_USAGE
+
+    from .agent import EdgeNode
+
+    try:
+        node = EdgeNode(config, results_path=args.results, done_timeout=args.wait_timeout)
+    except OSError as err:
+        _error(f"cannot prepare the node state in {config.security.state_dir}: {err}")
+        return EXIT_FAILURE
+
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        _LOGGER.info("%s: received signal %s, stopping", config.node_id, signum)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    node.start()
+    try:
+        while not stop_requested.is_set():
+            if node.done.wait(0.5) and args.exit_when_done:
+                break
+    finally:
+        node.stop()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,612 @@
+"""Configuration of an edge node: a TOML file loaded into frozen dataclasses.
+
+``load_config`` validates every key and raises ``ConfigError`` with the key's
+path and the bad value, for example
+``devices[1].source.path: file not found: /x.csv``. Relative paths are
+resolved against the directory of the configuration file. The README of the
+edge node documents every key.
+"""
+
+from __future__ import annotations
+
+import csv
+import ipaddress
+import math
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fltrust_core import protocol
+from fltrust_core.preprocessing import EXTRA_FEATURES
+from fltrust_core.security import KEY_BYTES, load_public_key
+
+POISON_METHODS = ("sign_flip", "scale", "noise")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message starts with the path of the bad key."""
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """Connection to the MQTT broker that the coordinator listens on."""
+
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    prefix: str = "fltrust"
+    tls: bool = False
+    client_id: str = ""
+    keepalive: int = 30
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """Keys and the directory where the node keeps its replay-protection state."""
+
+    node_key: bytes = field(repr=False)
+    coordinator_public_key: str
+    state_dir: Path
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """Feature extraction, training and reporting settings."""
+
+    smoothing_window: int = 6
+    long_window: int = 48
+    extra_features: tuple[str, ...] = ("trend", "std")
+    target_fpr: float = 0.01
+    train_rows: int = 500
+    heartbeat_interval: float = 30.0
+    known_peers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CsvSourceConfig:
+    """Replay of a CSV file as if its rows were live readings."""
+
+    path: Path
+    value_columns: tuple[str, ...]
+    timestamp_column: str | None = None
+    label_column: str | None = None
+    delimiter: str = ","
+    rows_per_second: float | None = None
+    speedup: float | None = None
+    start_row: int = 0
+    end_row: int | None = None
+    label_windows: Path | None = None
+    label_windows_key: str | None = None
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    """One MQTT topic that carries one feature of a device."""
+
+    topic: str
+    feature: str
+    value_path: str | None = None
+
+
+@dataclass(frozen=True)
+class MqttSourceConfig:
+    """Live readings from sensor topics on the node's MQTT broker."""
+
+    topics: tuple[TopicConfig, ...]
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """A watched device and where its readings come from."""
+
+    id: str
+    kind: str
+    name: str
+    features: tuple[str, ...]
+    source: CsvSourceConfig | MqttSourceConfig
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Behaviour of a compromised node, for demos and tests only.
+
+    From the round ``compromise_at_round`` on, the node adds
+    ``false_reading_offset`` plus Gaussian noise of standard deviation
+    ``false_reading_noise`` to every reading, reports ``unknown_peers`` extra
+    unknown peers per heartbeat and poisons its updates with ``poison``.
+    """
+
+    compromise_at_round: int = 1
+    false_reading_offset: float = 0.0
+    false_reading_noise: float = 0.0
+    unknown_peers: int = 0
+    poison: str | None = None
+    poison_scale: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The whole configuration of an edge node."""
+
+    node_id: str
+    mqtt: MqttConfig
+    security: SecurityConfig
+    detection: DetectionConfig
+    devices: tuple[DeviceConfig, ...]
+    simulation: SimulationConfig | None = None
+    path: Path | None = None
+
+    @property
+    def csv_devices(self) -> tuple[DeviceConfig, ...]:
+        """Devices whose readings are replayed from CSV files."""
+        return tuple(d for d in self.devices if isinstance(d.source, CsvSourceConfig))
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read and validate a TOML configuration file.
+
+    Raises:
+        ConfigError: the file is missing, is not valid TOML, or a key is invalid.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError as err:
+        raise ConfigError(f"configuration file not found: {path}") from err
+    except OSError as err:
+        raise ConfigError(f"cannot read configuration file {path}: {err.strerror}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from err
+    return parse_config(data, base_dir=path.resolve().parent, path=path)
+
+
+def parse_config(data: dict[str, Any], base_dir: Path, path: Path | None = None) -> NodeConfig:
+    """Validate a parsed TOML document; relative paths are resolved against ``base_dir``."""
+    root = _Table(data, "")
+    node_id = root.identifier("node_id")
+    mqtt = _parse_mqtt(root.table("mqtt"), node_id)
+    security = _parse_security(root.table("security"), base_dir)
+    detection = _parse_detection(root.table("detection", required=False))
+    devices = _parse_devices(root.array_of_tables("devices"), base_dir)
+    simulation_table = root.table("simulation", required=False)
+    simulation = _parse_simulation(simulation_table) if "simulation" in data else None
+    root.reject_unknown()
+    return NodeConfig(
+        node_id=node_id,
+        mqtt=mqtt,
+        security=security,
+        detection=detection,
+        devices=devices,
+        simulation=simulation,
+        path=path,
+    )
+
+
+# Sections.
+
+
+def _parse_mqtt(table: _Table, node_id: str) -> MqttConfig:
+    host = table.string("host")
+    port = table.integer("port", default=1883, minimum=1, maximum=65535)
+    username = table.string("username", default=None) or None
+    password = table.string("password", default=None) or None
+    prefix = table.string("prefix", default="fltrust")
+    if not prefix or any(char in prefix for char in "+#") or prefix[0] == "/" or prefix[-1] == "/":
+        raise ConfigError(
+            f"{table.key('prefix')}: invalid topic prefix {prefix!r}, "
+            "expected no wildcards and no leading or trailing '/'"
+        )
+    tls = table.boolean("tls", default=False)
+    client_id = table.string("client_id", default=f"fltrust-edge-{node_id}")
+    keepalive = table.integer("keepalive", default=30, minimum=5, maximum=3600)
+    table.reject_unknown()
+    return MqttConfig(host, port, username, password, prefix, tls, client_id, keepalive)
+
+
+def _parse_security(table: _Table, base_dir: Path) -> SecurityConfig:
+    node_key = bytes.fromhex(table.hex_key("node_key"))
+    public_key = table.hex_key("coordinator_public_key")
+    try:
+        load_public_key(public_key)
+    except ValueError as err:
+        raise ConfigError(
+            f"{table.key('coordinator_public_key')}: invalid Ed25519 public key: {err}"
+        ) from err
+    state_dir = table.path("state_dir", base_dir)
+    if state_dir.exists() and not state_dir.is_dir():
+        raise ConfigError(f"{table.key('state_dir')}: not a directory: {state_dir}")
+    table.reject_unknown()
+    return SecurityConfig(node_key=node_key, coordinator_public_key=public_key, state_dir=state_dir)
+
+
+def _parse_detection(table: _Table) -> DetectionConfig:
+    defaults = DetectionConfig()
+    smoothing_window = table.integer(
+        "smoothing_window", default=defaults.smoothing_window, minimum=1, maximum=10_000
+    )
+    long_window = table.integer(
+        "long_window", default=defaults.long_window, minimum=1, maximum=10_000
+    )
+    if long_window < smoothing_window:
+        raise ConfigError(
+            f"{table.key('long_window')}: must be >= smoothing_window ({smoothing_window}), "
+            f"got {long_window}"
+        )
+    extra_features = table.string_list(
+        "extra_features", default=list(defaults.extra_features), allow_empty=True
+    )
+    for name in extra_features:
+        if name not in EXTRA_FEATURES:
+            raise ConfigError(
+                f"{table.key('extra_features')}: unknown extra feature {name!r}, "
+                f"expected any of {', '.join(EXTRA_FEATURES)}"
+            )
+    if len(set(extra_features)) != len(extra_features):
+        raise ConfigError(f"{table.key('extra_features')}: names must not repeat")
+    target_fpr = table.number("target_fpr", default=defaults.target_fpr)
+    if not 0 < target_fpr < 0.5:
+        raise ConfigError(f"{table.key('target_fpr')}: must be between 0 and 0.5, got {target_fpr}")
+    train_rows = table.integer("train_rows", default=defaults.train_rows, minimum=20)
+    heartbeat_interval = table.number("heartbeat_interval", default=defaults.heartbeat_interval)
+    if not heartbeat_interval > 0:
+        raise ConfigError(
+            f"{table.key('heartbeat_interval')}: must be positive seconds, got {heartbeat_interval}"
+        )
+    known_peers = table.string_list("known_peers", default=[], allow_empty=True)
+    for index, peer in enumerate(known_peers):
+        try:
+            ipaddress.ip_network(peer, strict=False)
+        except ValueError as err:
+            raise ConfigError(
+                f"{table.key('known_peers')}[{index}]: invalid IP address or network: {peer!r}"
+            ) from err
+    table.reject_unknown()
+    return DetectionConfig(
+        smoothing_window=smoothing_window,
+        long_window=long_window,
+        extra_features=tuple(extra_features),
+        target_fpr=target_fpr,
+        train_rows=train_rows,
+        heartbeat_interval=heartbeat_interval,
+        known_peers=tuple(known_peers),
+    )
+
+
+def _parse_devices(tables: list[_Table], base_dir: Path) -> tuple[DeviceConfig, ...]:
+    if not tables:
+        raise ConfigError("devices: at least one [[devices]] entry is required")
+    if len(tables) > protocol.MAX_DEVICES:
+        raise ConfigError(f"devices: at most {protocol.MAX_DEVICES} devices are supported")
+    devices = []
+    seen_ids: set[str] = set()
+    width_by_kind: dict[str, tuple[int, str]] = {}
+    for table in tables:
+        device_id = table.identifier("id")
+        if device_id in seen_ids:
+            raise ConfigError(f"{table.key('id')}: duplicate device id {device_id!r}")
+        seen_ids.add(device_id)
+        kind = table.identifier("kind")
+        name = table.string("name", default=device_id)
+        if len(name) > 100:
+            raise ConfigError(f"{table.key('name')}: must be at most 100 characters")
+        features = table.string_list("features")
+        if len(set(features)) != len(features):
+            raise ConfigError(f"{table.key('features')}: names must not repeat")
+        if len(features) > protocol.MAX_FEATURES or any(len(f) > 64 for f in features):
+            raise ConfigError(
+                f"{table.key('features')}: at most {protocol.MAX_FEATURES} names "
+                "of at most 64 characters"
+            )
+        previous = width_by_kind.setdefault(kind, (len(features), table.key("features")))
+        if previous[0] != len(features):
+            raise ConfigError(
+                f"{table.key('features')}: kind {kind!r} has {previous[0]} features in "
+                f"{previous[1]}, so every device of that kind needs {previous[0]}"
+            )
+        source_table = table.table("source")
+        source_type = source_table.string("type")
+        if source_type == "csv":
+            source: CsvSourceConfig | MqttSourceConfig = _parse_csv_source(
+                source_table, features, base_dir
+            )
+        elif source_type == "mqtt":
+            source = _parse_mqtt_source(source_table, features)
+        else:
+            raise ConfigError(
+                f'{source_table.key("type")}: expected "csv" or "mqtt", got {source_type!r}'
+            )
+        table.reject_unknown()
+        devices.append(DeviceConfig(device_id, kind, name, tuple(features), source))
+    return tuple(devices)
+
+
+def _parse_csv_source(table: _Table, features: list[str], base_dir: Path) -> CsvSourceConfig:
+    path = table.path("path", base_dir)
+    if not path.is_file():
+        raise ConfigError(f"{table.key('path')}: file not found: {path}")
+    value_columns = table.string_list("value_columns", default=list(features))
+    if len(value_columns) != len(features):
+        raise ConfigError(
+            f"{table.key('value_columns')}: lists {len(value_columns)} columns "
+            f"for {len(features)} features; give one column per feature"
+        )
+    timestamp_column = table.string("timestamp_column", default=None)
+    label_column = table.string("label_column", default=None)
+    delimiter = table.string("delimiter", default=",")
+    if len(delimiter) != 1:
+        raise ConfigError(f"{table.key('delimiter')}: must be one character, got {delimiter!r}")
+
+    rows_per_second = table.number("rows_per_second", default=None)
+    speedup = table.number("speedup", default=None)
+    if rows_per_second is not None and speedup is not None:
+        raise ConfigError(f"{table.key('speedup')}: set rows_per_second or speedup, not both")
+    for key, value in (("rows_per_second", rows_per_second), ("speedup", speedup)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"{table.key(key)}: must be positive, got {value}")
+    if speedup is not None and timestamp_column is None:
+        raise ConfigError(f"{table.key('speedup')}: needs timestamp_column to pace the replay")
+
+    start_row = table.integer("start_row", default=0, minimum=0)
+    end_row = table.integer("end_row", default=None, minimum=1)
+    if end_row is not None and end_row <= start_row:
+        raise ConfigError(
+            f"{table.key('end_row')}: must be above start_row ({start_row}), got {end_row}"
+        )
+
+    label_windows = None
+    if "label_windows" in table.data:
+        label_windows = table.path("label_windows", base_dir)
+        if not label_windows.is_file():
+            raise ConfigError(f"{table.key('label_windows')}: file not found: {label_windows}")
+    label_windows_key = table.string("label_windows_key", default=None)
+    if label_windows is not None:
+        if timestamp_column is None:
+            raise ConfigError(
+                f"{table.key('label_windows')}: needs timestamp_column to match the windows"
+            )
+        if label_column is not None:
+            raise ConfigError(f"{table.key('label_windows')}: set label_column or label_windows")
+        if label_windows_key is None:
+            raise ConfigError(f"{table.key('label_windows_key')}: missing required key")
+    elif label_windows_key is not None:
+        raise ConfigError(f"{table.key('label_windows_key')}: needs label_windows")
+    table.reject_unknown()
+
+    header = _read_header(path, delimiter, table.key("path"))
+    named_columns = [("value_columns", column) for column in value_columns]
+    named_columns += [("timestamp_column", timestamp_column), ("label_column", label_column)]
+    for key, column in named_columns:
+        if column is not None and column not in header:
+            raise ConfigError(
+                f"{table.key(key)}: column {column!r} not found in {path}; "
+                f"the header has {', '.join(header)}"
+            )
+    return CsvSourceConfig(
+        path=path,
+        value_columns=tuple(value_columns),
+        timestamp_column=timestamp_column,
+        label_column=label_column,
+        delimiter=delimiter,
+        rows_per_second=rows_per_second,
+        speedup=speedup,
+        start_row=start_row,
+        end_row=end_row,
+        label_windows=label_windows,
+        label_windows_key=label_windows_key,
+    )
+
+
+def _read_header(path: Path, delimiter: str, key: str) -> list[str]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as file:
+            header = next(csv.reader(file, delimiter=delimiter), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ConfigError(f"{key}: cannot read CSV header of {path}: {err}") from err
+    if not header:
+        raise ConfigError(f"{key}: {path} is empty")
+    return [name.strip() for name in header]
+
+
+def _parse_mqtt_source(table: _Table, features: list[str]) -> MqttSourceConfig:
+    topic_tables = table.array_of_tables("topics")
+    if not topic_tables:
+        raise ConfigError(f"{table.key('topics')}: at least one topic is required")
+    topics = []
+    for topic_table in topic_tables:
+        topic = topic_table.string("topic")
+        if not topic or any(char in topic for char in "+#"):
+            raise ConfigError(
+                f"{topic_table.key('topic')}: expected a topic without wildcards, got {topic!r}"
+            )
+        feature = topic_table.string("feature")
+        if feature not in features:
+            raise ConfigError(
+                f"{topic_table.key('feature')}: {feature!r} is not one of the device's "
+                f"features ({', '.join(features)})"
+            )
+        value_path = topic_table.string("value_path", default=None)
+        if value_path is not None and (not value_path or "" in value_path.split(".")):
+            raise ConfigError(
+                f"{topic_table.key('value_path')}: expected dotted keys such as "
+                f'"temperature" or "a.b", got {value_path!r}'
+            )
+        topic_table.reject_unknown()
+        topics.append(TopicConfig(topic, feature, value_path))
+    missing = [f for f in features if f not in {t.feature for t in topics}]
+    if missing:
+        raise ConfigError(f"{table.key('topics')}: no topic for feature {missing[0]!r}")
+    table.reject_unknown()
+    return MqttSourceConfig(tuple(topics))
+
+
+def _parse_simulation(table: _Table) -> SimulationConfig:
+    poison = table.string("poison", default=None)
+    if poison is not None and poison not in POISON_METHODS:
+        raise ConfigError(
+            f"{table.key('poison')}: expected one of {', '.join(POISON_METHODS)}, got {poison!r}"
+        )
+    noise = table.number("false_reading_noise", default=0.0)
+    if noise < 0:
+        raise ConfigError(f"{table.key('false_reading_noise')}: must not be negative")
+    config = SimulationConfig(
+        compromise_at_round=table.integer("compromise_at_round", default=1, minimum=1),
+        false_reading_offset=table.number("false_reading_offset", default=0.0),
+        false_reading_noise=noise,
+        unknown_peers=table.integer("unknown_peers", default=0, minimum=0),
+        poison=poison,
+        poison_scale=table.number("poison_scale", default=1.0),
+        seed=table.integer("seed", default=0, minimum=0),
+    )
+    table.reject_unknown()
+    return config
+
+
+# Typed access to TOML tables with key paths in the errors.
+
+_MISSING = object()
+
+
+class _Table:
+    """One TOML table and its path, with getters that raise ConfigError naming the key."""
+
+    def __init__(self, data: Any, key_path: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{key_path}: expected a table, got {_describe(data)}")
+        self.data = data
+        self.key_path = key_path
+        self._read: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.key_path}.{name}" if self.key_path else name
+
+    def _get(self, name: str, default: Any) -> Any:
+        self._read.add(name)
+        if name in self.data:
+            return self.data[name]
+        if default is _MISSING:
+            raise ConfigError(f"{self.key(name)}: missing required key")
+        return default
+
+    def _typed(self, name: str, default: Any, check: Callable[[Any], bool], expected: str) -> Any:
+        value = self._get(name, default)
+        if value is default and name not in self.data:
+            return value
+        if not check(value):
+            raise ConfigError(f"{self.key(name)}: expected {expected}, got {_describe(value)}")
+        return value
+
+    def string(self, name: str, default: Any = _MISSING) -> Any:
+        return self._typed(name, default, lambda v: isinstance(v, str), "a string")
+
+    def boolean(self, name: str, default: Any = _MISSING) -> Any:
+        return self._typed(name, default, lambda v: isinstance(v, bool), "true or false")
+
+    def integer(
+        self,
+        name: str,
+        default: Any = _MISSING,
+        minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> Any:
+        value = self._typed(
+            name, default, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"
+        )
+        if value is None or name not in self.data:
+            return value
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{self.key(name)}: must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{self.key(name)}: must be <= {maximum}, got {value}")
+        return value
+
+    def number(self, name: str, default: Any = _MISSING) -> Any:
+        value = self._typed(
+            name,
+            default,
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+            "a number",
+        )
+        if value is None:
+            return None
+        if not math.isfinite(value):
+            raise ConfigError(f"{self.key(name)}: must be finite, got {value}")
+        return float(value)
+
+    def identifier(self, name: str) -> str:
+        value = self.string(name)
+        if not protocol.is_valid_id(value):
+            raise ConfigError(
+                f"{self.key(name)}: invalid id {value!r}, expected lower-case letters, digits, "
+                f"'-' and '_' ({protocol.ID_PATTERN.pattern})"
+            )
+        return value
+
+    def string_list(self, name: str, default: Any = _MISSING, allow_empty: bool = False) -> Any:
+        value = self._typed(
+            name,
+            default,
+            lambda v: isinstance(v, list) and all(isinstance(item, str) for item in v),
+            "a list of strings",
+        )
+        if value is not None and not value and not allow_empty:
+            raise ConfigError(f"{self.key(name)}: must not be empty")
+        return value
+
+    def hex_key(self, name: str) -> str:
+        value = self.string(name)
+        expected = KEY_BYTES * 2
+        if len(value) != expected:
+            raise ConfigError(
+                f"{self.key(name)}: must be {expected} hexadecimal characters, got {len(value)}"
+            )
+        try:
+            bytes.fromhex(value)
+        except ValueError as err:
+            raise ConfigError(
+                f"{self.key(name)}: must contain only hexadecimal characters (0-9, a-f)"
+            ) from err
+        return value.lower()
+
+    def path(self, name: str, base_dir: Path) -> Path:
+        value = self.string(name)
+        if not value:
+            raise ConfigError(f"{self.key(name)}: must not be empty")
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else base_dir / path
+
+    def table(self, name: str, required: bool = True) -> _Table:
+        value = self._get(name, _MISSING if required else {})
+        return _Table(value, self.key(name))
+
+    def array_of_tables(self, name: str) -> list[_Table]:
+        value = self._get(name, [])
+        if not isinstance(value, list):
+            raise ConfigError(
+                f"{self.key(name)}: expected an array of tables, got {_describe(value)}"
+            )
+        return [_Table(item, f"{self.key(name)}[{index}]") for index, item in enumerate(value)]
+
+    def reject_unknown(self) -> None:
+        unknown = sorted(set(self.data) - self._read)
+        if unknown:
+            raise ConfigError(f"{self.key(unknown[0])}: unknown key")
+
+
+def _describe(value: Any) -> str:
+    type_names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{type_names.get(type(value), type(value).__name__)} ({shown})"

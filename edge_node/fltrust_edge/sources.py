@@ -1,0 +1,326 @@
+"""Where readings come from: CSV replays and live MQTT sensor topics.
+
+Both produce ``Sample`` objects, one row of raw values per reading in the
+order of the device's ``features``. Invalid readings are logged and skipped;
+no payload or CSV row can stop the node.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .config import CsvSourceConfig, DeviceConfig, MqttSourceConfig
+from .throttle import ThrottledLogger
+
+_LOGGER = logging.getLogger(__name__)
+
+# Text payloads of switches and binary sensors (ESPHome publishes ON and OFF).
+_BOOLEAN_WORDS = {"on": 1.0, "off": 0.0, "true": 1.0, "false": 0.0}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One reading of a device.
+
+    Attributes:
+        device_id: the device that produced the reading.
+        values: one raw value per device feature, in the configured order.
+        timestamp: Unix time of the reading: the CSV timestamp (naive times
+            are read as UTC), the row number without a timestamp column, or
+            the arrival time of an MQTT message.
+        label: 1 for a labelled anomaly, 0 for normal, None when unlabelled.
+        row: the CSV data row number (0 is the first row after the header).
+    """
+
+    device_id: str
+    values: tuple[float, ...]
+    timestamp: float
+    label: int | None = None
+    row: int | None = None
+
+
+def parse_timestamp(text: str) -> float:
+    """Return Unix seconds for an ISO 8601 time or a number of Unix seconds.
+
+    Times without a time zone are read as UTC. Raises ValueError otherwise.
+    """
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    if not math.isfinite(value):
+        raise ValueError(f"timestamp is not finite: {text!r}")
+    return value
+
+
+def load_label_windows(path: Path, key: str) -> list[tuple[float, float]]:
+    """Read anomaly windows in the format of NAB's ``combined_windows.json``.
+
+    The file maps a series name (``key``) to a list of ``[start, end]`` time
+    pairs; a reading is anomalous when its time lies in a window, ends included.
+
+    Raises:
+        ValueError: the file is not in that format or has no entry ``key``.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read label windows from {path}: {err}") from err
+    if not isinstance(data, dict) or key not in data:
+        raise ValueError(f"label windows file {path} has no entry {key!r}")
+    windows = []
+    for index, window in enumerate(data[key]):
+        if not isinstance(window, list) or len(window) != 2:
+            raise ValueError(f"{path}: window {index} of {key!r} is not a [start, end] pair")
+        start, end = (parse_timestamp(str(edge)) for edge in window)
+        windows.append((start, end))
+    return windows
+
+
+class CsvReplay:
+    """Replays the rows of a CSV file as the readings of one device.
+
+    Rows are numbered from 0 after the header. ``start_row`` and ``end_row``
+    select the half-open slice [start_row, end_row), so several nodes can
+    replay different parts of one series. Rows with a missing, non-numeric or
+    non-finite value, timestamp or label are skipped and counted.
+    """
+
+    def __init__(self, device: DeviceConfig) -> None:
+        """Prepare the replay of ``device``, whose source must be a CSV source."""
+        if not isinstance(device.source, CsvSourceConfig):
+            raise TypeError(f"device {device.id} does not have a CSV source")
+        self.device_id = device.id
+        self.source: CsvSourceConfig = device.source
+        self.skipped_rows = 0
+        self._windows: list[tuple[float, float]] | None = None
+        if self.source.label_windows is not None and self.source.label_windows_key is not None:
+            self._windows = load_label_windows(
+                self.source.label_windows, self.source.label_windows_key
+            )
+
+    def samples(self) -> Iterator[Sample]:
+        """Yield the valid rows of the configured slice in file order."""
+        source = self.source
+        self.skipped_rows = 0
+        first_problem = ""
+        with source.path.open(newline="", encoding="utf-8-sig") as file:
+            reader = csv.reader(file, delimiter=source.delimiter)
+            header = [name.strip() for name in next(reader, [])]
+            value_indexes = [header.index(column) for column in source.value_columns]
+            timestamp_index = (
+                header.index(source.timestamp_column) if source.timestamp_column else None
+            )
+            label_index = header.index(source.label_column) if source.label_column else None
+            for row_number, row in enumerate(reader):
+                if row_number < source.start_row:
+                    continue
+                if source.end_row is not None and row_number >= source.end_row:
+                    break
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                try:
+                    yield self._parse_row(
+                        row, row_number, value_indexes, timestamp_index, label_index
+                    )
+                except (ValueError, IndexError) as err:
+                    self.skipped_rows += 1
+                    if not first_problem:
+                        first_problem = f"row {row_number}: {err}"
+        if self.skipped_rows:
+            _LOGGER.warning(
+                "%s: skipped %s invalid rows of %s, the first at %s",
+                self.device_id,
+                self.skipped_rows,
+                source.path,
+                first_problem,
+            )
+
+    def _parse_row(
+        self,
+        row: list[str],
+        row_number: int,
+        value_indexes: list[int],
+        timestamp_index: int | None,
+        label_index: int | None,
+    ) -> Sample:
+        values = tuple(_parse_number(row[index]) for index in value_indexes)
+        timestamp = (
+            float(row_number) if timestamp_index is None else parse_timestamp(row[timestamp_index])
+        )
+        label = None
+        if label_index is not None:
+            label = int(_parse_number(row[label_index]) != 0)
+        elif self._windows is not None:
+            label = int(any(start <= timestamp <= end for start, end in self._windows))
+        return Sample(self.device_id, values, timestamp, label, row_number)
+
+    def run(
+        self,
+        emit: Callable[[Sample], None],
+        stop: threading.Event,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> int:
+        """Emit the rows at the configured pace until the slice ends or ``stop`` is set.
+
+        ``rows_per_second`` spaces the rows evenly. ``speedup`` divides the
+        time between consecutive timestamps, and a timestamp that goes
+        backwards is replayed without delay. Without either, the pace is one
+        row per second. Returns the number of rows emitted.
+        """
+        source = self.source
+        interval = 1.0 / (source.rows_per_second or 1.0)
+        start = clock()
+        offset = 0.0
+        previous: Sample | None = None
+        emitted = 0
+        for sample in self.samples():
+            if previous is not None:
+                if source.speedup is not None:
+                    offset += max(0.0, sample.timestamp - previous.timestamp) / source.speedup
+                else:
+                    offset += interval
+            delay = start + offset - clock()
+            if delay > 0 and stop.wait(delay):
+                break
+            if stop.is_set():
+                break
+            emit(sample)
+            emitted += 1
+            previous = sample
+        return emitted
+
+
+def _parse_number(text: str) -> float:
+    value = float(text.strip())
+    if not math.isfinite(value):
+        raise ValueError(f"value is not finite: {text.strip()!r}")
+    return value
+
+
+def extract_value(payload: bytes | str, value_path: str | None = None) -> float:
+    """Return the number in an MQTT payload.
+
+    Without ``value_path`` the payload is a plain number (``21.5``, as ESPHome
+    publishes). With it, the payload is a JSON object and ``value_path`` names
+    the value by dotted keys (``temperature``, ``a.b``). A digit key indexes
+    a list. ON/OFF and true/false read as 1 and 0.
+
+    Raises:
+        ValueError: the payload is not valid, the path is missing, or the value
+            is not a finite number.
+    """
+    try:
+        text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+    except UnicodeDecodeError as err:
+        raise ValueError("payload is not UTF-8 text") from err
+    text = text.strip()
+    if value_path is None:
+        return _to_number(_plain_value(text), "payload")
+    try:
+        value: Any = json.loads(text)
+    except ValueError as err:
+        raise ValueError("payload is not JSON") from err
+    for key in value_path.split("."):
+        if isinstance(value, dict) and key in value:
+            value = value[key]
+        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            raise ValueError(f"payload has no value at {value_path!r}")
+    return _to_number(value, value_path)
+
+
+def _plain_value(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _to_number(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _BOOLEAN_WORDS:
+            return _BOOLEAN_WORDS[word]
+        try:
+            value = float(word)
+        except ValueError as err:
+            raise ValueError(f"{where} is not a number: {value[:40]!r}") from err
+    if not isinstance(value, int | float):
+        raise ValueError(f"{where} is not a number: {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{where} is not finite: {number}")
+    return number
+
+
+class MqttSensor:
+    """Turns messages on a device's sensor topics into samples.
+
+    A device with several features may read them from several topics, or from
+    one JSON topic with several value paths. Each message updates the features
+    it carries; a sample is emitted once every feature has a value, holding the
+    last value of the features the message did not carry.
+    """
+
+    def __init__(self, device: DeviceConfig) -> None:
+        """Prepare the sensor of ``device``, whose source must be an MQTT source."""
+        if not isinstance(device.source, MqttSourceConfig):
+            raise TypeError(f"device {device.id} does not have an MQTT source")
+        self.device_id = device.id
+        self.features = device.features
+        self._topics = device.source.topics
+        self._latest: dict[str, float] = {}
+        self._warnings = ThrottledLogger(_LOGGER)
+        self.rejected = 0
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Topics to subscribe to, without duplicates."""
+        return tuple(dict.fromkeys(t.topic for t in self._topics))
+
+    def handle(self, topic: str, payload: bytes, now: float) -> Sample | None:
+        """Return the sample that a message completes, or None."""
+        updated = False
+        for entry in self._topics:
+            if entry.topic != topic:
+                continue
+            try:
+                self._latest[entry.feature] = extract_value(payload, entry.value_path)
+            except ValueError as err:
+                self.rejected += 1
+                self._warnings.warning(
+                    f"{self.device_id}/{entry.feature}",
+                    "%s: skipped reading of %s on %s: %s",
+                    self.device_id,
+                    entry.feature,
+                    topic,
+                    err,
+                )
+                continue
+            updated = True
+        if not updated or len(self._latest) < len(self.features):
+            return None
+        values = tuple(self._latest[feature] for feature in self.features)
+        return Sample(self.device_id, values, now)

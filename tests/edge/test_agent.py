@@ -1,0 +1,514 @@
+"""Tests of the edge node runtime, driven from the test thread with a recording link."""
+
+import itertools
+import json
+import time
+
+import numpy as np
+import pytest
+from fltrust_core import protocol, security
+from fltrust_core.model import FederationParams, GlobalModel
+from fltrust_edge.agent import EdgeNode
+from fltrust_edge.config import SimulationConfig, load_config
+from fltrust_edge.link import Message
+from fltrust_edge.simulation import CompromiseSimulation
+
+from .conftest import (
+    NODE_ID,
+    PARAMS,
+    PREFIX,
+    CoordinatorSigner,
+    base_config,
+    feed_csv,
+    make_offline_node,
+    node_key,
+    pump,
+    write_config,
+)
+
+ROUND_TOPIC = protocol.round_topic(PREFIX)
+MODEL_TOPIC = protocol.model_topic(PREFIX)
+COMMAND_TOPIC = protocol.command_topic(PREFIX, NODE_ID)
+
+
+def replayed_node(node_config, **kwargs):
+    """Return an offline node that has processed its whole CSV and calibrated a local detector."""
+    node, link = make_offline_node(node_config, **kwargs)
+    feed_csv(node)
+    pump(node, lambda: node._replays_running == 0 and node.detector("temperature") is not None)
+    return node, link
+
+
+def send(node, topic, payload, retained=False):
+    node._dispatch(Message(topic, payload, retained))
+
+
+def updates(link):
+    return link.envelopes("update")
+
+
+def global_model_from(update_envelope, version=1, params=PARAMS):
+    parsed = protocol.parse_update(update_envelope["body"], params, {})
+    return GlobalModel(version=version, round=version, params=params, kinds=parsed.kinds)
+
+
+def test_every_uplink_is_signed(node_config, signer):
+    node, link = replayed_node(node_config)
+    send(node, ROUND_TOPIC, signer.round(1))
+    pump(node, lambda: updates(link))
+    send(node, COMMAND_TOPIC, signer.command("reauthenticate", nonce="n" * 32))
+    node._publish_heartbeat()
+
+    envelopes = link.envelopes()
+    types = {envelope["type"] for envelope in envelopes}
+    counters = [envelope["counter"] for envelope in envelopes]
+
+    assert types == {"state", "update", "auth", "heartbeat"}
+    for envelope in envelopes:
+        security.verify_hmac(node_key(), envelope)
+        assert envelope["sender"] == NODE_ID
+        assert envelope["v"] == 1
+    assert counters == sorted(counters)
+    assert len(set(counters)) == len(counters)
+
+
+def test_uplink_signature_fails_with_other_key(node_config):
+    node, link = make_offline_node(node_config)
+    node._publish_heartbeat()
+    envelope = link.envelopes("heartbeat")[0]
+
+    with pytest.raises(security.MessageRejected):
+        security.verify_hmac(security.derive_node_key(bytes(range(32)), "node-2"), envelope)
+
+
+def test_topics_match_protocol(node_config, signer):
+    node, link = replayed_node(node_config)
+    send(node, ROUND_TOPIC, signer.round(1))
+    pump(node, lambda: updates(link))
+    node._publish_heartbeat()
+
+    topics = {topic for topic, _, _ in link.published}
+
+    assert protocol.node_topic(PREFIX, NODE_ID, "update") in topics
+    assert protocol.node_topic(PREFIX, NODE_ID, "heartbeat") in topics
+    assert protocol.state_topic(PREFIX, NODE_ID, "sensor-1") in topics
+    for topic in topics:
+        assert protocol.parse_uplink_topic(PREFIX, topic) is not None
+
+
+def test_local_detector_after_buffer_fills(node_config):
+    node, _ = replayed_node(node_config)
+
+    monitor = node._monitors["sensor-1"]
+    assert monitor.n_train == 200
+    assert monitor.n_test == 600
+    assert node.detector("temperature").threshold_ > 0
+
+
+def test_round_sends_update(node_config, signer):
+    node, link = replayed_node(node_config)
+
+    send(node, ROUND_TOPIC, signer.round(1))
+    pump(node, lambda: updates(link))
+
+    envelope = updates(link)[0]
+    update = protocol.parse_update(envelope["body"], PARAMS, {"temperature": 3})
+    model = update.kinds["temperature"]
+    assert update.round == 1
+    assert update.base_version == 0
+    assert model.n_samples == 200
+    assert model.stats.count == 200
+    assert model.svm_coef.shape == (PARAMS.rff_components,)
+    assert model.centers.shape == (PARAMS.n_clusters, 3)
+    assert node.rounds_joined == [1]
+    assert "rows" not in json.dumps(envelope["body"])
+
+
+def test_round_without_training_data_is_skipped(node_config, signer, caplog):
+    node, link = make_offline_node(node_config)
+
+    with caplog.at_level("INFO"):
+        send(node, ROUND_TOPIC, signer.round(1))
+
+    assert updates(link) == []
+    assert "no device kind has enough training rows" in caplog.text
+
+
+def test_round_handled_once(node_config, signer):
+    node, link = replayed_node(node_config)
+    send(node, ROUND_TOPIC, signer.round(1))
+    pump(node, lambda: updates(link))
+
+    send(node, ROUND_TOPIC, signer.round(1))
+    time.sleep(0.2)
+    pump(node, node._events.empty)
+
+    assert len(updates(link)) == 1
+
+
+@pytest.mark.parametrize(
+    ("make_payload", "reason"),
+    [
+        (lambda s: CoordinatorSigner(key=bytes(32)).round(1), "bad_signature"),
+        (lambda s: s.round(1, timestamp=time.time() - 3600), "stale"),
+        (lambda s: s.command("release"), "topic_mismatch"),
+        (lambda s: b"\x00garbage", "malformed"),
+    ],
+)
+def test_rejected_round_is_logged_and_ignored(node_config, signer, caplog, make_payload, reason):
+    node, link = replayed_node(node_config)
+
+    with caplog.at_level("WARNING"):
+        send(node, ROUND_TOPIC, make_payload(signer))
+
+    assert updates(link) == []
+    assert node._training_round is None
+    assert f"rejected message on {ROUND_TOPIC}: {reason}" in caplog.text
+
+
+def test_replayed_round_rejected(node_config, signer, caplog):
+    node, link = replayed_node(node_config)
+    payload = signer.round(1)
+    send(node, ROUND_TOPIC, payload)
+    pump(node, lambda: updates(link))
+
+    with caplog.at_level("WARNING"):
+        send(node, ROUND_TOPIC, payload)
+
+    assert "replayed" in caplog.text
+    assert len(updates(link)) == 1
+
+
+def test_wrong_version_model_rejected(node_config, signer, caplog):
+    node, _ = make_offline_node(node_config)
+    envelope = signer.envelope("model", GlobalModel(version=1, params=PARAMS).to_json())
+    envelope["v"] = 99
+    envelope["sig"] = security.ed25519_signature(signer.private_key, envelope)
+
+    with caplog.at_level("WARNING"):
+        send(node, MODEL_TOPIC, protocol.encode(envelope))
+
+    assert node.model_version == 0
+    assert "wrong_version" in caplog.text
+
+
+def test_global_model_adopted_and_calibrated(node_config, signer):
+    node, link = replayed_node(node_config)
+    send(node, ROUND_TOPIC, signer.round(1))
+    pump(node, lambda: updates(link))
+    model = global_model_from(updates(link)[0])
+
+    send(node, MODEL_TOPIC, signer.model(model))
+    pump(node, lambda: node._detector_version.get("temperature") == 1)
+
+    assert node.model_version == 1
+    detector = node.detector("temperature")
+    assert detector.model_.n_samples == 200
+    assert np.array_equal(detector.model_.svm_coef, model.kinds["temperature"].svm_coef)
+    node._publish_heartbeat()
+    heartbeat = protocol.parse_heartbeat(link.envelopes("heartbeat")[-1]["body"])
+    assert heartbeat.model_version == 1
+
+
+def test_older_model_ignored(node_config, signer):
+    node, _ = make_offline_node(node_config)
+    send(node, MODEL_TOPIC, signer.model(GlobalModel(version=5, params=PARAMS)))
+
+    send(node, MODEL_TOPIC, signer.model(GlobalModel(version=4, params=PARAMS)))
+
+    assert node.model_version == 5
+
+
+def test_next_round_starts_from_global_model(node_config, signer):
+    node, link = replayed_node(node_config)
+    send(node, ROUND_TOPIC, signer.round(1))
+    pump(node, lambda: updates(link))
+    send(node, MODEL_TOPIC, signer.model(global_model_from(updates(link)[0])))
+
+    send(node, ROUND_TOPIC, signer.round(2))
+    pump(node, lambda: len(updates(link)) == 2)
+
+    second = protocol.parse_update(updates(link)[1]["body"], PARAMS, {})
+    assert second.round == 2
+    assert second.base_version == 1
+    assert node.rounds_joined == [1, 2]
+
+
+def test_saved_model_survives_restart(node_config, signer):
+    node, _ = make_offline_node(node_config)
+    send(node, MODEL_TOPIC, signer.model(GlobalModel(version=3, params=PARAMS)))
+
+    restarted, _ = make_offline_node(node_config)
+
+    assert restarted.model_version == 3
+    assert restarted._params == PARAMS
+
+
+def test_heartbeat_body(node_config):
+    node, link = replayed_node(node_config)
+    link.published.clear()
+    node._publish_heartbeat()
+
+    envelope = link.envelopes("heartbeat")[0]
+    heartbeat = protocol.parse_heartbeat(envelope["body"])
+
+    assert heartbeat.samples == 800
+    assert heartbeat.anomalies > 0
+    assert heartbeat.devices[0].device_id == "sensor-1"
+    assert heartbeat.devices[0].features == ("temperature",)
+    assert heartbeat.traffic_bytes > 0
+    assert heartbeat.model_version == 0
+    assert heartbeat.software.startswith("fltrust-edge/")
+    assert heartbeat.peers_known >= 0
+    assert len(link.envelopes("state")) == 1
+
+
+def test_heartbeat_counts_reset_each_interval(node_config):
+    node, link = replayed_node(node_config)
+    node._publish_heartbeat()
+
+    node._publish_heartbeat()
+
+    second = protocol.parse_heartbeat(link.envelopes("heartbeat")[-1]["body"])
+    assert second.samples == 0
+    assert second.anomalies == 0
+
+
+def test_state_published_on_change(node_config):
+    node, link = replayed_node(node_config)
+
+    states = [protocol.parse_state(e["body"]) for e in link.envelopes("state")]
+
+    assert states
+    assert states[0].anomaly is True
+    flags = [state.anomaly for state in states]
+    assert all(a != b for a, b in itertools.pairwise(flags))
+    assert all(state.threshold == node.detector("temperature").threshold_ for state in states)
+
+
+def test_quarantine_stops_updates_until_release(node_config, signer, caplog):
+    node, link = replayed_node(node_config)
+
+    with caplog.at_level("WARNING"):
+        send(node, COMMAND_TOPIC, signer.command("quarantine"))
+    send(node, ROUND_TOPIC, signer.round(1))
+
+    assert node.quarantined is True
+    assert "quarantined by the coordinator" in caplog.text
+    assert updates(link) == []
+
+    restarted, _ = make_offline_node(node_config)
+    assert restarted.quarantined is True
+
+    send(node, COMMAND_TOPIC, signer.command("release"))
+    send(node, ROUND_TOPIC, signer.round(2))
+    pump(node, lambda: updates(link))
+
+    assert node.quarantined is False
+    assert protocol.parse_update(updates(link)[0]["body"], PARAMS, {}).round == 2
+
+
+def test_heartbeats_continue_in_quarantine(node_config, signer):
+    node, link = make_offline_node(node_config)
+    send(node, COMMAND_TOPIC, signer.command("quarantine"))
+
+    node._publish_heartbeat()
+
+    assert len(link.envelopes("heartbeat")) == 1
+
+
+def test_reauthenticate_answers_nonce(node_config, signer):
+    node, link = make_offline_node(node_config)
+    nonce = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+
+    send(node, COMMAND_TOPIC, signer.command("reauthenticate", nonce=nonce))
+
+    auth = link.envelopes("auth")
+    assert len(auth) == 1
+    assert protocol.parse_auth(auth[0]["body"]) == nonce
+    security.verify_hmac(node_key(), auth[0])
+    topic = link.published[-1][0]
+    assert topic == protocol.node_topic(PREFIX, NODE_ID, "auth")
+
+
+def test_reauthenticate_with_short_nonce_rejected(node_config, signer, caplog):
+    node, link = make_offline_node(node_config)
+
+    with caplog.at_level("WARNING"):
+        send(node, COMMAND_TOPIC, signer.command("reauthenticate", nonce="short"))
+
+    assert link.envelopes("auth") == []
+    assert "nonce" in caplog.text
+
+
+def test_retained_command_applied_after_restart(node_config, signer):
+    node, _ = make_offline_node(node_config)
+    payload = signer.command("quarantine")
+    send(node, COMMAND_TOPIC, payload, retained=True)
+    send(node, COMMAND_TOPIC, signer.command("release"))
+
+    restarted, _ = make_offline_node(node_config)
+    send(restarted, COMMAND_TOPIC, payload, retained=True)
+
+    assert restarted.quarantined is False
+
+
+def test_counter_monotonic_across_node_restart(node_config):
+    node, link = make_offline_node(node_config)
+    node._publish_heartbeat()
+    node.stop()
+
+    restarted, restarted_link = make_offline_node(node_config)
+    restarted._publish_heartbeat()
+
+    before = link.envelopes("heartbeat")[0]["counter"]
+    after = restarted_link.envelopes("heartbeat")[0]["counter"]
+    assert after > before
+
+
+def test_results_written_when_replay_ends(tmp_path, node_config):
+    results = tmp_path / "results.json"
+    node, _ = make_offline_node(node_config, results_path=results)
+    feed_csv(node)
+    pump(node, results.exists)
+    pump(node, node._events.empty)
+    node._write_results()
+
+    document = json.loads(results.read_text())
+    device = document["devices"]["sensor-1"]
+    assert document["node_id"] == NODE_ID
+    assert document["rounds_joined"] == 0
+    assert document["model_version"] == 0
+    assert device["model"] == "local"
+    assert device["n_rows"] == 600
+    assert device["n_anomalies"] == 80
+    assert device["n_train_rows"] == 200
+    assert device["auc"] > 0.9
+    assert device["recall"] > 0.5
+    assert 0 < device["flag_all_f1"] < 1
+    assert device["threshold"] == pytest.approx(node.detector("temperature").threshold_, abs=1e-5)
+
+
+def test_done_after_next_global_model(tmp_path, node_config, signer):
+    results = tmp_path / "results.json"
+    node, link = replayed_node(node_config, results_path=results)
+    assert not node.done.is_set()
+    send(node, ROUND_TOPIC, signer.round(1))
+    pump(node, lambda: updates(link))
+
+    send(node, MODEL_TOPIC, signer.model(global_model_from(updates(link)[0])))
+    pump(node, node.done.is_set)
+
+    document = json.loads(results.read_text())
+    assert document["model_version"] == 1
+    assert document["rounds"] == [1]
+    assert document["devices"]["sensor-1"]["model"] == "global"
+
+
+def test_done_after_timeout(tmp_path, node_config):
+    node, _ = replayed_node(node_config, results_path=tmp_path / "r.json", done_timeout=0.01)
+
+    node._done_deadline = time.monotonic() - 1
+    node.start()
+    try:
+        assert node.done.wait(10)
+    finally:
+        node.stop()
+
+
+def test_mqtt_device_samples(tmp_path, signer):
+    data = base_config(tmp_path)
+    data["devices"] = [
+        {
+            "id": "zigbee-1",
+            "kind": "temperature",
+            "features": ["temperature"],
+            "source": {
+                "type": "mqtt",
+                "topics": [
+                    {"topic": "z2m/kitchen", "feature": "temperature", "value_path": "temperature"}
+                ],
+            },
+        }
+    ]
+    config = load_config(write_config(tmp_path, data))
+    node, link = make_offline_node(config)
+    rng = np.random.default_rng(0)
+
+    for value in 21.0 + rng.normal(0, 0.1, 250):
+        send(node, "z2m/kitchen", json.dumps({"temperature": value}).encode())
+    send(node, "z2m/kitchen", b'{"temperature": "error"}')
+    pump(node, lambda: node.detector("temperature") is not None)
+    for _ in range(30):
+        send(node, "z2m/kitchen", b'{"temperature": 35.0}')
+
+    monitor = node._monitors["zigbee-1"]
+    assert monitor.n_train == 200
+    assert monitor.n_test == 0
+    assert monitor.anomaly is True
+    assert link.envelopes("state")
+
+
+def simulated_config(tmp_path, **simulation):
+    data = base_config(tmp_path)
+    data["simulation"] = simulation
+    return load_config(write_config(tmp_path, data))
+
+
+def test_simulation_poisons_after_compromise(tmp_path, signer):
+    config = simulated_config(tmp_path, compromise_at_round=2, unknown_peers=4, poison="sign_flip")
+    node, link = replayed_node(config)
+    send(node, ROUND_TOPIC, signer.round(1))
+    pump(node, lambda: updates(link))
+    node._publish_heartbeat()
+    honest_heartbeat = protocol.parse_heartbeat(link.envelopes("heartbeat")[-1]["body"])
+
+    send(node, ROUND_TOPIC, signer.round(2))
+    pump(node, lambda: len(updates(link)) == 2)
+    node._publish_heartbeat()
+    compromised_heartbeat = protocol.parse_heartbeat(link.envelopes("heartbeat")[-1]["body"])
+
+    honest = protocol.parse_update(updates(link)[0]["body"], PARAMS, {}).kinds["temperature"]
+    poisoned = protocol.parse_update(updates(link)[1]["body"], PARAMS, {}).kinds["temperature"]
+    assert np.allclose(poisoned.svm_coef, -honest.svm_coef)
+    assert np.allclose(poisoned.centers, -honest.centers)
+    assert np.array_equal(poisoned.stats.total, honest.stats.total)
+    assert compromised_heartbeat.peers_unknown >= honest_heartbeat.peers_unknown + 4
+
+
+@pytest.mark.parametrize("method", ["scale", "noise"])
+def test_simulation_poison_methods(method):
+    from fltrust_core.detectors import KindDetector
+
+    model = KindDetector(FederationParams(rff_components=8, n_clusters=2)).train(
+        np.random.default_rng(0).normal(size=(50, 2))
+    )
+    simulation = CompromiseSimulation(SimulationConfig(poison=method, poison_scale=10.0), NODE_ID)
+    simulation.observe_round(1)
+
+    poisoned = simulation.poison({"k": model})["k"]
+
+    assert not np.allclose(poisoned.svm_coef, model.svm_coef)
+    assert np.all(np.isfinite(poisoned.svm_coef))
+    if method == "scale":
+        assert np.allclose(poisoned.svm_coef, model.svm_coef * 10.0)
+
+
+def test_simulation_false_readings():
+    simulation = CompromiseSimulation(
+        SimulationConfig(compromise_at_round=3, false_reading_offset=5.0), NODE_ID
+    )
+    values = np.array([20.0])
+
+    before = simulation.distort(values)
+    simulation.observe_round(3)
+    after = simulation.distort(values)
+
+    assert before[0] == 20.0
+    assert after[0] == 25.0
+
+
+def test_node_without_simulation_is_honest(node_config):
+    node = EdgeNode(node_config)
+
+    assert node._simulation is None

@@ -1,0 +1,102 @@
+"""End-to-end test of a node against a real Mosquitto broker on a loopback port."""
+
+import time
+
+import pytest
+from fltrust_core import protocol, security
+from fltrust_core.model import GlobalModel
+from fltrust_edge.agent import EdgeNode
+from fltrust_edge.config import load_config
+
+from .conftest import (
+    NODE_ID,
+    PARAMS,
+    PREFIX,
+    CoordinatorClient,
+    base_config,
+    node_key,
+    write_config,
+    write_csv,
+)
+
+
+def of_type(message_type):
+    def predicate(topic, envelope):
+        return envelope.get("type") == message_type
+
+    return predicate
+
+
+def verified(envelope):
+    security.verify_hmac(node_key(), envelope)
+    return envelope
+
+
+@pytest.fixture
+def live_config(tmp_path, broker):
+    csv_path = write_csv(tmp_path / "series.csv", n_rows=2400, anomaly_rows=(2000, 2100))
+    data = base_config(tmp_path, csv_path=csv_path)
+    data["mqtt"]["port"] = broker.port
+    data["detection"]["heartbeat_interval"] = 0.5
+    data["devices"][0]["source"]["rows_per_second"] = 300.0
+    return load_config(write_config(tmp_path, data))
+
+
+def test_node_against_mosquitto(tmp_path, broker, live_config, signer):
+    coordinator = CoordinatorClient(broker.port, signer)
+    assert coordinator.connected.wait(15)
+    results = tmp_path / "results.json"
+    node = EdgeNode(live_config, results_path=results, done_timeout=60.0)
+    node.start()
+    try:
+        # A heartbeat and a device state arrive, signed.
+        _, heartbeat = coordinator.wait_for(of_type("heartbeat"))
+        body = protocol.parse_heartbeat(verified(heartbeat)["body"])
+        assert body.devices[0].device_id == "sensor-1"
+        assert body.peers_known >= 1
+
+        # Once the training buffer is full the node scores, so states carry a threshold.
+        _, state = coordinator.wait_for(
+            lambda topic, e: e.get("type") == "state" and e["body"]["threshold"] != 0.0
+        )
+        assert protocol.parse_state(verified(state)["body"]).device_id == "sensor-1"
+
+        # A signed round announcement yields a verified update.
+        coordinator.publish(protocol.round_topic(PREFIX), signer.round(1))
+        topic, update_envelope = coordinator.wait_for(of_type("update"))
+        assert topic == protocol.node_topic(PREFIX, NODE_ID, "update")
+        update = protocol.parse_update(verified(update_envelope)["body"], PARAMS, {})
+        assert update.round == 1
+        assert update.kinds["temperature"].n_samples == 200
+
+        # The node adopts a retained global model and reports its version.
+        model = GlobalModel(version=1, round=1, params=PARAMS, kinds=update.kinds)
+        coordinator.publish(protocol.model_topic(PREFIX), signer.model(model), retain=True)
+        coordinator.wait_for(
+            lambda topic, e: e.get("type") == "heartbeat" and e["body"]["model_version"] == 1
+        )
+
+        # The broker restarts; the node reconnects, resubscribes and keeps publishing.
+        broker.stop()
+        broker.start()
+        assert coordinator.connected.wait(30)
+        mark = coordinator.mark()
+        coordinator.wait_for(of_type("heartbeat"), after=mark)
+        coordinator.publish(protocol.round_topic(PREFIX), signer.round(2))
+        _, second = coordinator.wait_for(of_type("update"), after=mark)
+        assert protocol.parse_update(verified(second)["body"], PARAMS, {}).round == 2
+        assert node.connected
+
+        # After the replay ends, one more global model completes the run.
+        deadline = time.monotonic() + 60
+        while not results.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert results.exists()
+        second_update = protocol.parse_update(second["body"], PARAMS, {})
+        final = GlobalModel(version=2, round=2, params=PARAMS, kinds=second_update.kinds)
+        coordinator.publish(protocol.model_topic(PREFIX), signer.model(final), retain=True)
+        assert node.done.wait(30)
+        assert node.model_version == 2
+    finally:
+        node.stop()
+        coordinator.close()
