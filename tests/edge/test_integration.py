@@ -12,6 +12,7 @@ from .conftest import (
     NODE_ID,
     PARAMS,
     PREFIX,
+    Broker,
     CoordinatorClient,
     base_config,
     node_key,
@@ -100,3 +101,31 @@ def test_node_against_mosquitto(tmp_path, broker, live_config, signer):
     finally:
         node.stop()
         coordinator.close()
+
+
+def test_node_started_before_broker(tmp_path, signer):
+    broker = Broker(tmp_path)
+    data = base_config(tmp_path)
+    data["mqtt"]["port"] = broker.port
+    data["detection"]["heartbeat_interval"] = 0.3
+    data["devices"][0]["source"]["rows_per_second"] = 50.0
+    node = EdgeNode(load_config(write_config(tmp_path, data)))
+    node.start()
+    coordinator = None
+    try:
+        # paho retries the first connection in the background until the broker is up.
+        time.sleep(0.5)
+        assert not node.connected
+        broker.start()
+        coordinator = CoordinatorClient(broker.port, signer)
+        assert coordinator.connected.wait(15)
+
+        _, heartbeat = coordinator.wait_for(of_type("heartbeat"))
+
+        assert verified(heartbeat)["sender"] == NODE_ID
+        assert node.connected
+    finally:
+        node.stop()
+        if coordinator is not None:
+            coordinator.close()
+        broker.stop()
