@@ -324,13 +324,7 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
             or self._pending_bytes + len(payload) > MAX_PENDING_BYTES
         ):
             self.dropped_messages += 1
-            self._rejections.record(
-                parsed[0],
-                False,
-                "queue_full",
-                f"{len(self._pending)} messages ({self._pending_bytes} bytes) are waiting",
-                now,
-            )
+            self._rejections.record_dropped(parsed[0], len(self._pending), self._pending_bytes, now)
             return
 
         self._pending.append((message.topic, payload, now))

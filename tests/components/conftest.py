@@ -12,7 +12,7 @@ import itertools
 import json
 from collections.abc import AsyncGenerator, Iterable
 from typing import Any
-from unittest.mock import MagicMock
+from unittest.mock import MagicMock, patch
 
 # Importing Home Assistant installs Probatio under the name ``voluptuous``, so it
 # must come before any import of voluptuous. The harness's pytest plugin already
@@ -21,6 +21,7 @@ import homeassistant  # noqa: F401
 import numpy as np
 import pytest
 from freezegun.api import FrozenDateTimeFactory
+from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import (
@@ -28,6 +29,8 @@ from pytest_homeassistant_custom_component.common import (
     async_fire_mqtt_message,
     async_fire_time_changed,
 )
+from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
+from syrupy.assertion import SnapshotAssertion
 
 from custom_components.fltrust.const import (
     CONF_FEDERATION_KEY,
@@ -55,6 +58,16 @@ N_FEATURES = 2
 @pytest.fixture(autouse=True)
 def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Let Home Assistant load the integration from custom_components."""
+
+
+@pytest.fixture
+def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    """Return syrupy's snapshot with Home Assistant's serializer, which hides random ids.
+
+    The harness's plugin defines the same fixture, but syrupy's own plugin
+    fixture of that name takes precedence over it, so the conftest sets it again.
+    """
+    return snapshot.use_extension(HomeAssistantSnapshotExtension)
 
 
 @pytest.fixture
@@ -91,20 +104,28 @@ def frozen_time(freezer: FrozenDateTimeFactory) -> FrozenDateTimeFactory:
 
 
 @pytest.fixture
+def platforms() -> list[Platform]:
+    """Return the platforms to set up; snapshot tests override it with one platform."""
+    return [Platform.BINARY_SENSOR, Platform.SENSOR]
+
+
+@pytest.fixture
 async def init_integration(
     hass: HomeAssistant,
     mqtt_mock: MagicMock,
     mock_config_entry: MockConfigEntry,
     frozen_time: FrozenDateTimeFactory,
+    platforms: list[Platform],
 ) -> AsyncGenerator[MockConfigEntry]:
     """Set up MQTT and the test federation, and unload the federation after the test."""
     mock_config_entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
-    await hass.async_block_till_done()
-    yield mock_config_entry
-    if mock_config_entry.state.recoverable:
-        await hass.config_entries.async_unload(mock_config_entry.entry_id)
+    with patch("custom_components.fltrust.PLATFORMS", platforms):
+        assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
         await hass.async_block_till_done()
+        yield mock_config_entry
+        if mock_config_entry.state.recoverable:
+            await hass.config_entries.async_unload(mock_config_entry.entry_id)
+            await hass.async_block_till_done()
 
 
 def now() -> float:
@@ -176,6 +197,11 @@ class EdgeNode:
         self.send_raw(self.topic(message_type, device_id), payload)
         return payload
 
+    @staticmethod
+    def device(device_id: str, kind: str, name: str) -> protocol.DeviceInfo:
+        """Return a device with two features, to announce in a heartbeat."""
+        return protocol.DeviceInfo(device_id, kind, name, ("value", "delta"))
+
     def send_heartbeat(
         self,
         devices: tuple[protocol.DeviceInfo, ...] | None = None,
@@ -184,9 +210,7 @@ class EdgeNode:
     ) -> bytes:
         """Send a heartbeat that announces ``devices`` (one temperature sensor by default)."""
         if devices is None:
-            devices = (
-                protocol.DeviceInfo("thermostat", "temperature", "Hall thermostat", ("t", "dt")),
-            )
+            devices = (self.device("thermostat", "temperature", "Hall thermostat"),)
         heartbeat = protocol.Heartbeat(
             devices=devices,
             interval=30.0,

@@ -1,0 +1,95 @@
+"""Binary sensors of fltrust: quarantine, re-authentication, connectivity and anomaly."""
+
+from __future__ import annotations
+
+import pytest
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE, STATE_UNKNOWN, Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
+from pytest_homeassistant_custom_component.common import MockConfigEntry, snapshot_platform
+from syrupy.assertion import SnapshotAssertion
+
+from .conftest import ENTRY_ID, EdgeNode, advance
+
+
+@pytest.fixture
+def platforms() -> list[Platform]:
+    """Set up only the binary sensor platform."""
+    return [Platform.BINARY_SENSOR]
+
+
+async def test_binary_sensors_snapshot(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+    snapshot: SnapshotAssertion,
+) -> None:
+    """Test the binary sensors after a node and its device were discovered."""
+    node = EdgeNode(hass, "node-1")
+    node.send_heartbeat()
+    node.send_state("thermostat", anomaly=True, score=0.82, threshold=0.5)
+    await hass.async_block_till_done()
+
+    await snapshot_platform(hass, entity_registry, snapshot, ENTRY_ID)
+
+
+async def test_binary_sensor_unique_ids(
+    hass: HomeAssistant, init_integration: MockConfigEntry, entity_registry: er.EntityRegistry
+) -> None:
+    """Test the unique ids that automations, the demo and the end-to-end tests rely on."""
+    EdgeNode(hass, "node-1").send_heartbeat()
+    await hass.async_block_till_done()
+
+    unique_ids = {
+        entry.unique_id for entry in er.async_entries_for_config_entry(entity_registry, ENTRY_ID)
+    }
+    assert unique_ids == {
+        f"{ENTRY_ID}_node-1_quarantined",
+        f"{ENTRY_ID}_node-1_reauth_required",
+        f"{ENTRY_ID}_node-1_connected",
+        f"{ENTRY_ID}_node-1_thermostat_anomaly",
+    }
+
+
+async def test_anomaly_unknown_before_first_state(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """Test the anomaly sensor is unknown until the node reports the device's state."""
+    node = EdgeNode(hass, "node-1")
+    node.send_heartbeat()
+    await hass.async_block_till_done()
+    assert hass.states.get("binary_sensor.hall_thermostat_anomaly").state == STATE_UNKNOWN
+
+    node.send_state("thermostat", anomaly=False, score=0.1)
+    await hass.async_block_till_done()
+    assert hass.states.get("binary_sensor.hall_thermostat_anomaly").state == STATE_OFF
+
+    node.send_state("thermostat", anomaly=True, score=0.9)
+    await hass.async_block_till_done()
+    assert hass.states.get("binary_sensor.hall_thermostat_anomaly").state == STATE_ON
+
+
+async def test_silent_node_disconnected(
+    hass: HomeAssistant, init_integration: MockConfigEntry, frozen_time: FrozenDateTimeFactory
+) -> None:
+    """Test a node silent for three heartbeat intervals is disconnected, and back when heard."""
+    node = EdgeNode(hass, "node-1")
+    node.send_heartbeat()
+    node.send_state("thermostat", anomaly=True, score=0.9)
+    await hass.async_block_till_done()
+    assert hass.states.get("binary_sensor.node_1_connectivity").state == STATE_ON
+
+    # The round timer ticks every 60 s; at 60 s the node is still within 3 x 30 s.
+    await advance(hass, frozen_time, 60)
+    assert hass.states.get("binary_sensor.node_1_connectivity").state == STATE_ON
+
+    await advance(hass, frozen_time, 60)
+    assert hass.states.get("binary_sensor.node_1_connectivity").state == STATE_OFF
+    assert hass.states.get("binary_sensor.hall_thermostat_anomaly").state == STATE_UNAVAILABLE
+    assert hass.states.get("binary_sensor.node_1_quarantined").state == STATE_OFF
+
+    node.send_heartbeat()
+    await hass.async_block_till_done()
+    assert hass.states.get("binary_sensor.node_1_connectivity").state == STATE_ON
+    assert hass.states.get("binary_sensor.hall_thermostat_anomaly").state == STATE_ON
