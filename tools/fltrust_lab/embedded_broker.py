@@ -6,6 +6,11 @@ SIGINT. amqtt 0.12.1 installs into the Home Assistant environment without
 changing any package that Home Assistant pins (checked with ``pip install
 --dry-run amqtt`` against homeassistant 2026.10.4), but script/setup does not
 install it: ``.venv/bin/pip install amqtt`` does.
+
+NOTE: amqtt 0.12.1 sends a new subscriber the retained messages that match
+another client's subscription even when they do not match its own filter. The
+fltrust clients drop such messages (wrong topic or signature), but they show up
+in their logs as rejections.
 """
 
 from __future__ import annotations

@@ -539,3 +539,41 @@ class HassWebSocket:
         if platform is None:
             return entries
         return [entry for entry in entries if entry.get("platform") == platform]
+
+
+@dataclass(frozen=True)
+class FederationSettings:
+    """The fields of the fltrust config flow's ``user`` step."""
+
+    name: str
+    topic_prefix: str
+    federation_key: str
+    round_interval: int
+    round_timeout: int
+    min_nodes: int
+    reauth_threshold: float = 60.0
+    quarantine_threshold: float = 30.0
+
+    def form(self) -> dict[str, Any]:
+        """Return the form data of the ``user`` step."""
+        return {
+            "name": self.name,
+            "topic_prefix": self.topic_prefix,
+            "federation_key": self.federation_key,
+            "round_interval": self.round_interval,
+            "round_timeout": self.round_timeout,
+            "min_nodes": self.min_nodes,
+            "reauth_threshold": self.reauth_threshold,
+            "quarantine_threshold": self.quarantine_threshold,
+        }
+
+
+async def create_federation_entry(
+    client: HassClient, settings: FederationSettings
+) -> dict[str, Any]:
+    """Create one fltrust config entry through the integration's config flow.
+
+    Returns the new config entry.
+    """
+    result = await client.run_config_flow("fltrust", [settings.form()])
+    return result["result"]

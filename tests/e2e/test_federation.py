@@ -1,0 +1,244 @@
+"""A federation of real edge nodes coordinated by a real Home Assistant.
+
+The checks read what crossed the broker (signed updates and global models)
+and what Home Assistant shows (entities, states, its log).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from fltrust_core.protocol import build_envelope, encode
+from fltrust_core.security import (
+    derive_coordinator_private_key,
+    derive_node_key,
+    hmac_tag,
+    parse_key,
+    verify_ed25519,
+    verify_hmac,
+)
+from fltrust_lab.mqtt_capture import CapturedMessage
+
+from .conftest import MIN_ROUNDS, NODE_SLICES, PREFIX, FederationRun, HassSession
+
+MODEL_TOPIC = f"{PREFIX}/coordinator/model"
+UPDATE_TOPIC = re.compile(rf"^{re.escape(PREFIX)}/node/([^/]+)/update$")
+# Relative tolerance of the hand-computed FedAvg, as a share of the vector's norm.
+FEDAVG_RTOL = 1e-9
+
+
+def global_models(federation: FederationRun) -> list[tuple[CapturedMessage, dict[str, Any]]]:
+    """Return each captured aggregated model with its envelope, one per version, oldest first.
+
+    Version 0, the empty model published before the first round, is left out.
+    """
+    by_version: dict[int, tuple[CapturedMessage, dict[str, Any]]] = {}
+    for message in federation.capture.messages(lambda m: m.topic == MODEL_TOPIC):
+        envelope = message.json()
+        if envelope["body"]["version"] > 0:
+            by_version.setdefault(envelope["body"]["version"], (message, envelope))
+    return [by_version[version] for version in sorted(by_version)]
+
+
+def signed_updates(federation: FederationRun) -> list[tuple[CapturedMessage, str, dict[str, Any]]]:
+    """Return every captured update whose HMAC verifies with its node's key, in arrival order."""
+    key = parse_key(federation.settings.federation_key)
+    updates = []
+    for message in federation.capture.messages(lambda m: UPDATE_TOPIC.match(m.topic) is not None):
+        node_id = UPDATE_TOPIC.match(message.topic).group(1)
+        envelope = message.json()
+        verify_hmac(derive_node_key(key, node_id), envelope)
+        updates.append((message, node_id, envelope))
+    return updates
+
+
+def entity_ids(hass: HassSession, federation: FederationRun) -> dict[str, str]:
+    """Return the fltrust entity ids by unique id."""
+
+    async def query() -> list[dict[str, Any]]:
+        async with hass.websocket() as websocket:
+            return await websocket.entity_registry("fltrust")
+
+    return {entry["unique_id"]: entry["entity_id"] for entry in hass.run(query())}
+
+
+def state_of(hass: HassSession, entity_id: str) -> dict[str, Any]:
+    """Return the state object of an entity, failing the test when it has none."""
+    state = hass.run(hass.client.state(entity_id))
+    assert state is not None, f"{entity_id} has no state"
+    return state
+
+
+def test_rounds_publish_signed_global_models(federation: FederationRun) -> None:
+    public_key = derive_coordinator_private_key(
+        parse_key(federation.settings.federation_key)
+    ).public_key()
+    models = global_models(federation)
+
+    versions = [envelope["body"]["version"] for _, envelope in models]
+    rounds = [envelope["body"]["round"] for _, envelope in models]
+    assert len(models) >= MIN_ROUNDS
+    assert versions == sorted(set(versions))
+    assert rounds == sorted(rounds)
+    for message, envelope in models:
+        verify_ed25519(public_key, envelope)
+        assert envelope["sender"] == "coordinator"
+        assert message.json()["body"]["kinds"], (
+            f"model version {envelope['body']['version']} is empty"
+        )
+
+
+def test_every_node_sends_signed_updates(federation: FederationRun) -> None:
+    senders = {node_id for _, node_id, _ in signed_updates(federation)}
+
+    assert senders == set(NODE_SLICES)
+
+
+def test_global_svm_is_weighted_mean(federation: FederationRun) -> None:
+    updates = signed_updates(federation)
+    checked = 0
+    for model_message, model_envelope in global_models(federation):
+        body = model_envelope["body"]
+        contributors: dict[str, float] = body["contributors"]
+        # The update each contributor sent for this round, the last one before the model.
+        round_updates = {
+            node_id: envelope["body"]
+            for message, node_id, envelope in updates
+            if envelope["body"]["round"] == body["round"]
+            and message.received_at <= model_message.received_at
+        }
+        assert set(contributors) <= set(round_updates), (
+            f"round {body['round']}: contributors {sorted(contributors)} but updates captured "
+            f"only from {sorted(round_updates)}"
+        )
+        for kind, aggregated in body["kinds"].items():
+            senders = sorted(n for n in contributors if kind in round_updates[n]["kinds"])
+            vectors = np.array(
+                [
+                    [
+                        *round_updates[n]["kinds"][kind]["svm"]["coef"],
+                        round_updates[n]["kinds"][kind]["svm"]["offset"],
+                    ]
+                    for n in senders
+                ]
+            )
+            # FedAvg weight: the node's published aggregation weight times its sample count.
+            weights = np.array(
+                [contributors[n] * round_updates[n]["kinds"][kind]["n_samples"] for n in senders]
+            )
+            expected = weights @ vectors / weights.sum()
+            actual = np.array([*aggregated["svm"]["coef"], aggregated["svm"]["offset"]])
+
+            error = np.linalg.norm(actual - expected) / np.linalg.norm(expected)
+            assert error <= FEDAVG_RTOL, (
+                f"round {body['round']} kind {kind}: relative error {error:.3g} of the global "
+                f"SVM against the weighted mean of {senders} with weights {contributors}"
+            )
+            checked += 1
+    assert checked >= MIN_ROUNDS
+
+
+def test_entities_exist_with_sane_states(hass: HassSession, federation: FederationRun) -> None:
+    entry_id = federation.entry_id
+    entities = entity_ids(hass, federation)
+    expected = [f"{entry_id}_round", f"{entry_id}_model_version"]
+    for node_id in NODE_SLICES:
+        expected += [f"{entry_id}_{node_id}_trust", f"{entry_id}_{node_id}_quarantined"]
+        expected += [
+            f"{entry_id}_{node_id}_machine_{suffix}"
+            for suffix in ("trust", "anomaly", "anomaly_score")
+        ]
+    missing = [unique_id for unique_id in expected if unique_id not in entities]
+    assert not missing, f"missing entities {missing}; registered: {sorted(entities)}"
+
+    round_state = state_of(hass, entities[f"{entry_id}_round"])
+    assert int(round_state["state"]) >= MIN_ROUNDS
+    assert float(round_state["attributes"]["last_round_duration"]) >= 0
+    assert set(round_state["attributes"]["participants"]) <= set(NODE_SLICES)
+    assert int(round_state["attributes"]["rejected"]) >= 0
+    assert int(state_of(hass, entities[f"{entry_id}_model_version"])["state"]) >= MIN_ROUNDS
+
+    for node_id in NODE_SLICES:
+        trust = float(state_of(hass, entities[f"{entry_id}_{node_id}_trust"])["state"])
+        assert 0 <= trust <= 100, f"{node_id} trust {trust}"
+        quarantined = state_of(hass, entities[f"{entry_id}_{node_id}_quarantined"])["state"]
+        assert quarantined == "off", f"benign {node_id} quarantined"
+        device = f"{entry_id}_{node_id}_machine"
+        device_trust = float(state_of(hass, entities[f"{device}_trust"])["state"])
+        assert 0 <= device_trust <= 100, f"{node_id} device trust {device_trust}"
+        assert state_of(hass, entities[f"{device}_anomaly"])["state"] in ("on", "off")
+        score = state_of(hass, entities[f"{device}_anomaly_score"])["state"]
+        assert np.isfinite(float(score)), f"{node_id} anomaly score {score}"
+
+
+def latest_model_version(messages: list[CapturedMessage]) -> int:
+    """Return the highest global model version among ``messages``, 0 when there is none."""
+    versions = [m.json()["body"]["version"] for m in messages if m.topic == MODEL_TOPIC]
+    return max(versions, default=0)
+
+
+def wait_for_new_model(federation: FederationRun, timeout: float) -> int:
+    """Wait until a global model newer than the latest captured one arrives; return its version."""
+    current = latest_model_version(federation.capture.messages())
+    messages = federation.capture.wait_for(
+        lambda messages: latest_model_version(messages) > current, timeout=timeout
+    )
+    return latest_model_version(messages)
+
+
+def _wait_for_log(hass: HassSession, pattern: re.Pattern[str], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = pattern.search(hass.log())
+        if match:
+            return match.group(0)
+        time.sleep(0.5)
+    pytest.fail(
+        f"no log line matching {pattern.pattern!r} within {timeout:.0f} s "
+        f"in {hass.process.log_path}"
+    )
+
+
+def test_forged_and_replayed_updates_rejected(hass: HassSession, federation: FederationRun) -> None:
+    node_id = "e2e-node-1"
+    entry_id = federation.entry_id
+    trust_entity = entity_ids(hass, federation)[f"{entry_id}_{node_id}_trust"]
+    genuine_message, _, genuine = next(
+        item for item in reversed(signed_updates(federation)) if item[1] == node_id
+    )
+    # Publish just after a round closed, so that the next close is the first one
+    # that can count the rejections.
+    wait_for_new_model(federation, timeout=30)
+    trust_before = float(state_of(hass, trust_entity)["state"])
+
+    forged = build_envelope("update", node_id, genuine["counter"] + 1_000_000, genuine["body"])
+    forged["sig"] = hmac_tag(secrets.token_bytes(32), forged)
+    federation.capture.publish(genuine_message.topic, encode(forged))
+    federation.capture.publish(genuine_message.topic, genuine_message.payload)
+
+    forged_line = _wait_for_log(
+        hass,
+        re.compile(
+            rf"{entry_id}: rejected a message from known node {node_id}, reason bad_signature.*"
+        ),
+        30,
+    )
+    replayed_line = _wait_for_log(
+        hass,
+        re.compile(rf"{entry_id}: rejected a message from known node {node_id}, reason replayed.*"),
+        30,
+    )
+    wait_for_new_model(federation, timeout=30)
+    trust_after = float(state_of(hass, trust_entity)["state"])
+
+    assert "bad_signature" in forged_line
+    assert "replayed" in replayed_line
+    assert trust_after <= trust_before, (
+        f"{node_id} trust rose from {trust_before} to {trust_after} "
+        "after a forged and a replayed update"
+    )
