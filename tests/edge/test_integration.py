@@ -1,6 +1,7 @@
 """End-to-end test of a node against a real Mosquitto broker on a loopback port."""
 
 import time
+from pathlib import Path
 
 import pytest
 from fltrust_core import protocol, security
@@ -9,6 +10,7 @@ from fltrust_edge.agent import EdgeNode
 from fltrust_edge.config import load_config
 
 from .conftest import (
+    MOSQUITTO,
     NODE_ID,
     PARAMS,
     PREFIX,
@@ -104,6 +106,8 @@ def test_node_against_mosquitto(tmp_path, broker, live_config, signer):
 
 
 def test_node_started_before_broker(tmp_path, signer):
+    if not Path(MOSQUITTO).exists():
+        pytest.skip("mosquitto is not installed")
     broker = Broker(tmp_path)
     data = base_config(tmp_path)
     data["mqtt"]["port"] = broker.port
