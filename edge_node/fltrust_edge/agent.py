@@ -3,18 +3,18 @@
 Threads:
 
 - paho-mqtt's network thread and one thread per CSV replay only put events
-  on ``EdgeNode._events``;
-- the main loop (``EdgeNode._run``) takes events one at a time, so all node
-  state is touched by this one thread, and publishes the heartbeat on time;
-- a single worker thread trains updates and calibrates detectors, and sends
+  on ``EdgeNode._events``.
+- The main loop (``EdgeNode._run``) takes events one at a time, so only this
+  thread touches node state. It also publishes the heartbeat on time.
+- A single worker thread trains updates and calibrates detectors, and sends
   its results back through the same queue.
 
 Protocol behaviour:
 
 - Every uplink message is signed with the node key (HMAC-SHA256) and carries a
   counter that increases across restarts (``state.UplinkCounter``).
-- Downlink messages pass ``downlink.DownlinkVerifier``; rejections are logged
-  with their reason and otherwise ignored.
+- Downlink messages must pass ``downlink.DownlinkVerifier``. Rejected ones are
+  logged with their reason and otherwise ignored.
 - A round announcement makes the node train one update per device kind from
   the adopted global model, unless the node is quarantined.
 - A newer global model is adopted and the thresholds are recalibrated locally.
@@ -70,14 +70,14 @@ class ReplayEnded:
 
 @dataclass(frozen=True)
 class JobDone:
-    """The worker finished a job; ``result`` is a RoundResult or a Calibration."""
+    """Result of a finished worker job: a RoundResult or a Calibration."""
 
     result: RoundResult | Calibration
 
 
 @dataclass(frozen=True)
 class JobFailed:
-    """The worker raised; the error is logged and the node goes on."""
+    """Failure of a worker job. The node logs the error and goes on."""
 
     description: str
     error: BaseException
@@ -98,7 +98,7 @@ class EdgeNode:
         done_timeout: float = 120.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """Load the persistent state and prepare every component; nothing runs yet."""
+        """Load the persistent state and prepare every component. Nothing runs until ``start``."""
         self.config = config
         self.node_id = config.node_id
         self.results_path = results_path
@@ -172,7 +172,7 @@ class EdgeNode:
         return self._detectors.get(kind)
 
     def start(self) -> None:
-        """Connect, start the replays and the main loop; returns at once."""
+        """Connect and start the replays and the main loop without blocking."""
         prefix = self.config.mqtt.prefix
         self._peers.add_broker(self.config.mqtt.host, self.config.mqtt.port)
         self._link.subscribe(
@@ -198,7 +198,7 @@ class EdgeNode:
             )
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop every thread and disconnect; safe to call more than once."""
+        """Stop every thread and disconnect. Calling it again does nothing."""
         if self._stop.is_set():
             return
         self._stop.set()
@@ -388,6 +388,7 @@ class EdgeNode:
             return
         self._last_round = round_number
         self._params = announcement.params
+
         if self.quarantined:
             _LOGGER.info("%s: quarantined, skipping round %s", self.node_id, round_number)
             return
@@ -396,6 +397,7 @@ class EdgeNode:
                 "%s: round %s arrived after its deadline, skipping it", self.node_id, round_number
             )
             return
+
         data = self._training_data(announcement.params)
         if not data:
             _LOGGER.info(
@@ -404,6 +406,7 @@ class EdgeNode:
                 round_number,
             )
             return
+
         model = self._global_model
         params = announcement.params
         fpr = self.config.detection.target_fpr
@@ -608,6 +611,9 @@ class EdgeNode:
             if detector is not None and monitor.n_test:
                 scores = detector.anomaly_score(features)
             version = self._detector_version.get(device.kind)
+            model_source = None
+            if version is not None:
+                model_source = "global" if version > 0 else "local"
             devices.append(
                 DeviceEvaluation(
                     device_id=device.id,
@@ -615,7 +621,7 @@ class EdgeNode:
                     labels=labels,
                     scores=scores,
                     threshold=None if detector is None else detector.threshold_,
-                    model=None if version is None else ("global" if version > 0 else "local"),
+                    model=model_source,
                     n_rows=monitor.n_test,
                     n_train_rows=monitor.n_train,
                 )

@@ -26,7 +26,7 @@ POISON_METHODS = ("sign_flip", "scale", "noise")
 
 
 class ConfigError(ValueError):
-    """An invalid configuration; the message starts with the path of the bad key."""
+    """An invalid configuration. The message starts with the path of the bad key."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def load_config(path: str | Path) -> NodeConfig:
 
 
 def parse_config(data: dict[str, Any], base_dir: Path, path: Path | None = None) -> NodeConfig:
-    """Validate a parsed TOML document; relative paths are resolved against ``base_dir``."""
+    """Validate a parsed TOML document, resolving relative paths against ``base_dir``."""
     root = _Table(data, "")
     node_id = root.identifier("node_id")
     mqtt = _parse_mqtt(root.table("mqtt"), node_id)
@@ -237,6 +237,7 @@ def _parse_detection(table: _Table) -> DetectionConfig:
             f"{table.key('long_window')}: must be >= smoothing_window ({smoothing_window}), "
             f"got {long_window}"
         )
+
     extra_features = table.string_list(
         "extra_features", default=list(defaults.extra_features), allow_empty=True
     )
@@ -248,6 +249,7 @@ def _parse_detection(table: _Table) -> DetectionConfig:
             )
     if len(set(extra_features)) != len(extra_features):
         raise ConfigError(f"{table.key('extra_features')}: names must not repeat")
+
     target_fpr = table.number("target_fpr", default=defaults.target_fpr)
     if not 0 < target_fpr < 0.5:
         raise ConfigError(f"{table.key('target_fpr')}: must be between 0 and 0.5, got {target_fpr}")
@@ -257,6 +259,7 @@ def _parse_detection(table: _Table) -> DetectionConfig:
         raise ConfigError(
             f"{table.key('heartbeat_interval')}: must be positive seconds, got {heartbeat_interval}"
         )
+
     known_peers = table.string_list("known_peers", default=[], allow_empty=True)
     for index, peer in enumerate(known_peers):
         try:
@@ -266,6 +269,7 @@ def _parse_detection(table: _Table) -> DetectionConfig:
                 f"{table.key('known_peers')}[{index}]: invalid IP address or network: {peer!r}"
             ) from err
     table.reject_unknown()
+
     return DetectionConfig(
         smoothing_window=smoothing_window,
         long_window=long_window,
@@ -383,8 +387,8 @@ def _parse_csv_source(table: _Table, features: list[str], base_dir: Path) -> Csv
     for key, column in named_columns:
         if column is not None and column not in header:
             raise ConfigError(
-                f"{table.key(key)}: column {column!r} not found in {path}; "
-                f"the header has {', '.join(header)}"
+                f"{table.key(key)}: column {column!r} not found in {path}, "
+                f"whose header is: {', '.join(header)}"
             )
     return CsvSourceConfig(
         path=path,

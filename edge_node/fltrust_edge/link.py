@@ -26,26 +26,26 @@ _LOGGER = logging.getLogger(__name__)
 
 RECONNECT_MIN_DELAY = 1
 RECONNECT_MAX_DELAY = 60
-# QoS 1 messages that paho keeps while the broker is unreachable; beyond this
+# QoS 1 messages that paho keeps while the broker is unreachable. Beyond this,
 # publish fails instead of growing memory without bound.
 MAX_QUEUED_MESSAGES = 1000
 
 
 @dataclass(frozen=True)
 class Connected:
-    """The link (re)connected to the broker."""
+    """A new or restored connection to the broker."""
 
 
 @dataclass(frozen=True)
 class Disconnected:
-    """The link lost the broker; ``reason`` is paho's reason text."""
+    """Loss of the broker connection. ``reason`` is paho's reason text."""
 
     reason: str
 
 
 @dataclass(frozen=True)
 class Message:
-    """A message on a subscribed topic; ``retained`` is set for retained deliveries."""
+    """A message on a subscribed topic. ``retained`` is set for retained deliveries."""
 
     topic: str
     payload: bytes
@@ -56,7 +56,7 @@ class MqttLink:
     """A paho-mqtt client that reports to an event queue and counts published bytes."""
 
     def __init__(self, config: MqttConfig, events: queue.Queue[Any], node_id: str) -> None:
-        """Prepare a client; nothing connects until ``start``."""
+        """Prepare a client. Nothing connects until ``start``."""
         self._config = config
         self._events = events
         self._node_id = node_id
@@ -83,7 +83,7 @@ class MqttLink:
         self._client = client
 
     def start(self) -> None:
-        """Start connecting in paho's network thread; retries until ``stop``."""
+        """Start connecting in paho's network thread, which retries until ``stop``."""
         self._client.connect_async(self._config.host, self._config.port, self._config.keepalive)
         self._client.loop_start()
 
@@ -104,7 +104,7 @@ class MqttLink:
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
         """Hand a message to paho and return whether it was sent or queued.
 
-        QoS 0 messages are dropped while the broker is unreachable; QoS 1
+        QoS 0 messages are dropped while the broker is unreachable, and QoS 1
         messages are queued and sent after the reconnect.
         """
         info = self._client.publish(topic, payload, qos=qos, retain=retain)

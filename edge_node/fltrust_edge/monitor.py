@@ -13,7 +13,7 @@ from .config import DetectionConfig, DeviceConfig
 
 @dataclass(frozen=True)
 class Reading:
-    """What one sample did to a device."""
+    """Effect of one sample on a device's state."""
 
     features: np.ndarray
     training: bool

@@ -20,7 +20,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 TCP_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
-# The "st" column of /proc/net/tcp holds the socket state; 01 is TCP_ESTABLISHED.
+# The "st" column of /proc/net/tcp is the socket state, and 01 is TCP_ESTABLISHED.
 TCP_ESTABLISHED = "01"
 
 
@@ -32,7 +32,7 @@ def _decode_address(hex_address: str) -> IPAddress:
     """
     raw = bytes.fromhex(hex_address)
     if len(raw) not in (4, 16):
-        raise ValueError(f"address of {len(raw)} bytes")
+        raise ValueError(f"address has {len(raw)} bytes, expected 4 or 16")
     words = [raw[i : i + 4] for i in range(0, len(raw), 4)]
     if socket.htonl(1) != 1:
         words = [word[::-1] for word in words]
@@ -78,7 +78,7 @@ class PeerMonitor:
     """
 
     def __init__(self, known_peers: Iterable[str], tables: Iterable[Path] = TCP_TABLES) -> None:
-        """Parse the allowlist; raises ValueError on an invalid address or network."""
+        """Parse the allowlist, raising ValueError on an invalid address or network."""
         self._networks: list[IPNetwork] = [
             ipaddress.ip_network(peer, strict=False) for peer in known_peers
         ]

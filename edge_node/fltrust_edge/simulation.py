@@ -31,7 +31,7 @@ class CompromiseSimulation:
     """The misbehaviour of a simulated compromised node."""
 
     def __init__(self, config: SimulationConfig, node_id: str) -> None:
-        """Store the settings; the node behaves honestly until ``observe_round`` activates it."""
+        """Store the settings. The node behaves honestly until ``observe_round`` activates it."""
         self.config = config
         self.node_id = node_id
         self.active = False

@@ -1,8 +1,8 @@
-"""Where readings come from: CSV replays and live MQTT sensor topics.
+"""Reading sources: CSV replays and live MQTT sensor topics.
 
 Both produce ``Sample`` objects, one row of raw values per reading in the
-order of the device's ``features``. Invalid readings are logged and skipped;
-no payload or CSV row can stop the node.
+order of the device's ``features``. Invalid readings are logged and skipped,
+so no payload or CSV row can stop the node.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def load_label_windows(path: Path, key: str) -> list[tuple[float, float]]:
     """Read anomaly windows in the format of NAB's ``combined_windows.json``.
 
     The file maps a series name (``key``) to a list of ``[start, end]`` time
-    pairs; a reading is anomalous when its time lies in a window, ends included.
+    pairs. A reading is anomalous when its time lies in a window, ends included.
 
     Raises:
         ValueError: the file is not in that format or has no entry ``key``.
@@ -280,8 +280,8 @@ class MqttSensor:
 
     A device with several features may read them from several topics, or from
     one JSON topic with several value paths. Each message updates the features
-    it carries; a sample is emitted once every feature has a value, holding the
-    last value of the features the message did not carry.
+    it carries. Once every feature has a value, each message emits a sample
+    that holds the last value of the features the message did not carry.
     """
 
     def __init__(self, device: DeviceConfig) -> None:

@@ -114,7 +114,7 @@ class UplinkCounter:
     """
 
     def __init__(self, store: StateStore, clock: Callable[[], int] = time.time_ns) -> None:
-        """Continue from the reservation saved in ``store``; ``clock`` returns nanoseconds."""
+        """Continue from the reservation saved in ``store``. ``clock`` returns nanoseconds."""
         self._store = store
         self._clock = clock
         self._lock = threading.Lock()

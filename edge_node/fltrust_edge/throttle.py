@@ -17,7 +17,7 @@ class ThrottledLogger:
         interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Wrap ``logger``; ``interval`` is in seconds."""
+        """Wrap ``logger``. ``interval`` is in seconds."""
         self._logger = logger
         self._interval = interval
         self._clock = clock

@@ -13,7 +13,7 @@ import numpy as np
 from fltrust_core.detectors import KindDetector, model_fits
 from fltrust_core.model import FederationParams, GlobalModel, KindModel
 
-# Fewest normal samples of a kind for training or calibrating its model.
+# Minimum number of normal samples of a kind for training or calibrating its model.
 MIN_TRAIN_SAMPLES = 20
 
 

@@ -2,15 +2,14 @@
 
 import numpy as np
 import pytest
-
-from custom_components.fltrust.core.detectors import (
+from fltrust_core.detectors import (
     FederatedKMeans,
     FederatedOneClassSVM,
     KindDetector,
     kmeans_anomaly_score,
     make_feature_map,
 )
-from custom_components.fltrust.core.model import FederationParams, KindModel
+from fltrust_core.model import FederationParams, KindModel
 
 PARAMS = FederationParams(seed=3, rff_components=32, rff_gamma=0.5, n_clusters=3, local_epochs=5)
 

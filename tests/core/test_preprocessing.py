@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-
-from custom_components.fltrust.core.model import FeatureStats
-from custom_components.fltrust.core.preprocessing import (
+from fltrust_core.model import FeatureStats
+from fltrust_core.preprocessing import (
     FeatureExtractor,
     StreamingSmoother,
     extract_features,
