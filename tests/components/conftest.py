@@ -42,7 +42,9 @@ from custom_components.fltrust.const import (
     CONF_TOPIC_PREFIX,
     DOMAIN,
 )
+from custom_components.fltrust.coordinator import settings_from_entry
 from custom_components.fltrust.core import protocol, security
+from custom_components.fltrust.core.federation import Federation
 from custom_components.fltrust.core.model import FeatureStats, FederationParams, KindModel
 
 FEDERATION_KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
@@ -152,9 +154,9 @@ class EdgeNode:
     """A simulated edge node that signs its messages with its derived key."""
 
     def __init__(
-        self, hass: HomeAssistant, node_id: str, federation_key: str = FEDERATION_KEY
+        self, hass: HomeAssistant | None, node_id: str, federation_key: str = FEDERATION_KEY
     ) -> None:
-        """Create a node whose counter starts at 1."""
+        """Create a node whose counter starts at 1; without ``hass`` it can only sign."""
         self.hass = hass
         self.node_id = node_id
         self.key = security.derive_node_key(bytes.fromhex(federation_key), node_id)
@@ -183,6 +185,7 @@ class EdgeNode:
 
     def send_raw(self, topic: str, payload: bytes | str) -> None:
         """Fire a payload as it is, for malformed and forged messages."""
+        assert self.hass is not None
         async_fire_mqtt_message(self.hass, topic, payload)
 
     def send(
@@ -254,3 +257,37 @@ def published(mqtt_mock: MagicMock, topic: str) -> list[tuple[dict[str, Any], in
         if call_topic == topic:
             messages.append((json.loads(payload), qos, retain))
     return messages
+
+
+def federation_with_nodes(entry: MockConfigEntry, *node_ids: str) -> Federation:
+    """Return an engine for ``entry`` that has accepted one heartbeat from each node."""
+    federation = Federation(settings_from_entry(entry))
+    for node_id in node_ids:
+        node = EdgeNode(None, node_id)
+        heartbeat = protocol.Heartbeat(
+            devices=(EdgeNode.device("thermostat", "temperature", "Hall thermostat"),),
+            interval=30.0,
+            samples=100,
+            anomalies=1,
+            peers_known=2,
+            peers_unknown=0,
+            traffic_bytes=4000,
+            model_version=0,
+            software="fltrust-edge 0.1.0",
+        )
+        envelope = node.envelope("heartbeat", protocol.heartbeat_body(heartbeat))
+        federation.handle_message(node.topic("heartbeat"), protocol.encode(envelope), now())
+    return federation
+
+
+def store_federation(
+    hass_storage: dict[str, Any], entry: MockConfigEntry, federation: Federation
+) -> None:
+    """Put an engine's state where the entry loads it from at set-up."""
+    key = f"{DOMAIN}.{entry.entry_id}"
+    hass_storage[key] = {
+        "version": 1,
+        "minor_version": 1,
+        "key": key,
+        "data": json.loads(json.dumps(federation.to_dict())),
+    }

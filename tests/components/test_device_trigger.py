@@ -1,0 +1,151 @@
+"""Device triggers of edge nodes: trust dropped and quarantined."""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest.mock import MagicMock
+
+import numpy as np
+import pytest
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.components import automation
+from homeassistant.components.device_automation import DeviceAutomationType
+from homeassistant.core import HomeAssistant, ServiceCall
+from homeassistant.helpers import device_registry as dr
+from homeassistant.setup import async_setup_component
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_get_device_automations,
+    async_mock_service,
+)
+
+from custom_components.fltrust.const import DOMAIN, EVENT_QUARANTINED
+
+from .conftest import ENTRY_ID, PARAMS, ROUND_INTERVAL, EdgeNode, advance, kind_model
+
+
+@pytest.fixture
+def automation_calls(hass: HomeAssistant) -> list[ServiceCall]:
+    """Record the calls of the automations' test action."""
+    return async_mock_service(hass, "test", "automation")
+
+
+def _device(device_registry: dr.DeviceRegistry, key: str) -> dr.DeviceEntry:
+    device = device_registry.async_get_device_by_identifier((DOMAIN, key), ENTRY_ID)
+    assert device is not None
+    return device
+
+
+async def _add_automations(hass: HomeAssistant, device_id: str) -> None:
+    """Add one automation per trigger type that records the event it saw."""
+    assert await async_setup_component(
+        hass,
+        automation.DOMAIN,
+        {
+            automation.DOMAIN: [
+                {
+                    "triggers": {
+                        "platform": "device",
+                        "domain": DOMAIN,
+                        "device_id": device_id,
+                        "type": trigger_type,
+                    },
+                    "actions": {
+                        "action": "test.automation",
+                        "data": {
+                            "type": trigger_type,
+                            "node_id": "{{ trigger.event.data.node_id }}",
+                            "trust": "{{ trigger.event.data.trust }}",
+                        },
+                    },
+                }
+                for trigger_type in ("trust_dropped", "quarantined")
+            ]
+        },
+    )
+
+
+async def test_node_device_triggers(
+    hass: HomeAssistant, init_integration: MockConfigEntry, device_registry: dr.DeviceRegistry
+) -> None:
+    """Test node devices offer both triggers, and other devices none."""
+    EdgeNode(hass, "node-1").send_heartbeat()
+    await hass.async_block_till_done()
+    node = _device(device_registry, f"{ENTRY_ID}_node-1")
+
+    triggers = await async_get_device_automations(hass, DeviceAutomationType.TRIGGER, node.id)
+
+    assert sorted(
+        (trigger["type"], trigger["domain"], trigger["device_id"], trigger["platform"])
+        for trigger in triggers
+        if trigger["domain"] == DOMAIN
+    ) == [
+        ("quarantined", DOMAIN, node.id, "device"),
+        ("trust_dropped", DOMAIN, node.id, "device"),
+    ]
+    for key in (ENTRY_ID, f"{ENTRY_ID}_node-1_thermostat"):
+        other = _device(device_registry, key)
+        triggers = await async_get_device_automations(hass, DeviceAutomationType.TRIGGER, other.id)
+        assert [trigger for trigger in triggers if trigger["domain"] == DOMAIN] == []
+
+
+async def test_trigger_filters_by_device(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    device_registry: dr.DeviceRegistry,
+    automation_calls: list[ServiceCall],
+) -> None:
+    """Test a trigger fires for its own node's events only."""
+    EdgeNode(hass, "node-1").send_heartbeat()
+    EdgeNode(hass, "node-2").send_heartbeat()
+    await hass.async_block_till_done()
+    node_1 = _device(device_registry, f"{ENTRY_ID}_node-1")
+    node_2 = _device(device_registry, f"{ENTRY_ID}_node-2")
+    await _add_automations(hass, node_1.id)
+
+    hass.bus.async_fire(EVENT_QUARANTINED, {"device_id": node_2.id, "node_id": "node-2"})
+    await hass.async_block_till_done()
+    assert automation_calls == []
+
+    hass.bus.async_fire(
+        EVENT_QUARANTINED, {"device_id": node_1.id, "node_id": "node-1", "trust": 25.0}
+    )
+    await hass.async_block_till_done()
+    assert [call.data for call in automation_calls] == [
+        {"type": "quarantined", "node_id": "node-1", "trust": 25.0}
+    ]
+
+
+async def test_triggers_fire_on_poisoning(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    device_registry: dr.DeviceRegistry,
+    mqtt_mock: MagicMock,
+    frozen_time: FrozenDateTimeFactory,
+    automation_calls: list[ServiceCall],
+) -> None:
+    """Test both triggers fire when a node's poisoned updates get it quarantined."""
+    nodes = [EdgeNode(hass, node_id) for node_id in ("node-a", "node-b", "node-c")]
+    for node in nodes:
+        node.send_heartbeat()
+    await hass.async_block_till_done()
+    await _add_automations(hass, _device(device_registry, f"{ENTRY_ID}_node-c").id)
+    rng = np.random.default_rng(11)
+    base = rng.normal(size=PARAMS.rff_components)
+
+    for round_number in (1, 2, 3):
+        await advance(hass, frozen_time, ROUND_INTERVAL)
+        for node in nodes:
+            coef = base + 0.05 * rng.normal(size=base.size)
+            if node.node_id == "node-c":
+                coef = -10 * coef
+            node.send_update(round_number, kind_model(coef))
+        await hass.async_block_till_done()
+
+    fired: dict[str, list[dict[str, Any]]] = {}
+    for call in automation_calls:
+        fired.setdefault(call.data["type"], []).append(call.data)
+    assert set(fired) == {"trust_dropped", "quarantined"}
+    assert {data["node_id"] for data in fired["trust_dropped"]} == {"node-c"}
+    assert len(fired["quarantined"]) == 1
+    assert fired["quarantined"][0]["trust"] < 30

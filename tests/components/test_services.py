@@ -1,0 +1,216 @@
+"""The fltrust.release and fltrust.issue_node_key actions."""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest.mock import MagicMock
+
+import pytest
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.const import STATE_OFF, STATE_ON
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.exceptions import ServiceValidationError, Unauthorized
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    MockUser,
+    async_capture_events,
+)
+
+from custom_components.fltrust.const import DOMAIN, EVENT_RELEASED
+from custom_components.fltrust.core import protocol, security
+from custom_components.fltrust.core.trust import TrustStatus
+
+from .conftest import (
+    ENTRY_ID,
+    FEDERATION_KEY,
+    PREFIX,
+    federation_with_nodes,
+    published,
+    store_federation,
+)
+
+
+@pytest.fixture
+async def quarantined_node(
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    mock_config_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    frozen_time: FrozenDateTimeFactory,
+) -> MockConfigEntry:
+    """Set up the federation with node-1 quarantined at trust 20 and node-2 trusted."""
+    federation = federation_with_nodes(mock_config_entry, "node-1", "node-2")
+    federation.nodes["node-1"].trust.status = TrustStatus.QUARANTINED
+    federation.nodes["node-1"].trust.score = 20.0
+    federation.round = 4
+    store_federation(hass_storage, mock_config_entry, federation)
+    mock_config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    return mock_config_entry
+
+
+async def _call(
+    hass: HomeAssistant,
+    service: str,
+    data: dict[str, Any],
+    context: Context | None = None,
+    return_response: bool = False,
+) -> Any:
+    return await hass.services.async_call(
+        DOMAIN,
+        service,
+        data,
+        blocking=True,
+        context=context,
+        return_response=return_response,
+    )
+
+
+async def test_release_quarantined_node(
+    hass: HomeAssistant, quarantined_node: MockConfigEntry, mqtt_mock: MagicMock
+) -> None:
+    """Test a release lifts the quarantine, commands the node and fires the event."""
+    released = async_capture_events(hass, EVENT_RELEASED)
+    assert hass.states.get("binary_sensor.node_1_quarantined").state == STATE_ON
+    context = Context()
+
+    await _call(hass, "release", {"config_entry_id": ENTRY_ID, "node_id": "node-1"}, context)
+    await hass.async_block_till_done()
+
+    assert hass.states.get("binary_sensor.node_1_quarantined").state == STATE_OFF
+    assert hass.states.get("binary_sensor.node_1_re_authentication_required").state == STATE_ON
+    assert hass.states.get("sensor.node_1_trust").state == "55.0"
+    assert len(released) == 1
+    assert released[0].context is context
+    assert released[0].data == {
+        "config_entry_id": ENTRY_ID,
+        "device_id": released[0].data["device_id"],
+        "node_id": "node-1",
+        "trust": 55.0,
+        "previous_trust": 20.0,
+        "round": 4,
+        "status": "reauth_required",
+        "reasons": ["released by a user"],
+    }
+    assert released[0].data["device_id"]
+    actions = [
+        envelope["body"]["action"]
+        for envelope, _, retain in published(mqtt_mock, protocol.command_topic(PREFIX, "node-1"))
+        if retain
+    ]
+    assert actions == ["release", "reauthenticate"]
+
+
+@pytest.mark.parametrize(
+    ("data", "translation_key"),
+    [
+        ({"config_entry_id": "no-such-entry", "node_id": "node-1"}, "entry_not_found"),
+        ({"config_entry_id": ENTRY_ID, "node_id": "node-9"}, "node_not_found"),
+        ({"config_entry_id": ENTRY_ID, "node_id": "node-2"}, "node_not_quarantined"),
+    ],
+)
+async def test_release_errors(
+    hass: HomeAssistant,
+    quarantined_node: MockConfigEntry,
+    data: dict[str, str],
+    translation_key: str,
+) -> None:
+    """Test a release of an unknown entry, an unknown node or a trusted node fails clearly."""
+    with pytest.raises(ServiceValidationError) as err:
+        await _call(hass, "release", data)
+
+    assert err.value.translation_domain == DOMAIN
+    assert err.value.translation_key == translation_key
+    assert hass.states.get("binary_sensor.node_1_quarantined").state == STATE_ON
+
+
+async def test_release_other_domain_entry(
+    hass: HomeAssistant, quarantined_node: MockConfigEntry
+) -> None:
+    """Test an entry id of another integration is reported as not found."""
+    other = MockConfigEntry(domain="demo", entry_id="other-entry")
+    other.add_to_hass(hass)
+
+    with pytest.raises(ServiceValidationError) as err:
+        await _call(hass, "release", {"config_entry_id": "other-entry", "node_id": "node-1"})
+
+    assert err.value.translation_key == "entry_not_found"
+
+
+async def test_release_unloaded_entry(
+    hass: HomeAssistant, quarantined_node: MockConfigEntry
+) -> None:
+    """Test a release on an unloaded federation fails with entry_not_loaded."""
+    await hass.config_entries.async_unload(quarantined_node.entry_id)
+    await hass.async_block_till_done()
+
+    with pytest.raises(ServiceValidationError) as err:
+        await _call(hass, "release", {"config_entry_id": ENTRY_ID, "node_id": "node-1"})
+
+    assert err.value.translation_key == "entry_not_loaded"
+
+
+async def test_issue_node_key(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+    """Test the issued key is the node key an edge node derives from the federation key."""
+    response = await _call(
+        hass,
+        "issue_node_key",
+        {"config_entry_id": ENTRY_ID, "node_id": "kitchen-pi"},
+        return_response=True,
+    )
+
+    federation_key = bytes.fromhex(FEDERATION_KEY)
+    assert response == {
+        "node_id": "kitchen-pi",
+        "node_key": security.derive_node_key(federation_key, "kitchen-pi").hex(),
+        "coordinator_public_key": security.public_key_hex(
+            security.derive_coordinator_private_key(federation_key)
+        ),
+        "topic_prefix": PREFIX,
+    }
+
+
+async def test_issue_node_key_invalid_id(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """Test a node id that cannot appear in a topic is rejected."""
+    with pytest.raises(ServiceValidationError) as err:
+        await _call(
+            hass,
+            "issue_node_key",
+            {"config_entry_id": ENTRY_ID, "node_id": "Kitchen/Pi"},
+            return_response=True,
+        )
+
+    assert err.value.translation_key == "invalid_node_id"
+    assert err.value.translation_placeholders["node_id"] == "Kitchen/Pi"
+
+
+async def test_issue_node_key_requires_response(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """Test the key action cannot be called without asking for its response."""
+    with pytest.raises(ServiceValidationError):
+        await _call(hass, "issue_node_key", {"config_entry_id": ENTRY_ID, "node_id": "node-1"})
+
+
+@pytest.mark.parametrize(
+    ("service", "return_response"), [("release", False), ("issue_node_key", True)]
+)
+async def test_actions_admin_only(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    hass_read_only_user: MockUser,
+    service: str,
+    return_response: bool,
+) -> None:
+    """Test users without admin rights can neither release nodes nor get keys."""
+    with pytest.raises(Unauthorized):
+        await _call(
+            hass,
+            service,
+            {"config_entry_id": ENTRY_ID, "node_id": "node-1"},
+            Context(user_id=hass_read_only_user.id),
+            return_response,
+        )
