@@ -146,18 +146,36 @@ class FltrustConfigFlow(ConfigFlow, domain=DOMAIN):
             if not errors:
                 await self.async_set_unique_id(prefix)
                 self._abort_if_unique_id_configured()
-                key = key or generate_federation_key()
-                public_key = public_key_hex(derive_coordinator_private_key(parse_key(key)))
-                return self.async_create_entry(
-                    title=user_input[CONF_NAME].strip() or DEFAULT_NAME,
-                    data={CONF_TOPIC_PREFIX: prefix, CONF_FEDERATION_KEY: key, **settings},
-                    description_placeholders={"public_key": public_key, "topic_prefix": prefix},
+                return self._async_create_federation(
+                    user_input[CONF_NAME].strip() or DEFAULT_NAME, prefix, key, settings
                 )
 
         return self.async_show_form(
             step_id="user",
             data_schema=self.add_suggested_values_to_schema(USER_SCHEMA, user_input),
             errors=errors,
+        )
+
+    def _async_create_federation(
+        self, title: str, prefix: str, key: str, settings: dict[str, Any]
+    ) -> ConfigFlowResult:
+        """Create the entry and show the public key, and a generated federation key once.
+
+        The success dialog is the only place that shows a generated key. Edge
+        node keys stay available through the ``issue_node_key`` action.
+        """
+        placeholders = {"topic_prefix": prefix}
+        description = None
+        if not key:
+            key = generate_federation_key()
+            description = "generated_key"
+            placeholders["federation_key"] = key
+        placeholders["public_key"] = public_key_hex(derive_coordinator_private_key(parse_key(key)))
+        return self.async_create_entry(
+            title=title,
+            data={CONF_TOPIC_PREFIX: prefix, CONF_FEDERATION_KEY: key, **settings},
+            description=description,
+            description_placeholders=placeholders,
         )
 
     async def async_step_reconfigure(

@@ -76,6 +76,7 @@ async def test_user_flow_creates_entry(hass: HomeAssistant, mock_setup_entry: As
     expected_public_key = security.public_key_hex(
         security.derive_coordinator_private_key(bytes.fromhex(FEDERATION_KEY))
     )
+    assert result["description"] is None
     assert result["description_placeholders"] == {
         "public_key": expected_public_key,
         "topic_prefix": "home/fltrust",
@@ -95,6 +96,15 @@ async def test_user_flow_generates_key(hass: HomeAssistant) -> None:
     key = result["data"][CONF_FEDERATION_KEY]
     assert key != FEDERATION_KEY
     assert len(security.parse_key(key)) == 32
+    # The success dialog shows the generated key once.
+    assert result["description"] == "generated_key"
+    assert result["description_placeholders"] == {
+        "federation_key": key,
+        "public_key": security.public_key_hex(
+            security.derive_coordinator_private_key(bytes.fromhex(key))
+        ),
+        "topic_prefix": "home/fltrust",
+    }
 
 
 @pytest.mark.usefixtures("mqtt_mock", "mock_setup_entry")
