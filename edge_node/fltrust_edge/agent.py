@@ -321,14 +321,16 @@ class EdgeNode:
         data = {kind: np.vstack(parts) for kind, parts in by_kind.items()}
         return {kind: X for kind, X in data.items() if has_enough_samples(X.shape[0], params)}
 
-    def _schedule_calibration(self, description: str) -> None:
+    def _schedule_calibration(self, description: str) -> bool:
+        """Start calibrating every kind with enough training rows; return whether any has them."""
         model = self._global_model
         params = model.params if model is not None else self._params
         data = self._training_data(params)
         if not data:
-            return
+            return False
         fpr = self.config.detection.target_fpr
         self._submit(description, lambda: calibrate(data, model, params, fpr))
+        return True
 
     def _on_replay_ended(self, event: ReplayEnded) -> None:
         self._monitors[event.device_id].replay_ended = True
@@ -444,7 +446,11 @@ class EdgeNode:
             model.round,
             ", ".join(sorted(model.kinds)) or "none",
         )
-        self._schedule_calibration(f"calibration for model version {model.version}")
+        scheduled = self._schedule_calibration(f"calibration for model version {model.version}")
+        replay_done_earlier = self._version_at_replay_end is not None
+        if not scheduled and replay_done_earlier and model.version > self._version_at_replay_end:
+            # Without training rows there is nothing to recalibrate, so the run is complete.
+            self._finish()
 
     def _load_saved_model(self) -> None:
         body = self._store.load_model()

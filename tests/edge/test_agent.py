@@ -140,9 +140,8 @@ def test_round_handled_once(node_config, signer):
     pump(node, lambda: updates(link))
 
     send(node, ROUND_TOPIC, signer.round(1))
-    time.sleep(0.2)
-    pump(node, node._events.empty)
 
+    assert node._training_round is None
     assert len(updates(link)) == 1
 
 
@@ -512,3 +511,16 @@ def test_node_without_simulation_is_honest(node_config):
     node = EdgeNode(node_config)
 
     assert node._simulation is None
+
+
+def test_done_when_model_arrives_without_training_rows(tmp_path, signer):
+    data = base_config(tmp_path)
+    data["devices"][0]["source"]["end_row"] = 10
+    node, _ = make_offline_node(load_config(write_config(tmp_path, data)))
+    feed_csv(node)
+    pump(node, lambda: node._replays_running == 0)
+
+    send(node, MODEL_TOPIC, signer.model(GlobalModel(version=1, params=PARAMS)))
+
+    assert node.done.is_set()
+    assert node.detector("temperature") is None

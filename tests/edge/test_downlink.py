@@ -136,7 +136,7 @@ def test_model_live_and_retained(verifier, signer):
     assert model.version == 2
 
 
-def test_retained_model_may_be_old_but_must_be_newer(verifier, signer):
+def test_retained_model_old_but_newer(verifier, signer):
     old = model_payload(signer, 3, timestamp=time.time() - 86400, counter=5)
 
     model, _ = verifier.open_model(old, retained=True, current_version=2)
