@@ -280,8 +280,8 @@ class MqttSensor:
 
     A device with several features may read them from several topics, or from
     one JSON topic with several value paths. Each message updates the features
-    it carries. Once every feature has a value, each message emits a sample
-    that holds the last value of the features the message did not carry.
+    it carries. Once every feature has a value, each message emits a sample,
+    which repeats the last value of each feature that the message did not carry.
     """
 
     def __init__(self, device: DeviceConfig) -> None:
