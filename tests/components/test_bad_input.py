@@ -17,7 +17,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.fltrust.core import protocol, security
 from custom_components.fltrust.core.security import REJECTION_SEVERITY, RejectReason
 
-from .conftest import PARAMS, ROUND_INTERVAL, EdgeNode, advance, kind_model
+from .conftest import PARAMS, ROUND_INTERVAL, ROUND_TIMEOUT, EdgeNode, advance, kind_model
 
 MessageFactory = Callable[[EdgeNode], tuple[str, bytes]]
 
@@ -103,20 +103,22 @@ def _unannounced_device(node: EdgeNode) -> tuple[str, bytes]:
     return node.topic("state", "fridge"), protocol.encode(node.envelope("state", body))
 
 
-BAD_MESSAGES: list[tuple[str, MessageFactory, RejectReason]] = [
-    ("malformed_json", _malformed_json, RejectReason.MALFORMED),
-    ("wrong_schema", _wrong_schema, RejectReason.SCHEMA),
-    ("nan_parameter", _signed_with_nan(float("nan")), RejectReason.NON_FINITE),
-    ("infinite_parameter", _signed_with_nan(float("inf")), RejectReason.NON_FINITE),
-    ("wrong_vector_length", _wrong_vector_length, RejectReason.WRONG_SHAPE),
-    ("bad_signature", _bad_signature, RejectReason.BAD_SIGNATURE),
-    ("signed_with_other_key", _signed_with_other_key, RejectReason.BAD_SIGNATURE),
-    ("wrong_protocol_version", _wrong_version, RejectReason.WRONG_VERSION),
-    ("oversized_payload", _oversized, RejectReason.TOO_LARGE),
-    ("topic_mismatch", _topic_mismatch, RejectReason.TOPIC_MISMATCH),
-    ("stale_timestamp", _stale, RejectReason.STALE),
-    ("update_without_round", _no_open_round, RejectReason.WRONG_ROUND),
-    ("state_of_unannounced_device", _unannounced_device, RejectReason.SCHEMA),
+# Name, message, reason, and whether the rejection is charged to the node's trust:
+# only messages whose signature, counter and timestamp verified are.
+BAD_MESSAGES: list[tuple[str, MessageFactory, RejectReason, bool]] = [
+    ("malformed_json", _malformed_json, RejectReason.MALFORMED, False),
+    ("wrong_schema", _wrong_schema, RejectReason.SCHEMA, True),
+    ("nan_parameter", _signed_with_nan(float("nan")), RejectReason.NON_FINITE, True),
+    ("infinite_parameter", _signed_with_nan(float("inf")), RejectReason.NON_FINITE, True),
+    ("wrong_vector_length", _wrong_vector_length, RejectReason.WRONG_SHAPE, True),
+    ("bad_signature", _bad_signature, RejectReason.BAD_SIGNATURE, False),
+    ("signed_with_other_key", _signed_with_other_key, RejectReason.BAD_SIGNATURE, False),
+    ("wrong_protocol_version", _wrong_version, RejectReason.WRONG_VERSION, False),
+    ("oversized_payload", _oversized, RejectReason.TOO_LARGE, False),
+    ("topic_mismatch", _topic_mismatch, RejectReason.TOPIC_MISMATCH, False),
+    ("stale_timestamp", _stale, RejectReason.STALE, False),
+    ("update_without_round", _no_open_round, RejectReason.WRONG_ROUND, True),
+    ("state_of_unannounced_device", _unannounced_device, RejectReason.SCHEMA, True),
 ]
 
 
@@ -143,9 +145,9 @@ def _durable_state(state: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("build", "reason"),
-    [(build, reason) for _, build, reason in BAD_MESSAGES],
-    ids=[name for name, _, _ in BAD_MESSAGES],
+    ("build", "reason", "charged"),
+    [(build, reason, charged) for _, build, reason, charged in BAD_MESSAGES],
+    ids=[name for name, _, _, _ in BAD_MESSAGES],
 )
 async def test_bad_message_rejected(
     hass: HomeAssistant,
@@ -153,8 +155,9 @@ async def test_bad_message_rejected(
     caplog: pytest.LogCaptureFixture,
     build: MessageFactory,
     reason: RejectReason,
+    charged: bool,
 ) -> None:
-    """Test a bad message from a known node is rejected, logged and counted against it."""
+    """Test a bad message naming a known node is rejected, logged, counted and charged if fair."""
     coordinator = init_integration.runtime_data
     node = EdgeNode(hass, "node-1")
     node.send_heartbeat()
@@ -173,11 +176,14 @@ async def test_bad_message_rejected(
     assert after["rejected_total"] == 1
     assert after["nodes"]["node-1"]["rejected"] == 1
     assert after["nodes"]["node-1"]["last_rejection"].startswith(reason.value)
-    events = after["nodes"]["node-1"]["trust"]["events"]
-    if REJECTION_SEVERITY[reason] > 0:
-        assert [(event["reason"], event["severity"]) for event in events] == [
-            (reason.value, REJECTION_SEVERITY[reason])
-        ]
+    events = [
+        (event["reason"], event["severity"])
+        for event in after["nodes"]["node-1"]["trust"]["events"]
+    ]
+    if charged:
+        assert events == [(reason.value, REJECTION_SEVERITY[reason])]
+    else:
+        assert events == []
     assert set(after["nodes"]) == {"node-1"}
     state = hass.states.get("sensor.node_1_trust")
     assert state.attributes["rejected"] == 1
@@ -284,3 +290,28 @@ async def test_queue_overflow_drops_messages(
     assert state["replay"] == {"node-1": 4}
     assert "dropped a message from node node-1 unread because 3 messages" in caplog.text
     assert not _errors(caplog)
+
+
+async def test_forged_flood_keeps_trust(
+    hass: HomeAssistant, init_integration: MockConfigEntry, frozen_time: FrozenDateTimeFactory
+) -> None:
+    """Test replays and junk published on a node's topic by others do not lower its trust."""
+    node = EdgeNode(hass, "node-1")
+    captured = node.send_heartbeat()
+    await hass.async_block_till_done()
+
+    for _ in range(100):
+        node.send_raw(node.topic("heartbeat"), captured)
+        node.send_raw(node.topic("heartbeat"), b"x" * 50_000)
+    node.send_heartbeat()
+    await advance(hass, frozen_time, ROUND_INTERVAL)
+    node.send_heartbeat()
+    await advance(hass, frozen_time, ROUND_TIMEOUT)
+
+    assert hass.states.get("sensor.test_federation_round").attributes["last_round"] == 1
+    trust = hass.states.get("sensor.node_1_trust")
+    assert trust.attributes["rejected"] == 200
+    assert trust.attributes["status"] == "trusted"
+    assert float(trust.state) > 80
+    assert trust.attributes["security"] == 1.0
+    assert trust.attributes["network"] == 1.0

@@ -30,6 +30,7 @@ from .protocol import (
     COORDINATOR_SENDER,
     Command,
     DeviceInfo,
+    Envelope,
     ModelUpdate,
     RoundAnnouncement,
     build_envelope,
@@ -227,15 +228,18 @@ class Federation:
         if parsed_topic is None:
             return Outcome()
         node_id, message_type = parsed_topic
-        node = self.nodes.get(node_id)
-        if node is not None:
-            node.received_bytes += len(payload)
         try:
-            return self._handle_verified(node_id, message_type, payload, now)
+            envelope = self._verify(node_id, message_type, payload, now)
         except MessageRejected as err:
-            return self._reject(node_id, err, now)
+            # Anyone who can publish on the node's topic can send a message that
+            # fails these checks, so it is counted but not charged to the node's trust.
+            return self._reject(node_id, err, now, charge=False)
+        try:
+            return self._apply(node_id, message_type, envelope, len(payload), now)
+        except MessageRejected as err:
+            return self._reject(node_id, err, now, charge=True)
 
-    def _reject(self, node_id: str, err: MessageRejected, now: float) -> Outcome:
+    def _reject(self, node_id: str, err: MessageRejected, now: float, charge: bool) -> Outcome:
         self.rejected_total += 1
         if self.round_open:
             self.round_rejected += 1
@@ -243,9 +247,10 @@ class Federation:
         if node is not None:
             node.rejected += 1
             node.last_rejection = f"{err.reason.value}: {err.detail}"
-            node.trust.record_event(
-                now, err.reason.value, REJECTION_SEVERITY[err.reason], err.detail
-            )
+            if charge:
+                node.trust.record_event(
+                    now, err.reason.value, REJECTION_SEVERITY[err.reason], err.detail
+                )
         return Outcome(
             events=[
                 FederationEvent(
@@ -260,9 +265,8 @@ class Federation:
             ]
         )
 
-    def _handle_verified(
-        self, node_id: str, message_type: str, payload: bytes, now: float
-    ) -> Outcome:
+    def _verify(self, node_id: str, message_type: str, payload: bytes, now: float) -> Envelope:
+        """Return the envelope once its topic, signature, counter and timestamp check out."""
         envelope = decode_envelope(payload)
         if envelope.sender != node_id or envelope.type != message_type:
             raise MessageRejected(
@@ -274,7 +278,12 @@ class Federation:
         self.replay.check(node_id, envelope.counter, envelope.timestamp, now)
         # The signature and counter are good: this message is spent even if its body is invalid.
         self.replay.accept(node_id, envelope.counter)
+        return envelope
 
+    def _apply(
+        self, node_id: str, message_type: str, envelope: Envelope, size: int, now: float
+    ) -> Outcome:
+        """Apply a verified message; a rejection raised here is charged to the node."""
         outcome = Outcome()
         node = self.nodes.get(node_id)
         if node is None:
@@ -282,6 +291,9 @@ class Federation:
             self.nodes[node_id] = node
             outcome.events.append(FederationEvent("node_discovered", {"node_id": node_id}))
         node.last_seen = now
+        # Only verified messages count as the node's traffic, so that junk published on
+        # its topic by someone else cannot lower its network signal.
+        node.received_bytes += size
 
         if message_type == "heartbeat":
             outcome.extend(self._on_heartbeat(node, envelope.body, now))

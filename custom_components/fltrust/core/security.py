@@ -53,9 +53,10 @@ class RejectReason(StrEnum):
     QUARANTINED = "quarantined"
 
 
-# How much one rejection counts against the sender's trust. A message whose
-# signature does not verify may come from anyone who can publish on the node's
-# topic, so it costs the named node less than a signed but invalid one.
+# How much one rejection counts against the sender's trust. The round engine
+# charges only messages whose signature, counter and timestamp verified, because
+# anyone who can publish on a node's topic can send one that fails those checks.
+# The severities of reasons that only such checks raise are therefore not applied.
 REJECTION_SEVERITY: dict[RejectReason, float] = {
     RejectReason.TOO_LARGE: 0.5,
     RejectReason.MALFORMED: 0.5,
@@ -92,7 +93,9 @@ def parse_key(key_hex: str, label: str = "key") -> bytes:
     try:
         key = bytes.fromhex(key_hex)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{label} must be hexadecimal, got {len(str(key_hex))} characters") from err
+        raise ValueError(
+            f"{label} must be hexadecimal, got {len(str(key_hex))} characters"
+        ) from err
     if len(key) != KEY_BYTES:
         raise ValueError(
             f"{label} must be {KEY_BYTES * 2} hexadecimal characters, got {len(key_hex)}"
