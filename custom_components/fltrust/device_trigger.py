@@ -31,7 +31,7 @@ TRIGGER_SCHEMA = DEVICE_TRIGGER_BASE_SCHEMA.extend(
 
 async def async_get_triggers(hass: HomeAssistant, device_id: str) -> list[dict[str, str]]:
     """Return the triggers of an edge node's device, and none for other devices."""
-    device = dr.async_get(hass).async_get(device_id, include_child_devices=False)
+    device = dr.async_get(hass).async_get(device_id)
     if device is None:
         return []
     entry = hass.config_entries.async_get_entry(device.config_entry_id)

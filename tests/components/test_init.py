@@ -9,6 +9,7 @@ from unittest.mock import MagicMock, patch
 import pytest
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -77,6 +78,22 @@ async def test_unload_saves_state(
     assert "node-1" in stored["nodes"]
     assert stored["replay"] == {"node-1": 2}
     assert set(stored["nodes"]["node-1"]["devices"]) == {"thermostat"}
+
+
+async def test_stop_saves_state(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    hass_storage: dict[str, Any],
+) -> None:
+    """Test Home Assistant stopping writes the state without waiting for the save delay."""
+    EdgeNode(hass, "node-1").send_heartbeat()
+    await hass.async_block_till_done()
+    assert STORAGE_KEY not in hass_storage
+
+    hass.bus.async_fire(EVENT_HOMEASSISTANT_STOP)
+    await hass.async_block_till_done()
+
+    assert hass_storage[STORAGE_KEY]["data"]["replay"] == {"node-1": 1}
 
 
 async def test_changes_saved_after_delay(
