@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from custom_components.fltrust.core import protocol, security
-from custom_components.fltrust.core.federation import Federation, FederationSettings
-from custom_components.fltrust.core.model import FeatureStats, FederationParams, KindModel
+from fltrust_core import protocol, security
+from fltrust_core.federation import Federation, FederationSettings
+from fltrust_core.model import FeatureStats, FederationParams, KindModel
 
 FEDERATION_KEY = bytes(range(32))
 PREFIX = "test/fed"
@@ -38,7 +38,9 @@ class NodeSimulator:
         payload = protocol.encode(self.envelope(message_type, body, now))
         return topic, payload
 
-    def heartbeat(self, now: float, unknown_peers: int = 0, anomalies: int = 1) -> tuple[str, bytes]:
+    def heartbeat(
+        self, now: float, unknown_peers: int = 0, anomalies: int = 1
+    ) -> tuple[str, bytes]:
         heartbeat = protocol.Heartbeat(
             devices=(protocol.DeviceInfo(f"{self.node_id}-dev", "temperature", "Sensor", ("t",)),),
             interval=10.0,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from custom_components.fltrust.core.aggregation import (
+from fltrust_core.aggregation import (
     aggregate_kind,
     fedavg,
     integrity,
     merge_centroids,
     merge_stats,
 )
-from custom_components.fltrust.core.model import FeatureStats
+from fltrust_core.model import FeatureStats
 
 from .conftest import kind_model
 

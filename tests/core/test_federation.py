@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from custom_components.fltrust.core import protocol, security
-from custom_components.fltrust.core.federation import Federation
-from custom_components.fltrust.core.trust import TrustStatus
+from fltrust_core import protocol, security
+from fltrust_core.federation import Federation
+from fltrust_core.trust import TrustStatus
 
 from .conftest import PARAMS, PREFIX, NodeSimulator, kind_model
 
@@ -78,9 +78,7 @@ def test_round_waits_for_quorum(federation: Federation, now: float) -> None:
     assert federation.model.version == 0
 
 
-def test_poisoning_node_quarantined_within_three_rounds(
-    federation: Federation, now: float
-) -> None:
+def test_poisoning_node_quarantined_within_three_rounds(federation: Federation, now: float) -> None:
     honest = [NodeSimulator(f"honest-{i}") for i in range(3)]
     attacker = NodeSimulator("attacker")
     nodes = [*honest, attacker]
@@ -197,7 +195,9 @@ def test_signed_nan_update_rejected_and_charged(federation: Federation, now: flo
     body["kinds"]["temperature"]["svm"]["coef"][3] = float("nan")
     envelope = node.envelope("update", body, now)
     payload = json.dumps(envelope, allow_nan=True).encode()
-    outcome = federation.handle_message(protocol.node_topic(PREFIX, "node-1", "update"), payload, now)
+    outcome = federation.handle_message(
+        protocol.node_topic(PREFIX, "node-1", "update"), payload, now
+    )
     assert outcome.events[0].data["reason"] == "non_finite"
     assert federation.nodes["node-1"].trust.events[-1].severity == 1.0
     assert not federation.updates

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from custom_components.fltrust.core import protocol, security
-from custom_components.fltrust.core.security import MessageRejected, RejectReason
+from fltrust_core import protocol, security
+from fltrust_core.security import MessageRejected, RejectReason
 
 KEY = bytes(range(32))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from custom_components.fltrust.core.trust import (
+from fltrust_core.trust import (
     DeviceTrust,
     NodeTrust,
     TrustConfig,

@@ -54,8 +54,12 @@ COMMAND_ACTIONS = ("quarantine", "release", "reauthenticate")
 
 
 def is_valid_id(value: object) -> bool:
-    """Return whether ``value`` is a valid node, device or kind id."""
-    return isinstance(value, str) and ID_PATTERN.match(value) is not None
+    """Return whether ``value`` is a valid node, device or kind id; "coordinator" is reserved."""
+    return (
+        isinstance(value, str)
+        and ID_PATTERN.match(value) is not None
+        and value != COORDINATOR_SENDER
+    )
 
 
 # Topics.
