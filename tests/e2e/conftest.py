@@ -126,7 +126,7 @@ class HassSession:
 
 
 @pytest.fixture(scope="session")
-def hass(run_dir: Path, broker: Broker, aio: BackgroundLoop) -> Iterator[HassSession]:
+def home_assistant(run_dir: Path, broker: Broker, aio: BackgroundLoop) -> Iterator[HassSession]:
     """Home Assistant, onboarded, with the MQTT integration set up through its flow."""
     allow_loopback_sockets()
     process = HomeAssistantProcess(
@@ -199,7 +199,9 @@ def _global_model_rounds(capture: MqttCapture) -> set[int]:
 
 
 @pytest.fixture(scope="session")
-def federation(run_dir: Path, broker: Broker, hass: HassSession) -> Iterator[FederationRun]:
+def federation(
+    run_dir: Path, broker: Broker, home_assistant: HassSession
+) -> Iterator[FederationRun]:
     """An fltrust federation with three edge nodes, after ``MIN_ROUNDS`` global models."""
     allow_loopback_sockets()
     settings = FederationSettings(
@@ -210,7 +212,7 @@ def federation(run_dir: Path, broker: Broker, hass: HassSession) -> Iterator[Fed
         round_timeout=ROUND_TIMEOUT,
         min_nodes=2,
     )
-    entry = hass.run(create_federation_entry(hass.client, settings))
+    entry = home_assistant.run(create_federation_entry(home_assistant.client, settings))
     capture = MqttCapture(broker.host, broker.port, f"{PREFIX}/#", client_id="e2e-capture")
     capture.start()
     nodes: list[EdgeNodeProcess] = []
@@ -235,7 +237,7 @@ def federation(run_dir: Path, broker: Broker, hass: HassSession) -> Iterator[Fed
             if time.monotonic() > deadline:
                 pytest.fail(
                     f"only {len(_global_model_rounds(capture))} global models within 150 s; "
-                    f"Home Assistant log: {hass.process.log_path}, run folder: {run_dir}"
+                    f"Home Assistant log: {home_assistant.process.log_path}, run folder: {run_dir}"
                 )
             time.sleep(0.5)
         yield FederationRun(entry, settings, nodes, capture, broker)
@@ -243,3 +245,4 @@ def federation(run_dir: Path, broker: Broker, hass: HassSession) -> Iterator[Fed
         for node in nodes:
             node.stop()
         capture.stop()
+        capture.save(run_dir / "mqtt-capture.jsonl")

@@ -140,26 +140,26 @@ def test_node_process_stops_on_sigterm(run_dir: Path) -> None:
     assert node.process.log_path.stat().st_size > 0
 
 
-def test_hass_onboarded_with_mqtt_entry(hass: HassSession) -> None:
-    entries = hass.run(hass.client.config_entries("mqtt"))
-    api = hass.run(hass.client.get("/api/"))
-    config = hass.run(hass.client.get("/api/config"))
+def test_hass_onboarded_with_mqtt_entry(home_assistant: HassSession) -> None:
+    entries = home_assistant.run(home_assistant.client.config_entries("mqtt"))
+    api = home_assistant.run(home_assistant.client.get("/api/"))
+    config = home_assistant.run(home_assistant.client.get("/api/config"))
 
     assert [entry["state"] for entry in entries] == ["loaded"]
-    assert entries[0]["entry_id"] == hass.mqtt_entry["entry_id"]
+    assert entries[0]["entry_id"] == home_assistant.mqtt_entry["entry_id"]
     assert api == {"message": "API running."}
     assert config["state"] == "RUNNING"
     assert not config["recovery_mode"]
 
 
-def test_hass_websocket_commands(hass: HassSession) -> None:
+def test_hass_websocket_commands(home_assistant: HassSession) -> None:
     async def query() -> tuple[list, dict]:
-        async with hass.websocket() as websocket:
+        async with home_assistant.websocket() as websocket:
             registry = await websocket.entity_registry()
             config = await websocket.command("get_config")
             return registry, config
 
-    registry, config = hass.run(query())
+    registry, config = home_assistant.run(query())
 
     assert isinstance(registry, list)
     assert config["state"] == "RUNNING"

@@ -54,8 +54,8 @@ class Broker:
     host: str
     port: int
     process: ManagedProcess
-    # MQTT protocol version to configure in Home Assistant's MQTT entry.
-    # amqtt implements MQTT 3.1.1 only; Mosquitto also accepts MQTT 5.
+    # MQTT protocol version for Home Assistant's MQTT entry. amqtt 0.12 documents
+    # MQTT 3.1.1 support only, while Mosquitto 2 also accepts MQTT 5.
     mqtt_protocol: str
 
     @property
@@ -143,15 +143,17 @@ def start_broker(
         kind = "mosquitto" if mosquitto is not None else "amqtt"
     if kind == "mosquitto" and mosquitto is None:
         raise BrokerError(
-            "Mosquitto is not installed; run script/setup or apt-get install mosquitto"
+            "Mosquitto is not installed. Run script/setup or apt-get install mosquitto"
         )
     if kind == "amqtt" and not amqtt_available():
-        raise BrokerError(
-            "no MQTT broker available: Mosquitto is not installed and neither is amqtt; "
-            "run script/setup (installs Mosquitto) or .venv/bin/pip install amqtt"
-        )
+        if mosquitto is None:
+            raise BrokerError(
+                "no MQTT broker available: neither Mosquitto nor amqtt is installed. "
+                "Run script/setup (installs Mosquitto) or .venv/bin/pip install amqtt"
+            )
+        raise BrokerError("amqtt is not installed. Run .venv/bin/pip install amqtt")
     if kind not in ("mosquitto", "amqtt"):
-        raise BrokerError(f"unknown broker kind {kind!r}; use mosquitto, amqtt or auto")
+        raise BrokerError(f"invalid broker kind {kind!r}, expected mosquitto, amqtt or auto")
 
     attempts = 1 if port is not None else START_ATTEMPTS
     for attempt in range(1, attempts + 1):
@@ -178,5 +180,6 @@ def start_broker(
             process.log_tail(5),
         )
     raise BrokerError(
-        f"{kind} broker did not accept connections within {timeout:.0f} s; see {process.log_path}"
+        f"{kind} broker failed to start in {attempts} attempts: it exited or accepted no "
+        f"connection within {timeout:.0f} s. See {process.log_path}"
     )

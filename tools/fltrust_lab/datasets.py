@@ -111,7 +111,7 @@ def shared_sets_present(data_dir: Path) -> dict[str, bool]:
 
 def _require(path: Path, hint: str) -> Path:
     if not path.is_file():
-        raise DataMissingError(f"data file not found: {path}; {hint}")
+        raise DataMissingError(f"data file not found: {path}. {hint}")
     return path
 
 
@@ -120,7 +120,7 @@ def _require(path: Path, hint: str) -> Path:
 
 def nab_windows(series: str, nab_dir: Path = SHIPPED_NAB_DIR) -> list[tuple[str, str]]:
     """Return the anomaly windows of a shipped NAB series as (start, end) timestamps."""
-    path = _require(nab_dir / NAB_WINDOWS_FILE, "the NAB files ship in data/nab/")
+    path = _require(nab_dir / NAB_WINDOWS_FILE, "The NAB files ship in data/nab/ of the repository")
     windows = json.loads(path.read_text())[f"realKnownCause/{NAB_FILES[series]}"]
     return [(start, end) for start, end in windows]
 
@@ -135,7 +135,9 @@ def nab_labels(series: str, nab_dir: Path = SHIPPED_NAB_DIR) -> list[int]:
         (datetime.fromisoformat(start), datetime.fromisoformat(end))
         for start, end in nab_windows(series, nab_dir)
     ]
-    path = _require(nab_dir / NAB_FILES[series], "the NAB files ship in data/nab/")
+    path = _require(
+        nab_dir / NAB_FILES[series], "The NAB files ship in data/nab/ of the repository"
+    )
     labels = []
     with path.open(newline="") as file:
         for row in csv.DictReader(file):
@@ -156,7 +158,7 @@ def nab_device(
     machine temperature).
     """
     if series not in NAB_FILES:
-        raise ValueError(f"unknown NAB series {series!r}; expected one of {', '.join(NAB_FILES)}")
+        raise ValueError(f"invalid NAB series {series!r}, expected one of {', '.join(NAB_FILES)}")
     labels = nab_labels(series, nab_dir)
     end = len(labels) if end_row is None else min(end_row, len(labels))
     if not 0 <= start_row < end:
@@ -224,13 +226,13 @@ def clean_ton_iot(device: str, data_dir: Path, out_dir: Path, step: int = 1) -> 
     """
     if device not in TON_IOT_FILES:
         raise ValueError(
-            f"unknown TON_IoT device {device!r}; expected one of {', '.join(TON_IOT_FILES)}"
+            f"invalid TON_IoT device {device!r}, expected one of {', '.join(TON_IOT_FILES)}"
         )
     if step < 1:
         raise ValueError(f"step must be at least 1, got {step}")
     file_name, features = TON_IOT_FILES[device]
     path = _require(
-        data_dir / "ton_iot" / file_name, "pass --data with the folder that contains ton_iot/"
+        data_dir / "ton_iot" / file_name, "Pass --data with the folder that contains ton_iot/"
     )
     rows: list[tuple[datetime, list[float], int]] = []
     with path.open(newline="", encoding="utf-8-sig") as file:
@@ -241,21 +243,21 @@ def clean_ton_iot(device: str, data_dir: Path, out_dir: Path, step: int = 1) -> 
             values = [_ton_iot_number(record[name], name, path, line) for name in features]
             rows.append((stamp, values, int(_ton_iot_number(record["label"], "label", path, line))))
     rows.sort(key=lambda row: row[0])
-    kept = rows[::step]
+    thinned = rows[::step]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / f"ton_iot_{device}.csv"
     with out_path.open("w", newline="") as target:
         writer = csv.writer(target)
         writer.writerow(["timestamp", *features, "label"])
-        for stamp, values, label in kept:
+        for stamp, values, label in thinned:
             writer.writerow([stamp.isoformat(sep=" "), *(f"{v:g}" for v in values), label])
     return DeviceData(
         path=out_path,
         value_columns=features,
         timestamp_column="timestamp",
-        n_rows=len(kept),
-        n_anomalies=sum(label for _, _, label in kept),
+        n_rows=len(thinned),
+        n_anomalies=sum(label for _, _, label in thinned),
         description=f"TON_IoT {file_name}, sorted by time, 1 row in {step} kept",
         label_column="label",
     )
@@ -280,7 +282,7 @@ def clean_skab(experiment: str, data_dir: Path, out_dir: Path) -> DeviceData:
     ``experiment`` is a path below ``skab/``, such as ``"valve1/1"``.
     """
     path = _require(
-        data_dir / "skab" / f"{experiment}.csv", "pass --data with the folder that contains skab/"
+        data_dir / "skab" / f"{experiment}.csv", "Pass --data with the folder that contains skab/"
     )
     features = skab_feature_names()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import amqtt  # noqa: F401
     except ImportError:
-        _LOGGER.error("amqtt is not installed; install it with: .venv/bin/pip install amqtt")
+        _LOGGER.error("amqtt is not installed. Install it with .venv/bin/pip install amqtt")
         return 2
     asyncio.run(serve(args.host, args.port))
     return 0

@@ -1,8 +1,8 @@
 """Run a real Home Assistant core and talk to it through its REST and websocket APIs.
 
 ``HomeAssistantProcess`` writes a minimal configuration folder, starts
-``.venv/bin/hass -c DIR --skip-pip`` with its output in a log file, waits for
-the API, onboards the first user and stops the process. ``HassClient`` wraps
+``.venv/bin/hass -c DIR`` with its output in a log file, waits for the API,
+onboards the first user and stops the process. ``HassClient`` wraps
 the REST API (config flows, states, services) and ``HassWebSocket`` the
 websocket API (registry commands and event subscriptions).
 
@@ -167,16 +167,17 @@ class HomeAssistantProcess:
             HassError: when the hass executable is missing or the port is taken.
         """
         if not self.hass_bin.exists():
-            raise HassError(f"{self.hass_bin} not found; run script/setup first")
+            raise HassError(f"{self.hass_bin} not found. Run script/setup first")
         if port_is_open(self.port):
             raise HassError(
-                f"port {self.port} on {LOOPBACK} is already in use; stop the program "
+                f"port {self.port} on {LOOPBACK} is already in use. Stop the program "
                 "that listens there or choose another port"
             )
-        # Home Assistant 2026.10 always loads the frontend and switches to recovery
-        # mode (no config entries) when it fails. Without its package, let Home
-        # Assistant install the requirements of its default integrations, as it
-        # does in any installation; with it, skip pip for a faster, offline start.
+        # Home Assistant 2026.10 always loads the frontend, and it starts in recovery
+        # mode (without config entries) when the frontend fails to load. So unless
+        # the frontend package is installed, Home Assistant must pip-install the
+        # requirements of its default integrations, as any installation does.
+        # With the package installed, skipping pip gives a faster, offline start.
         has_frontend = frontend_available(self.hass_bin.parent / "python")
         argv: list[str | Path] = [self.hass_bin, "-c", self.config_dir, "--log-no-color"]
         if has_frontend:
@@ -204,7 +205,7 @@ class HomeAssistantProcess:
                 if not self.process.is_running():
                     raise HassError(
                         f"Home Assistant exited with status {self.process.returncode} "
-                        f"before its API came up; last lines of {self.process.log_path}:\n"
+                        f"before its API came up. Last lines of {self.process.log_path}:\n"
                         f"{self.process.log_tail()}"
                     )
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
@@ -215,7 +216,7 @@ class HomeAssistantProcess:
                             return
                 await asyncio.sleep(1.0)
         raise HassError(
-            f"Home Assistant API did not respond within {timeout:.0f} s; last lines of "
+            f"Home Assistant API did not respond within {timeout:.0f} s. Last lines of "
             f"{self.process.log_path}:\n{self.process.log_tail()}"
         )
 
@@ -278,8 +279,8 @@ class HomeAssistantProcess:
         while time.monotonic() < deadline:
             if not self.process.is_running():
                 raise HassError(
-                    f"Home Assistant exited with status {self.process.returncode}; "
-                    f"last lines of {self.process.log_path}:\n{self.process.log_tail()}"
+                    f"Home Assistant exited with status {self.process.returncode}. "
+                    f"Last lines of {self.process.log_path}:\n{self.process.log_tail()}"
                 )
             with contextlib.suppress(HassError, aiohttp.ClientError, TimeoutError):
                 state = (await client.get("/api/config")).get("state", "unknown")

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -128,3 +129,15 @@ class MqttCapture:
         """Publish one message with QoS 1 and wait until the broker acknowledged it."""
         info = self.client.publish(topic, payload, qos=1, retain=retain)
         info.wait_for_publish(timeout)
+
+    def save(self, path: Path) -> None:
+        """Write the captured messages to ``path`` as JSON lines, payloads as text."""
+        with path.open("w") as file:
+            for message in self.messages():
+                record = {
+                    "topic": message.topic,
+                    "retain": message.retain,
+                    "received_at": message.received_at,
+                    "payload": message.payload.decode(errors="replace"),
+                }
+                file.write(json.dumps(record) + "\n")

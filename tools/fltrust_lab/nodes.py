@@ -1,7 +1,8 @@
 """Edge node configurations and ``fltrust-edge`` processes.
 
-``write_node_config`` turns a ``NodeSpec`` into the TOML file that
-``fltrust-edge run --config`` reads (see ``edge_node/fltrust_edge/config.py``).
+``node_config`` turns a ``NodeSpec`` into the document that ``fltrust-edge
+run --config`` reads as TOML (see ``edge_node/fltrust_edge/config.py``), and
+``EdgeNodeProcess`` writes it with ``dumps_toml`` and runs the node.
 The node's keys are derived from the federation key exactly as the
 coordinator derives them, so the lab needs no key exchange.
 """
@@ -82,10 +83,24 @@ def security_table(federation_key: str, node_id: str, state_dir: Path) -> dict[s
 # A small TOML writer: the standard library reads TOML but does not write it.
 
 
+def _toml_string(text: str) -> str:
+    """Return ``text`` as a TOML basic string, escaping what TOML requires."""
+    escaped = []
+    for char in text:
+        code = ord(char)
+        if char in '"\\':
+            escaped.append("\\" + char)
+        elif code < 0x20 or code == 0x7F:
+            escaped.append(f"\\u{code:04x}")
+        else:
+            escaped.append(char)
+    return '"' + "".join(escaped) + '"'
+
+
 def _toml_key(key: str) -> str:
-    if key and all(char.isalnum() or char in "-_" for char in key):
+    if key and all(char.isascii() and (char.isalnum() or char in "-_") for char in key):
         return key
-    return json.dumps(key)
+    return _toml_string(key)
 
 
 def _toml_value(value: Any) -> str:
@@ -98,8 +113,7 @@ def _toml_value(value: Any) -> str:
             raise ValueError(f"TOML cannot hold the non-finite number {value}")
         return repr(value)
     if isinstance(value, str | Path):
-        # A JSON string is a valid TOML basic string.
-        return json.dumps(str(value))
+        return _toml_string(str(value))
     if isinstance(value, Sequence):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} as a TOML value")
@@ -221,7 +235,7 @@ class EdgeNodeProcess:
             FileNotFoundError: when the ``fltrust-edge`` executable is missing.
         """
         if not self.edge_bin.exists():
-            raise FileNotFoundError(f"{self.edge_bin} not found; run script/setup first")
+            raise FileNotFoundError(f"{self.edge_bin} not found. Run script/setup first")
         self.process.start()
 
     def is_running(self) -> bool:

@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,8 +18,9 @@ _LOGGER = logging.getLogger(__name__)
 def free_port() -> int:
     """Return a TCP port on the loopback interface that is free right now.
 
-    Another process may take the port before the caller binds it, so callers
-    that start a server retry with a new port when the server fails to bind.
+    Another process may take the port before the caller binds it, so a caller
+    that starts a server should retry with a new port when binding fails, as
+    ``broker.start_broker`` does.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
@@ -58,7 +58,6 @@ class ManagedProcess:
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
         self.popen: subprocess.Popen[bytes] | None = None
-        self.started_at: float | None = None
 
     def start(self) -> None:
         """Start the process, appending its output to the log file."""
@@ -75,7 +74,6 @@ class ManagedProcess:
                 cwd=self.cwd,
                 start_new_session=True,
             )
-        self.started_at = time.monotonic()
         _LOGGER.debug("%s: started pid %s: %s", self.name, self.popen.pid, " ".join(self.argv))
 
     @property
