@@ -236,7 +236,7 @@ def federation(
                 pytest.fail(f"edge nodes {stopped} exited before {MIN_ROUNDS} rounds:\n{details}")
             if time.monotonic() > deadline:
                 pytest.fail(
-                    f"only {len(_global_model_rounds(capture))} global models within 150 s; "
+                    f"only {len(_global_model_rounds(capture))} global models within 150 s. "
                     f"Home Assistant log: {home_assistant.process.log_path}, run folder: {run_dir}"
                 )
             time.sleep(0.5)

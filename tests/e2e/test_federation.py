@@ -105,8 +105,8 @@ def test_global_svm_is_weighted_mean(federation: FederationRun) -> None:
     for model_message, model_envelope in global_models(federation):
         body = model_envelope["body"]
         contributors: dict[str, float] = body["contributors"]
-        # The first update each node sent for this round before the model arrived;
-        # the coordinator rejects a second one.
+        # The first update each node sent for this round before the model arrived,
+        # because the coordinator rejects a second one.
         round_updates: dict[str, dict[str, Any]] = {}
         for message, node_id, envelope in updates:
             if (
@@ -161,7 +161,7 @@ def test_entities_exist_with_sane_states(
             for suffix in ("trust", "anomaly", "anomaly_score")
         ]
     missing = [unique_id for unique_id in expected if unique_id not in entities]
-    assert not missing, f"missing entities {missing}; registered: {sorted(entities)}"
+    assert not missing, f"missing entities {missing}, registered: {sorted(entities)}"
 
     round_state = state_of(home_assistant, entities[f"{entry_id}_round"])
     assert int(round_state["state"]) >= MIN_ROUNDS
@@ -194,7 +194,7 @@ def latest_model_version(messages: list[CapturedMessage]) -> int:
 
 
 def wait_for_new_model(federation: FederationRun, timeout: float) -> int:
-    """Wait until a global model newer than the latest captured one arrives; return its version."""
+    """Wait for a global model newer than the latest captured one and return its version."""
     current = latest_model_version(federation.capture.messages())
     messages = federation.capture.wait_for(
         lambda messages: latest_model_version(messages) > current, timeout=timeout

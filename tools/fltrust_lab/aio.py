@@ -15,15 +15,15 @@ class BackgroundLoop:
     """An event loop that runs in a daemon thread until ``stop``."""
 
     def __init__(self, name: str = "fltrust-lab-loop") -> None:
-        """Create the loop and its thread; ``start`` starts the thread."""
+        """Create the loop and its thread. ``start`` starts the thread."""
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
 
     def start(self) -> None:
         """Start running the loop and its one executor thread.
 
-        The executor is created here, with a single worker, so that no thread
-        appears later; Home Assistant's pytest plugin fails a test that leaves
+        The executor gets a single worker, created here, so that no thread
+        appears later. Home Assistant's pytest plugin fails a test that leaves
         a new thread behind.
         """
         self.loop.set_default_executor(
@@ -36,8 +36,8 @@ class BackgroundLoop:
         """Run ``coroutine`` on the loop and return its result.
 
         Raises:
-            TimeoutError: when the coroutine does not finish within ``timeout`` seconds;
-                it is cancelled then.
+            TimeoutError: when the coroutine does not finish within ``timeout``
+                seconds. The coroutine is cancelled then.
         """
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
         try:

@@ -102,7 +102,7 @@ class Demo:
     """One demo run: the processes it started and what it observed."""
 
     def __init__(self, options: DemoOptions) -> None:
-        """Store the options; ``run`` does the work."""
+        """Store the options. ``run`` does the work."""
         self.options = options
         self.run_dir = prepare_run_dir(options.demo_root)
         self.broker: Broker | None = None
@@ -116,7 +116,7 @@ class Demo:
         self.started = time.monotonic()
 
     async def run(self) -> int:
-        """Run the demo and return the exit code; every started process is stopped at the end."""
+        """Run the demo and return the exit code, stopping every started process at the end."""
         _say(f"fltrust demo: run folder {self.run_dir}")
         try:
             await self._start_services()
@@ -153,7 +153,9 @@ class Demo:
         _say(f"Home Assistant: running after {elapsed:.0f} s, MQTT entry created")
 
     async def _start_federations(self) -> None:
-        assert self.client is not None and self.broker is not None and self.hass is not None
+        assert self.client is not None
+        assert self.broker is not None
+        assert self.hass is not None
         options = self.options
         self.scenario = plan_scenario(
             options.data_dir,
@@ -202,7 +204,7 @@ class Demo:
                 wait_timeout=3.0 * options.round_interval,
             )
         _say(
-            f"started {len(self.nodes)} edge nodes; replays last about "
+            f"started {len(self.nodes)} edge nodes. Replays last about "
             f"{self.scenario.replay_seconds:.0f} s, rounds every {options.round_interval} s\n"
         )
 
@@ -232,7 +234,8 @@ class Demo:
 
     async def _watch(self) -> None:
         """Print round rows until every node exited, or the deadline passed."""
-        assert self.scenario is not None and self.hass is not None
+        assert self.scenario is not None
+        assert self.hass is not None
         interval = self.options.round_interval
         deadline = time.monotonic() + self.scenario.replay_seconds + 6 * interval + 120
         last_registry = 0.0
@@ -241,8 +244,8 @@ class Demo:
         while True:
             if not self.hass.process.is_running():
                 raise RunBrokenError(
-                    f"Home Assistant exited with status {self.hass.process.returncode}; "
-                    f"last lines of its log:\n{self.hass.process.log_tail()}"
+                    f"Home Assistant exited with status {self.hass.process.returncode}. "
+                    f"Last lines of its log:\n{self.hass.process.log_tail()}"
                 )
             now = time.monotonic()
             if now - last_registry > 5 and any(m.missing_entities() for m in self.monitors):
@@ -261,7 +264,7 @@ class Demo:
                     reported_exits.add(node.node_id)
                     if status != 0:
                         _say(
-                            f"node {node.node_id} exited with status {status}; last lines of "
+                            f"node {node.node_id} exited with status {status}. Last lines of "
                             f"{node.process.log_path}:\n{node.process.log_tail(10)}"
                         )
             running = [node for node in self.nodes if node.is_running()]
@@ -270,7 +273,7 @@ class Demo:
                 return
             if now > deadline:
                 _say(
-                    f"\nwarning: {len(running)} nodes still running at the deadline; stopping "
+                    f"\nwarning: {len(running)} nodes still running at the deadline. Stopping "
                     + ", ".join(node.node_id for node in running)
                 )
                 for node in running:
@@ -282,7 +285,7 @@ class Demo:
                     f"{m.name} round {m.rows[-1].round if m.rows else 0}/{self.options.rounds}"
                     for m in self.monitors
                 )
-                _say(f"... {now - self.started:4.0f} s: {rounds}; {len(running)} nodes running")
+                _say(f"... {now - self.started:4.0f} s: {rounds}, {len(running)} nodes running")
             await asyncio.sleep(POLL_INTERVAL)
 
     async def _summarize(self) -> dict[str, Any]:
@@ -305,10 +308,13 @@ class Demo:
         return summary
 
     async def _stay_up(self) -> None:
-        assert self.hass is not None and self.credentials is not None
+        assert self.hass is not None
+        assert self.credentials is not None
         _say(
             f"\nHome Assistant stays up at {self.hass.base_url}/ until Ctrl-C.\n"
-            f"  user: {self.credentials.username}\n  password: {self.credentials.password}"
+            f"  user: {self.credentials.username}\n  password: {self.credentials.password}\n"
+            "The demo finished only the user step of the onboarding. Finishing the others in "
+            "the browser sets up integrations that fetch data from the internet."
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -128,7 +128,7 @@ def write_config(
     if integration_dir.is_dir():
         link.symlink_to(integration_dir, target_is_directory=True)
     else:
-        _LOGGER.warning("integration folder %s does not exist; not linking it", integration_dir)
+        _LOGGER.warning("integration folder %s not found, so it is not linked", integration_dir)
 
 
 class HomeAssistantProcess:
@@ -143,7 +143,7 @@ class HomeAssistantProcess:
         hass_bin: Path = HASS_BIN,
         log_levels: Mapping[str, str] | None = None,
     ) -> None:
-        """Store the settings; ``start`` writes the configuration and starts the process."""
+        """Store the settings. ``start`` writes the configuration and starts the process."""
         self.config_dir = config_dir
         self.port = port
         self.log_levels = dict(log_levels or {})
@@ -184,7 +184,7 @@ class HomeAssistantProcess:
             argv.append("--skip-pip")
         else:
             _LOGGER.warning(
-                "home-assistant-frontend is not installed next to %s; Home Assistant will "
+                "home-assistant-frontend is not installed next to %s, so Home Assistant will "
                 "pip-install the requirements of its default integrations on this start",
                 self.hass_bin,
             )
@@ -307,7 +307,7 @@ class HassClient:
     """REST client of one Home Assistant instance, authenticated with a bearer token."""
 
     def __init__(self, base_url: str, access_token: str) -> None:
-        """Create the HTTP session; close it with ``close`` or ``async with``."""
+        """Create the HTTP session, which ``close`` or ``async with`` closes."""
         self.base_url = base_url
         self.access_token = access_token
         self.session = aiohttp.ClientSession(
@@ -428,7 +428,7 @@ class HassWebSocket:
     """An authenticated websocket connection with command results and event queues."""
 
     def __init__(self, base_url: str, access_token: str) -> None:
-        """Store the address; ``connect`` opens the connection."""
+        """Store the address. ``connect`` opens the connection."""
         self.url = base_url.replace("http://", "ws://", 1) + "/api/websocket"
         self.access_token = access_token
         self._ids = itertools.count(1)

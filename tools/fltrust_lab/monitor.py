@@ -98,6 +98,7 @@ class FederationMonitor:
         last_round = attributes.get("last_round")
         if not isinstance(last_round, int) or (self.rows and self.rows[-1].round >= last_round):
             return None
+
         version = _number(self._state(states, f"{self.entry_id}_model_version"))
         trust: dict[str, float | None] = {}
         quarantined: dict[str, bool] = {}
@@ -114,6 +115,7 @@ class FederationMonitor:
                 )
                 if anomaly is not None and anomaly["state"] == "on":
                     anomalies.append(f"{node.node_id}/{device.device_id}")
+
         duration = attributes.get("last_round_duration")
         row = RoundRow(
             federation=self.name,

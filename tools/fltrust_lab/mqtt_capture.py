@@ -42,7 +42,7 @@ class MqttCapture:
     """Subscribe to ``topic_filter`` and keep every message in arrival order."""
 
     def __init__(self, host: str, port: int, topic_filter: str, client_id: str) -> None:
-        """Create the client; ``start`` connects and subscribes."""
+        """Create the client. ``start`` connects and subscribes."""
         self.host = host
         self.port = port
         self.topic_filter = topic_filter

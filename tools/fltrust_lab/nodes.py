@@ -144,7 +144,7 @@ def _toml_body(table: Mapping[str, Any], path: str) -> list[str]:
 
 
 def dumps_toml(document: Mapping[str, Any]) -> str:
-    """Serialize nested dictionaries and lists as TOML; keys with a None value are left out."""
+    """Serialize nested dictionaries and lists as TOML, leaving out keys whose value is None."""
     return "\n".join(_toml_body(document, "")).lstrip("\n") + "\n"
 
 
@@ -196,7 +196,7 @@ class EdgeNodeProcess:
         log_level: str = "INFO",
         edge_bin: Path = EDGE_BIN,
     ) -> None:
-        """Write the configuration file; ``start`` starts the process."""
+        """Write the configuration file. ``start`` starts the process."""
         self.spec = spec
         self.federation = federation
         self.node_dir = node_dir

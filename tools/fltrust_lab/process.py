@@ -51,7 +51,7 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
     ) -> None:
-        """Store the command; nothing starts until ``start``."""
+        """Store the command. Nothing starts until ``start``."""
         self.name = name
         self.argv = [str(arg) for arg in argv]
         self.log_path = log_path

@@ -37,7 +37,7 @@ PLANT_PREFIX = "fltrust/plant"
 TON_IOT_TARGET_ROWS = 3000
 TON_IOT_ROWS = {"thermostat": 32774, "motion_light": 39488}
 SKAB_EXPERIMENTS = ("valve1/1", "valve1/2", "valve1/3")
-# Rows a node trains on before it joins a round; each replay starts with normal rows.
+# Rows a node trains on before it joins a round. Each replay starts with normal rows.
 TRAIN_ROWS = 400
 SKAB_TRAIN_ROWS = 300
 # Behaviour of the compromised node from its compromise round on.

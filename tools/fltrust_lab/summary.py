@@ -47,8 +47,8 @@ def build_summary(
     """Return the summary document of a run.
 
     ``final_states`` maps federation and node id to the node's final ``trust``
-    and ``quarantined``; ``results`` maps node id to the node's ``--results``
-    document, or None when it wrote none.
+    and ``quarantined``. ``results`` maps node id to the node's ``--results``
+    document, or to None when the node wrote none.
     """
     monitors_by_name = {monitor.name: monitor for monitor in monitors}
     nodes = []
@@ -80,6 +80,8 @@ def build_summary(
                     "device_id": device.device_id,
                     "kind": device.kind,
                     "data": device.data.description,
+                    # A compromised node scores its own falsified readings after it turns.
+                    "compromised_node": spec.compromised,
                     **{name: figures.get(name) for name in DETECTION_FIGURES},
                     "n_rows": figures.get("n_rows"),
                     "n_anomalies": figures.get("n_anomalies"),
@@ -190,12 +192,15 @@ def format_summary(summary: dict[str, Any]) -> str:
     )
     for device in summary["devices"]:
         name = f"{device['node_id']}/{device['device_id']}"
+        if device["compromised_node"]:
+            name += " *"
         figures = " ".join(_figure(device[key]) for key in DETECTION_FIGURES)
         lines.append(f"  {name:<38} {figures}  {device['data']}")
     latency = summary["round_latency_seconds"]
     lines += [
+        "  * compromised node: figures include its falsified readings after it turned",
         "",
-        f"Rounds: {summary['rounds_per_federation']}; round duration min/median/max: "
+        f"Rounds: {summary['rounds_per_federation']}. Round duration min/median/max: "
         f"{latency['min']}/{latency['median']}/{latency['max']} s over {latency['rounds']} rounds",
         "",
         "Acceptance targets",
