@@ -378,7 +378,15 @@ class HassClient:
         Raises:
             HassError: when the flow aborts, reports form errors or needs more steps.
         """
-        result = await self.post("/api/config/config_entries/flow", {"handler": handler})
+        try:
+            result = await self.post("/api/config/config_entries/flow", {"handler": handler})
+        except HassError as err:
+            if "Invalid handler specified" in str(err):
+                raise HassError(
+                    f"Home Assistant has no config flow for {handler!r}: the integration is "
+                    "missing or failed to load. Its log names the import or setup error"
+                ) from err
+            raise
         for form in steps:
             self._check_flow_result(handler, result, expect_form=True)
             result = await self.post(
