@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from fltrust_core import protocol, security
 from fltrust_core.federation import Federation, FederationSettings
 from fltrust_core.model import FeatureStats, FederationParams, KindModel

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from fltrust_core.aggregation import (
     aggregate_kind,
     fedavg,

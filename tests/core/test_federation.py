@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from fltrust_core import protocol, security
 from fltrust_core.federation import Federation
 from fltrust_core.trust import TrustStatus

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from fltrust_core import protocol, security
 from fltrust_core.security import MessageRejected, RejectReason
 
