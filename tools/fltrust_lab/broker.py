@@ -1,9 +1,10 @@
 """Start and stop an MQTT broker on a free loopback port.
 
 Mosquitto is used when it is installed (script/setup installs it). Otherwise
-the broker is amqtt, run by ``fltrust_lab.embedded_broker`` in a child process.
-Either way the broker accepts anonymous clients on 127.0.0.1 only and keeps no
-state on disk.
+the broker is ``fltrust_lab.embedded_broker``, the lab's own asyncio MQTT 3.1.1
+broker, run in a child process. ``FLTRUST_BROKER=embedded`` selects it even
+when Mosquitto is installed. Either way the broker accepts anonymous clients on
+127.0.0.1 only and keeps no state on disk.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ _LOGGER = logging.getLogger(__name__)
 
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 START_ATTEMPTS = 3
+# Environment variable with the broker kind that ``kind="auto"`` resolves to.
+BROKER_ENV = "FLTRUST_BROKER"
+BROKER_KINDS = ("mosquitto", "embedded", "auto")
 
 
 class BrokerError(RuntimeError):
@@ -42,7 +46,11 @@ def find_mosquitto() -> Path | None:
 
 
 def amqtt_available() -> bool:
-    """Return whether amqtt is importable by this interpreter."""
+    """Return whether amqtt is importable by this interpreter.
+
+    The lab no longer runs amqtt. The function stays for callers that still
+    import it.
+    """
     return importlib.util.find_spec("amqtt") is not None
 
 
@@ -54,8 +62,8 @@ class Broker:
     host: str
     port: int
     process: ManagedProcess
-    # MQTT protocol version for Home Assistant's MQTT entry. amqtt 0.12 documents
-    # MQTT 3.1.1 support only, while Mosquitto 2 also accepts MQTT 5.
+    # MQTT protocol version for Home Assistant's MQTT entry. The embedded broker
+    # speaks MQTT 3.1.1 only, while Mosquitto 2 also accepts MQTT 5.
     mqtt_protocol: str
 
     @property
@@ -106,12 +114,12 @@ def _start_mosquitto(executable: Path, run_dir: Path, port: int) -> ManagedProce
     return process
 
 
-def _start_amqtt(run_dir: Path, port: int) -> ManagedProcess:
+def _start_embedded(run_dir: Path, port: int) -> ManagedProcess:
     env = {**os.environ, "PYTHONPATH": _pythonpath_with_tools()}
     process = ManagedProcess(
-        "amqtt",
+        "embedded broker",
         [sys.executable, "-m", "fltrust_lab.embedded_broker", "--port", str(port)],
-        run_dir / "amqtt.log",
+        run_dir / "embedded-broker.log",
         env=env,
     )
     process.start()
@@ -124,36 +132,51 @@ def _pythonpath_with_tools() -> str:
     return tools if not existing else f"{tools}{os.pathsep}{existing}"
 
 
+def _resolve_kind(kind: str) -> str:
+    """Return ``kind`` after applying ``FLTRUST_BROKER`` and the ``amqtt`` alias.
+
+    Raises:
+        BrokerError: when the kind is not one of ``BROKER_KINDS``.
+    """
+    source = "broker kind"
+    if kind == "auto" and os.environ.get(BROKER_ENV, "").strip():
+        kind = os.environ[BROKER_ENV].strip().lower()
+        source = f"{BROKER_ENV} value"
+    # "amqtt" is the former name of the embedded kind, which
+    # FLTRUST_E2E_BROKER=amqtt in tests/e2e/conftest.py still uses.
+    if kind == "amqtt":
+        kind = "embedded"
+    if kind not in BROKER_KINDS:
+        raise BrokerError(f"invalid {source} {kind!r}, expected one of {', '.join(BROKER_KINDS)}")
+    return kind
+
+
 def start_broker(
     run_dir: Path, kind: str = "auto", port: int | None = None, timeout: float = 15.0
 ) -> Broker:
     """Start a broker and wait until it accepts TCP connections.
 
-    ``kind`` is ``"mosquitto"``, ``"amqtt"`` or ``"auto"`` (Mosquitto when it is
-    installed, else amqtt). Without ``port`` a free port is chosen, and the
-    start is retried on a new port when the broker exits at once, which is what
-    happens when another process took the port in between.
+    ``kind`` is ``"mosquitto"``, ``"embedded"`` or ``"auto"``. ``"auto"`` takes
+    the kind from the ``FLTRUST_BROKER`` environment variable, and without it
+    Mosquitto when it is installed, else the embedded broker. ``"amqtt"``, the
+    former embedded broker, is read as ``"embedded"``. Without ``port`` a free
+    port is chosen, and the start is retried on a new port when the broker
+    exits at once, which is what happens when another process took the port in
+    between.
 
     Raises:
-        BrokerError: when no broker is available or it does not start in time.
+        BrokerError: when the kind is invalid, Mosquitto is requested but not
+            installed, or the broker does not start in time.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
+    kind = _resolve_kind(kind)
     mosquitto = find_mosquitto()
     if kind == "auto":
-        kind = "mosquitto" if mosquitto is not None else "amqtt"
+        kind = "mosquitto" if mosquitto is not None else "embedded"
     if kind == "mosquitto" and mosquitto is None:
         raise BrokerError(
             "Mosquitto is not installed. Run script/setup or apt-get install mosquitto"
         )
-    if kind == "amqtt" and not amqtt_available():
-        if mosquitto is None:
-            raise BrokerError(
-                "no MQTT broker available: neither Mosquitto nor amqtt is installed. "
-                "Run script/setup (installs Mosquitto) or .venv/bin/pip install amqtt"
-            )
-        raise BrokerError("amqtt is not installed. Run .venv/bin/pip install amqtt")
-    if kind not in ("mosquitto", "amqtt"):
-        raise BrokerError(f"invalid broker kind {kind!r}, expected mosquitto, amqtt or auto")
 
     attempts = 1 if port is not None else START_ATTEMPTS
     for attempt in range(1, attempts + 1):
@@ -162,7 +185,7 @@ def start_broker(
             assert mosquitto is not None
             process = _start_mosquitto(mosquitto, run_dir, chosen)
         else:
-            process = _start_amqtt(run_dir, chosen)
+            process = _start_embedded(run_dir, chosen)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and process.is_running():
             if port_is_open(chosen):
