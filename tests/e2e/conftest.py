@@ -1,10 +1,10 @@
 """Fixtures that run the real processes once per test session.
 
-A Mosquitto broker (amqtt when Mosquitto is missing), a Home Assistant core
+A Mosquitto broker (the embedded broker when Mosquitto is missing), a Home Assistant core
 with the MQTT and fltrust config entries created through their config flows,
 and three ``fltrust-edge`` processes that replay slices of the shipped NAB
 machine temperature series. A paho client records every message below the
-federation's topic prefix. ``FLTRUST_E2E_BROKER=amqtt`` runs the suite on the
+federation's topic prefix. ``FLTRUST_E2E_BROKER=embedded`` runs the suite on the
 embedded broker instead of Mosquitto.
 
 Home Assistant's pytest plugin is active in this suite because ``script/test``

@@ -7,10 +7,9 @@ import time
 import tomllib
 from pathlib import Path
 
-import pytest
 from fltrust_core.security import generate_federation_key
 from fltrust_lab import EDGE_BIN, LOOPBACK
-from fltrust_lab.broker import Broker, amqtt_available, start_broker
+from fltrust_lab.broker import Broker, start_broker
 from fltrust_lab.datasets import nab_device, write_nab_slice
 from fltrust_lab.mqtt_capture import MqttCapture
 from fltrust_lab.nodes import DeviceSpec, EdgeNodeProcess, NodeSpec, dumps_toml, node_config
@@ -62,17 +61,11 @@ def test_broker_wildcards_and_retained(broker: Broker) -> None:
     check_pub_sub(broker, "infra")
 
 
-@pytest.mark.skipif(not amqtt_available(), reason="amqtt is not installed in this environment")
-@pytest.mark.xfail(
-    reason="amqtt 0.12.1 sends a new subscriber retained messages that match another "
-    "client's subscription but not its own",
-    strict=False,
-)
 def test_embedded_broker_with_paho(run_dir: Path) -> None:
-    broker = start_broker(run_dir / "amqtt", kind="amqtt")
+    broker = start_broker(run_dir / "embedded", kind="embedded")
     try:
         assert broker.mqtt_protocol == "3.1.1"
-        check_pub_sub(broker, "amqtt")
+        check_pub_sub(broker, "embedded")
     finally:
         broker.stop()
     assert not broker.is_running()

@@ -9,7 +9,6 @@ when Mosquitto is installed. Either way the broker accepts anonymous clients on
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import shutil
@@ -43,15 +42,6 @@ def find_mosquitto() -> Path | None:
         if Path(candidate).is_file():
             return Path(candidate)
     return None
-
-
-def amqtt_available() -> bool:
-    """Return whether amqtt is importable by this interpreter.
-
-    The lab no longer runs amqtt. The function stays for callers that still
-    import it.
-    """
-    return importlib.util.find_spec("amqtt") is not None
 
 
 @dataclass
@@ -133,7 +123,7 @@ def _pythonpath_with_tools() -> str:
 
 
 def _resolve_kind(kind: str) -> str:
-    """Return ``kind`` after applying ``FLTRUST_BROKER`` and the ``amqtt`` alias.
+    """Return ``kind`` after applying ``FLTRUST_BROKER``.
 
     Raises:
         BrokerError: when the kind is not one of ``BROKER_KINDS``.
@@ -142,10 +132,6 @@ def _resolve_kind(kind: str) -> str:
     if kind == "auto" and os.environ.get(BROKER_ENV, "").strip():
         kind = os.environ[BROKER_ENV].strip().lower()
         source = f"{BROKER_ENV} value"
-    # "amqtt" is the former name of the embedded kind, which
-    # FLTRUST_E2E_BROKER=amqtt in tests/e2e/conftest.py still uses.
-    if kind == "amqtt":
-        kind = "embedded"
     if kind not in BROKER_KINDS:
         raise BrokerError(f"invalid {source} {kind!r}, expected one of {', '.join(BROKER_KINDS)}")
     return kind
@@ -158,8 +144,7 @@ def start_broker(
 
     ``kind`` is ``"mosquitto"``, ``"embedded"`` or ``"auto"``. ``"auto"`` takes
     the kind from the ``FLTRUST_BROKER`` environment variable, and without it
-    Mosquitto when it is installed, else the embedded broker. ``"amqtt"``, the
-    former embedded broker, is read as ``"embedded"``. Without ``port`` a free
+    Mosquitto when it is installed, else the embedded broker. Without ``port`` a free
     port is chosen, and the start is retried on a new port when the broker
     exits at once, which is what happens when another process took the port in
     between.
