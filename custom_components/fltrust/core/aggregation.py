@@ -2,16 +2,18 @@
 
 The coordinator combines the updates of one round per device kind:
 
-- the SVM part with FedAvg, each update weighted by its sample count times the
-  sender's trust weight;
+- the SVM part with FedAvg, each update weighted by its sample count times a
+  weight from its sender's trust and from ``scoring.score_updates``;
 - the normalization statistics by summing counts, sums and sums of squares with
-  the same weights;
+  weights of their own, so that data atypical for the kind stays out of the
+  kind's normalization;
 - the k-means part by clustering the submitted centroids themselves (weighted
-  by their sample counts), which does not depend on the order in which a node
-  numbered its clusters.
+  by their sample counts and weights of their own), which does not depend on
+  the order in which a node numbered its clusters.
 
 ``integrity`` compares each update with the coordinate-wise median of the
-round's updates, the robust reference behind the model-update integrity signal.
+round's updates. It was the coordinator's first robust score; ``scoring``
+replaced it, and it stays for callers that use it directly.
 """
 
 from __future__ import annotations
@@ -208,25 +210,35 @@ def aggregate_kind(
     n_clusters: int,
     previous: KindModel | None,
     random_state: int = 0,
+    *,
+    center_weights: np.ndarray | None = None,
+    stats_weights: np.ndarray | None = None,
 ) -> KindModel:
     """Aggregate the updates of one kind into that kind's new global model.
 
-    ``weights`` are the senders' trust weights in [0, 1]; each update's FedAvg
-    weight is its sample count times its trust weight.
+    ``weights`` are the senders' weights in [0, 1]; each update's FedAvg
+    weight is its sample count times its weight. ``center_weights`` and
+    ``stats_weights`` weigh the centroids and the statistics instead of
+    ``weights`` when given and not all zero. The result is a weighted mean of
+    the updates as sent, so the weights alone explain it.
     """
     weights = np.asarray(weights, dtype=float)
     samples = np.array([u.n_samples for u in updates], dtype=float)
     svm = fedavg(np.vstack([u.svm_vector() for u in updates]), samples * weights)
+    if center_weights is None or not np.sum(center_weights) > 0:
+        center_weights = weights
     centers, counts = merge_centroids(
         [u.centers for u in updates],
         [u.counts for u in updates],
-        weights,
+        np.asarray(center_weights, dtype=float),
         n_clusters,
         init=None if previous is None else previous.centers,
         random_state=random_state,
     )
+    if stats_weights is None or not np.sum(stats_weights) > 0:
+        stats_weights = weights
     return KindModel(
-        stats=merge_stats([u.stats for u in updates], weights),
+        stats=merge_stats([u.stats for u in updates], np.asarray(stats_weights, dtype=float)),
         svm_coef=svm[:-1],
         svm_offset=float(svm[-1]),
         centers=centers,

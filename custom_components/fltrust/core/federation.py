@@ -9,9 +9,10 @@ numeric work.
 A round: ``start_round`` announces it; ``handle_message`` collects the signed
 updates; ``ready_to_close`` says when every active node answered or the
 deadline passed; ``close_round`` scores every update against the round's
-robust reference, updates each node's trust, aggregates with FedAvg weighted
-by sample count, trust and integrity, and returns the new global model to
-publish.
+robust reference and its sender's own earlier updates, updates each node's
+trust, aggregates with FedAvg weighted by sample count, trust, integrity and
+direction after clipping oversized changes, and returns the new global model
+to publish.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .aggregation import aggregate_kind, integrity
-from .model import FederationParams, GlobalModel, KindModel
+from .aggregation import aggregate_kind
+from .model import FederationParams, GlobalModel
 from .protocol import (
     COORDINATOR_SENDER,
     Command,
@@ -47,6 +48,7 @@ from .protocol import (
     round_body,
     round_topic,
 )
+from .scoring import UpdateScore, score_updates, typical_data, update_digest, update_parts
 from .security import (
     REJECTION_SEVERITY,
     MessageRejected,
@@ -186,6 +188,8 @@ class Federation:
         self.updates: dict[str, ModelUpdate] = {}
         self.round_rejected = 0
         self.last_round: RoundRecord | None = None
+        # Kind -> node id -> score of its update in the round being closed.
+        self._round_scores: dict[str, dict[str, UpdateScore]] = {}
         self.rejected_total = 0
         self._counter = 0
         if stored:
@@ -475,10 +479,17 @@ class Federation:
             * integrity_by_node.get(node_id, 1.0)
             for node_id in updates
         }
-        contributors = {node_id: w for node_id, w in weights.items() if w > 0}
+        kind_weights = self._kind_weights(updates, weights)
+        # The published weight of a node is its SVM weight; a node that sent several
+        # kinds is listed with the largest of them.
+        contributors: dict[str, float] = {}
+        for by_node in kind_weights.values():
+            for node_id, (svm_weight, _, _) in by_node.items():
+                if svm_weight > 0:
+                    contributors[node_id] = max(contributors.get(node_id, 0.0), svm_weight)
         aggregated = len(contributors) >= self.settings.min_nodes
         if aggregated:
-            self._aggregate({n: updates[n] for n in contributors}, contributors)
+            self._aggregate(updates, kind_weights)
             self.model.version += 1
             self.model.round = self.round
             self.model.contributors = {n: round(w, 6) for n, w in sorted(contributors.items())}
@@ -517,41 +528,89 @@ class Federation:
         return outcome
 
     def _score_integrity(self, updates: dict[str, ModelUpdate], now: float) -> dict[str, float]:
-        """Return each node's lowest integrity score over the kinds it sent."""
+        """Score every update and return each node's lowest integrity evidence over its kinds."""
         scores: dict[str, float] = {}
+        self._round_scores = {}
         kinds = {kind for update in updates.values() for kind in update.kinds}
         for kind in sorted(kinds):
             senders = sorted(n for n, u in updates.items() if kind in u.kinds)
             previous = self.model.kinds.get(kind)
-            base = (
-                previous.svm_vector()
-                if previous is not None
-                else np.zeros(self.settings.params.rff_components + 1)
+            models = [updates[n].kinds[kind] for n in senders]
+            parts = [update_parts(model, previous) for model in models]
+            digests = [update_digest(model) for model in models]
+            earlier: dict[str, set[int]] = {}
+            for node in self.nodes.values():
+                for digest, version in node.trust.update_digests.get(kind, []):
+                    earlier.setdefault(digest, set()).add(version)
+            repeated = [bool(earlier.get(d, set()) - {self.model.version}) for d in digests]
+            results = score_updates(
+                parts,
+                [self.nodes[n].trust.update_baseline(kind) for n in senders],
+                repeated,
+                typical=typical_data(
+                    [model.stats for model in models],
+                    None if previous is None else previous.stats,
+                ),
             )
-            deltas = np.vstack([updates[n].kinds[kind].svm_vector() - base for n in senders])
-            for node_id, result in zip(senders, integrity(deltas), strict=True):
-                scores[node_id] = min(scores.get(node_id, 1.0), result.score)
-                if result.score < 0.5:
-                    self.nodes[node_id].trust.record_event(
+            self._round_scores[kind] = dict(zip(senders, results, strict=True))
+            for node_id, part, digest, result in zip(senders, parts, digests, results, strict=True):
+                trust = self.nodes[node_id].trust
+                trust.observe_update(kind, part, result, digest, self.model.version)
+                scores[node_id] = min(scores.get(node_id, 1.0), result.evidence)
+                if result.evidence < 0.5:
+                    trust.record_event(
                         now,
                         "inconsistent_update",
-                        1.0 - result.score,
-                        f"kind {kind}: cosine {result.cosine:.2f}, distance ratio "
-                        f"{result.norm_ratio:.1f}",
+                        1.0 - result.evidence,
+                        f"kind {kind}: {result.reason}",
                     )
         return scores
 
-    def _aggregate(self, updates: dict[str, ModelUpdate], weights: dict[str, float]) -> None:
-        kinds = {kind for update in updates.values() for kind in update.kinds}
-        for kind in sorted(kinds):
-            senders = sorted(n for n, u in updates.items() if kind in u.kinds)
-            models: list[KindModel] = [updates[n].kinds[kind] for n in senders]
+    def _kind_weights(
+        self, updates: dict[str, ModelUpdate], weights: dict[str, float]
+    ) -> dict[str, dict[str, tuple[float, float, float]]]:
+        """Return kind -> node id -> (SVM, centroid, statistics) weight of each update.
+
+        A node's weight (trust times integrity evidence) is multiplied by its
+        update's direction weight and clip factors; the statistics leave out
+        data atypical for the kind.
+        """
+        result: dict[str, dict[str, tuple[float, float, float]]] = {}
+        for kind, scores in self._round_scores.items():
+            result[kind] = {}
+            for node_id, score in scores.items():
+                if node_id not in updates or kind not in updates[node_id].kinds:
+                    continue
+                weight = weights[node_id]
+                result[kind][node_id] = (
+                    weight * score.weight * score.clip,
+                    weight * score.weight * score.center_clip,
+                    weight if score.typical else 0.0,
+                )
+        return result
+
+    def _aggregate(
+        self,
+        updates: dict[str, ModelUpdate],
+        kind_weights: dict[str, dict[str, tuple[float, float, float]]],
+    ) -> None:
+        for kind, by_node in sorted(kind_weights.items()):
+            senders = sorted(n for n, kind_weight in by_node.items() if max(kind_weight) > 0)
+            if not any(by_node[n][0] > 0 for n in senders):
+                _LOGGER.info(
+                    "Round %s: every update of kind %s weighs nothing; its model is kept",
+                    self.round,
+                    kind,
+                )
+                continue
             self.model.kinds[kind] = aggregate_kind(
-                models,
-                np.array([weights[n] for n in senders]),
+                [updates[n].kinds[kind] for n in senders],
+                np.array([by_node[n][0] for n in senders]),
                 self.settings.params.n_clusters,
                 self.model.kinds.get(kind),
                 random_state=self.settings.params.seed,
+                center_weights=np.array([by_node[n][1] for n in senders]),
+                stats_weights=np.array([by_node[n][2] for n in senders]),
             )
 
     def _status_events(self, node: NodeRecord, change: Any, now: float) -> Outcome:

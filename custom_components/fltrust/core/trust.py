@@ -5,7 +5,9 @@ Each signal is in [0, 1], where 1 means "no evidence against":
 - behaviour: the node's anomaly rate against its own history;
 - network: contacts with unknown peers and traffic volume against the node's
   own baseline;
-- integrity: how its model updates compare with the round's robust reference;
+- integrity: whether its model updates stay consistent with its own earlier
+  updates and are not zero, repeated or copied updates (see
+  ``scoring.score_updates``);
 - security: past security events (rejected messages, failed
   re-authentication, quarantines), each fading with a half-life.
 
@@ -24,9 +26,15 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
+
+from .scoring import UpdateBaseline, UpdateScore, learn_baseline
+
 SIGNALS = ("behaviour", "network", "integrity", "security")
 MAX_EVENTS = 100
 MAX_HISTORY = 500
+# Update fingerprints kept per node and kind, to recognise a repeated update.
+MAX_DIGESTS = 32
 
 
 class TrustStatus(StrEnum):
@@ -116,6 +124,10 @@ class NodeTrust:
     events: list[SecurityEvent] = field(default_factory=list)
     quarantined_round: int | None = None
     history: list[tuple[int, float]] = field(default_factory=list)
+    # Kind -> baseline of this node's updates, as UpdateBaseline.to_json returns it.
+    update_baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Kind -> [fingerprint, global model version at arrival] of recent updates, oldest first.
+    update_digests: dict[str, list[list[Any]]] = field(default_factory=dict)
 
     def signals(self, now: float, config: TrustConfig) -> dict[str, float]:
         """Return the four signals as of ``now``."""
@@ -191,6 +203,34 @@ class NodeTrust:
         """Update the integrity signal from one update's integrity score."""
         self.integrity = _approach(self.integrity, min(max(score, 0.0), 1.0))
 
+    def update_baseline(self, kind: str) -> UpdateBaseline | None:
+        """Return the baseline of this node's updates of ``kind``, or None before the first."""
+        stored = self.update_baselines.get(kind)
+        return None if stored is None else UpdateBaseline.from_json(stored)
+
+    def observe_update(
+        self,
+        kind: str,
+        parts: list[np.ndarray],
+        score: UpdateScore,
+        digest: str,
+        version: int,
+    ) -> None:
+        """Learn from one scored update of ``kind``: its baseline and its fingerprint.
+
+        ``parts`` come from ``scoring.update_parts`` and ``score`` from
+        ``scoring.score_updates``. ``version`` is the global model version
+        when the update arrived.
+        """
+        baseline = learn_baseline(self.update_baseline(kind), parts, score)
+        if baseline is None:
+            self.update_baselines.pop(kind, None)
+        else:
+            self.update_baselines[kind] = baseline.to_json()
+        digests = self.update_digests.setdefault(kind, [])
+        digests.append([digest, int(version)])
+        del digests[:-MAX_DIGESTS]
+
     def close_round(
         self, node_id: str, round_number: int, now: float, config: TrustConfig
     ) -> TrustChange:
@@ -238,8 +278,10 @@ class NodeTrust:
         self.status = TrustStatus.REAUTH_REQUIRED
         self.quarantined_round = None
         self.score = config.reauth_threshold - config.hysteresis
-        # Evidence from before the release would otherwise quarantine it again at once.
+        # Evidence from before the release would otherwise quarantine it again at once,
+        # and its updates are compared with its history from after the release only.
         self.integrity = max(self.integrity, 0.5)
+        self.update_baselines = {}
         self.network = max(self.network, 0.5)
         self.behaviour = max(self.behaviour, 0.5)
         self.events = [e for e in self.events if e.reason == "quarantined"]
@@ -261,6 +303,11 @@ class NodeTrust:
         data = asdict(self)
         data["status"] = self.status.value
         data["history"] = [list(item) for item in self.history]
+        # A node that never sent an update keeps the stored form it had before
+        # update histories existed; from_dict fills in the empty defaults.
+        for name in ("update_baselines", "update_digests"):
+            if not data[name]:
+                del data[name]
         return data
 
     @classmethod
@@ -270,6 +317,10 @@ class NodeTrust:
         values["status"] = TrustStatus(values.get("status", TrustStatus.TRUSTED))
         values["events"] = [SecurityEvent(**event) for event in values.get("events", [])]
         values["history"] = [tuple(item) for item in values.get("history", [])]
+        values["update_digests"] = {
+            kind: [list(item) for item in items]
+            for kind, items in values.get("update_digests", {}).items()
+        }
         known = set(cls.__dataclass_fields__)
         return cls(**{key: value for key, value in values.items() if key in known})
 

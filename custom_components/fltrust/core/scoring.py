@@ -1,0 +1,574 @@
+"""Robust scores of a round's updates: against the round and against each sender's past.
+
+``score_updates`` judges every update in two ways:
+
+- Against the round, for the aggregation weight. The reference is the
+  coordinate-wise median of the SVM deltas (change to the previous global
+  model) of the senders whose data is typical of the kind. An update whose
+  delta points away from it (cosine at most 0) weighs nothing. An update
+  whose delta is longer than ``CLIP_RATIO`` times the median norm weighs
+  less in proportion, so that it pulls the model no further than a delta of
+  that length would; the SVM part and the centroids get a factor each. This
+  clips an update's influence rather than the update itself, so the new
+  model stays a weighted mean of the updates as sent, which the published
+  weights explain.
+- Against the sender's own earlier updates, for the integrity trust signal.
+  Each sender has a baseline per kind: the average of its earlier updates,
+  weighted by their evidence, and its usual distance from that average. The
+  update is compared part by part: the SVM delta and the statistics of the
+  sender's data. The centroids are not compared, because k-means centroids
+  jump between modes of honest data. An update that moves away from the
+  baseline several times further than usual, once the move that all senders
+  share (a change of the global model) is removed, loses evidence. Right
+  after an update that lost most of its evidence, the next one must be back
+  within the tolerated distance or it gets none, so an attack that looks
+  smaller once the model has moved still costs all evidence. Zero updates,
+  updates repeated from an earlier model version, near-identical updates from
+  different senders and deltas that lie far from the round's median get no
+  evidence, whatever their history.
+
+The split matters for non-IID data. A node whose data is merely different
+points away from the majority in every round, so it weighs little or nothing
+in the kind's model, but it stays consistent with itself and keeps its trust.
+An attacker changes what it sends when it starts attacking, which its own
+history exposes. An attacker that poisons from its very first update has no
+honest history to betray it. Unless its updates are blatant (zero, copied,
+repeated or far from the round's median), the aggregation weights alone
+limit it.
+
+The benchmark in ``docs/benchmarks.md`` measured this rule against FLTrust's
+own (cosine-proportional weights against an update the coordinator trains on
+a clean calibration set, clipping to that update's norm, the cosine as trust
+score) and chose it; the page gives the figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from .model import FeatureStats, KindModel
+
+# Deltas longer than this multiple of the round's median norm are scaled down to it.
+CLIP_RATIO = 2.0
+# An SVM delta further than this many usual distances from the round's median
+# delta gets no evidence, whatever its sender's history. docs/benchmarks.md
+# reports how far honest deltas strayed over the benchmark's grid.
+FAR_DISTANCE = 25.0
+# Distance from the baseline, in multiples of the usual distance, accepted in
+# full, and at which the evidence reaches 0.
+DEVIATION_TOLERATED = 3.0
+DEVIATION_REJECTED = 6.0
+# The round's usual distance of a delta part is taken as at least this share
+# of the median norm of that part, so that a calm round does not turn a small
+# change into a large ratio.
+DEVIATION_FLOOR = 0.1
+# The round's usual distance of the statistics is taken as at least this
+# much, in standard deviations of each sender's own data.
+STATS_DEVIATION_FLOOR = 0.25
+# A sender's own usual distance raises its tolerance up to this multiple of the
+# round's usual distance; a sender without one gets that multiple.
+SPREAD_CAP = 3.0
+# An update left with less evidence than this makes its sender's next update
+# lose all evidence unless it is back within DEVIATION_TOLERATED.
+DOUBTFUL_EVIDENCE = 0.5
+# Share of the way to a consistent update that a baseline moves per round, and
+# share of the way to the latest distance that the usual distance moves.
+BASELINE_RATE = 0.25
+SPREAD_RATE = 0.3
+# typical_data: a sender is atypical when a feature mean lies further than
+# STATS_OUTLIER_LIMIT standard deviations of the kind's statistics from their
+# mean. In a kind's first round, without statistics, it is atypical when a
+# feature mean lies further from the median of the senders' means than
+# STATS_OUTLIER_FACTOR times the median such distance and further than
+# STATS_OUTLIER_MIN median standard deviations.
+STATS_OUTLIER_LIMIT = 10.0
+STATS_OUTLIER_FACTOR = 10.0
+STATS_OUTLIER_MIN = 10.0
+# Two updates whose distance is below this share of the round's median
+# nearest-neighbour distance count as copies of each other.
+DUPLICATE_RATIO = 0.05
+# Indices of the parts of update_parts.
+SVM_PART = 0
+CENTERS_PART = 1
+STATS_PART = 2
+
+
+@dataclass(frozen=True)
+class UpdateBaseline:
+    """A sender's reference for its next update of one kind.
+
+    Attributes:
+        parts: evidence-weighted average of the parts (``update_parts``) of its
+            earlier updates.
+        spreads: its usual distance from ``parts``, one per part, NaN where not
+            yet measured; None before its first comparison.
+        doubtful: whether its last compared update kept less evidence than
+            ``DOUBTFUL_EVIDENCE``. The next update must then come back within
+            ``DEVIATION_TOLERATED``, or it gets no evidence at all.
+    """
+
+    parts: tuple[np.ndarray, ...]
+    spreads: tuple[float, ...] | None = None
+    doubtful: bool = False
+
+    def fits(self, parts: Sequence[np.ndarray]) -> bool:
+        """Return whether ``parts`` have the shapes of this baseline."""
+        return len(parts) == len(self.parts) and all(
+            np.shape(p) == b.shape for p, b in zip(parts, self.parts, strict=True)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-ready dictionary, with None for unmeasured spreads."""
+        return {
+            "parts": [part.tolist() for part in self.parts],
+            "spreads": None
+            if self.spreads is None
+            else [None if math.isnan(s) else s for s in self.spreads],
+            "doubtful": self.doubtful,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UpdateBaseline:
+        """Build a baseline from ``to_json`` output."""
+        spreads = data.get("spreads")
+        return cls(
+            parts=tuple(np.asarray(part, dtype=float) for part in data["parts"]),
+            spreads=None
+            if spreads is None
+            else tuple(math.nan if s is None else float(s) for s in spreads),
+            doubtful=bool(data.get("doubtful", False)),
+        )
+
+
+@dataclass(frozen=True)
+class UpdateScore:
+    """Scores of one update against the round and against its sender's earlier updates.
+
+    Attributes:
+        cosine: cosine of the SVM delta with the round's reference delta.
+        norm_ratio: SVM delta norm over the reference norm.
+        deviation: distance from the sender's baseline over its usual distance,
+            the largest over the parts; NaN without a comparison.
+        evidence: integrity evidence in [0, 1] for the sender's trust.
+        weight: aggregation factor in [0, 1] from the direction.
+        clip: factor in (0, 1] on the update's SVM weight that bounds its pull
+            to ``CLIP_RATIO`` times the reference norm.
+        center_clip: the same factor for the centroids.
+        typical: whether the sender's data is typical of the kind; an
+            atypical update weighs nothing.
+        distances: distance of each part from the baseline once the shared
+            move is removed, NaN where not measured; ``learn_baseline`` learns
+            the usual distance from it.
+        distance_ratio: distance of the SVM delta from the round's median delta
+            over the usual such distance; NaN without a round majority.
+        reason: why the evidence is below 1, empty otherwise.
+    """
+
+    cosine: float
+    norm_ratio: float
+    deviation: float
+    evidence: float
+    weight: float
+    clip: float
+    center_clip: float
+    typical: bool = True
+    distances: tuple[float, ...] = ()
+    distance_ratio: float = math.nan
+    reason: str = ""
+
+
+def lower_median(values: np.ndarray, axis: int | None = None) -> np.ndarray | float:
+    """Return the lower median: the middle value, or the lower of the two middle values.
+
+    Unlike ``np.median`` it never averages the two middle values, so with
+    fewer than half of the values planted by attackers (four of ten, say) it
+    is always one of the honest values.
+    """
+    values = np.asarray(values, dtype=float)
+    if axis is None:
+        values = values.ravel()
+        axis = 0
+    index = (values.shape[axis] - 1) // 2
+    result = np.take(np.partition(values, index, axis=axis), index, axis=axis)
+    return float(result) if np.ndim(result) == 0 else result
+
+
+def update_parts(update: KindModel, previous: KindModel | None) -> list[np.ndarray]:
+    """Return the parts in which ``score_updates`` compares an update with earlier ones.
+
+    The parts are the SVM delta against ``previous`` and, when ``previous`` has
+    the same shapes, the centroid delta and the update's own statistics: the
+    mean of each feature followed by the log of its standard deviation. The
+    statistics describe the sender's data alone, so they change when its data
+    changes, not when the global model does. Without a fitting ``previous``
+    the only part is the SVM vector itself.
+    """
+    if previous is None or previous.svm_vector().shape != update.svm_vector().shape:
+        return [update.svm_vector()]
+    parts = [update.svm_vector() - previous.svm_vector()]
+    if previous.centers.shape == update.centers.shape:
+        parts.append((update.centers - previous.centers).ravel())
+        parts.append(np.concatenate([update.stats.mean, np.log(update.stats.std)]))
+    return parts
+
+
+def update_digest(update: KindModel) -> str:
+    """Return a fingerprint of an update's SVM part and centroids, to recognise a repeat."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(np.ascontiguousarray(update.svm_vector(), dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(update.centers, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def typical_data(
+    stats: Sequence[FeatureStats], reference: FeatureStats | None = None
+) -> np.ndarray:
+    """Return a mask of the senders whose data lies in the bulk of their kind's data.
+
+    With ``reference``, the kind's current normalization statistics, a sender
+    is atypical when some feature mean lies more than ``STATS_OUTLIER_LIMIT``
+    reference standard deviations from the reference mean. Atypical data stays
+    out of the statistics, so the reference keeps describing the bulk and the
+    split stays the same from round to round.
+
+    Without a reference (a kind's first round) a sender's distance is the
+    largest, over features, of the distance of its mean from the median of
+    all senders' means, in median standard deviations. It is atypical when
+    the distance exceeds ``STATS_OUTLIER_FACTOR`` times the median distance
+    and ``STATS_OUTLIER_MIN``. Fewer than three senders have no bulk, and all
+    count as typical.
+
+    A pump in another operating regime is atypical, for example. Its updates
+    would stretch the kind's normalization over both regimes, and in the
+    kind's normalization its own updates swing with every change of the model.
+    """
+    n_senders = len(stats)
+    means = np.vstack([s.mean for s in stats])
+    if reference is not None and reference.mean.shape == means.shape[1:]:
+        distances = (np.abs(means - reference.mean) / reference.std).max(axis=1)
+        return distances <= STATS_OUTLIER_LIMIT
+    if n_senders < 3:
+        return np.ones(n_senders, dtype=bool)
+    spread = np.maximum(lower_median(np.vstack([s.std for s in stats]), axis=0), 1e-12)
+    distances = (np.abs(means - lower_median(means, axis=0)) / spread).max(axis=1)
+    limit = max(STATS_OUTLIER_FACTOR * lower_median(distances), STATS_OUTLIER_MIN)
+    return distances <= limit
+
+
+def cosine_similarity(deltas: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Return the cosine of each row of ``deltas`` with ``reference``, 0 where a norm is 0."""
+    norms = np.linalg.norm(deltas, axis=1) * np.linalg.norm(reference)
+    dots = deltas @ reference
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+
+
+def clip_factors(deltas: np.ndarray, max_norm: float) -> np.ndarray:
+    """Return the factor in (0, 1] that brings each row of ``deltas`` to at most ``max_norm``."""
+    norms = np.linalg.norm(deltas, axis=1)
+    factors = np.ones_like(norms)
+    np.divide(max_norm, norms, out=factors, where=norms > max_norm)
+    return factors
+
+
+def near_duplicates(deltas: np.ndarray, ratio: float = DUPLICATE_RATIO) -> np.ndarray:
+    """Return a mask of the rows whose nearest other row is far closer than usual.
+
+    A row is marked when its distance to its nearest neighbour is below
+    ``ratio`` times the median nearest-neighbour distance of all rows. Honest
+    nodes train on different data, so their updates are never that close;
+    colluding nodes that send copies of one update are. Fewer than three rows
+    give no usual distance, and nothing is marked; nor is anything when most
+    rows have an exact twin.
+    """
+    n_rows = deltas.shape[0]
+    if n_rows < 3:
+        return np.zeros(n_rows, dtype=bool)
+    squared = np.sum(deltas * deltas, axis=1)
+    distances = np.sqrt(
+        np.maximum(squared[:, None] + squared[None, :] - 2.0 * deltas @ deltas.T, 0.0)
+    )
+    np.fill_diagonal(distances, np.inf)
+    nearest = distances.min(axis=1)
+    typical = lower_median(nearest)
+    if typical <= 0:
+        # Most updates have an exact twin: either most senders collude, which
+        # no robust statistic survives, or honest senders train identically on
+        # identical data. The two cases cannot be distinguished here.
+        return np.zeros(n_rows, dtype=bool)
+    return nearest < ratio * typical
+
+
+def _changes(
+    parts: Sequence[Sequence[np.ndarray]],
+    baselines: Sequence[UpdateBaseline],
+    rows: Sequence[int],
+    part: int,
+) -> np.ndarray:
+    """Return how part ``part`` of each update in ``rows`` moved away from its baseline.
+
+    Deltas move by their difference. Statistics move by the shift of each mean
+    in standard deviations of the baseline and by the change of each log
+    standard deviation, so that a shift counts in units of the sender's data.
+    """
+    current = np.vstack([parts[i][part] for i in rows])
+    baseline = np.vstack([baselines[i].parts[part] for i in rows])
+    if part != STATS_PART:
+        return current - baseline
+    n_features = current.shape[1] // 2
+    spread = np.maximum(np.exp(baseline[:, n_features:]), 1e-9)
+    return np.hstack(
+        [
+            (current[:, :n_features] - baseline[:, :n_features]) / spread,
+            current[:, n_features:] - baseline[:, n_features:],
+        ]
+    )
+
+
+def _deviations(
+    parts: Sequence[Sequence[np.ndarray]],
+    baselines: Sequence[UpdateBaseline | None],
+    in_bulk: np.ndarray,
+    suspect: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return each update's deviation ratio and its distance from its baseline per part.
+
+    For each part, the move that all compared senders share (the coordinate-
+    wise median of their moves) is removed first. The rest is divided by the
+    larger of the round's usual distance (median over senders, with a floor)
+    and the sender's own usual distance, the latter capped at ``SPREAD_CAP``
+    times the former. The centroid part is not compared. Senders with
+    atypical data are compared on their statistics only. ``suspect`` senders
+    (zero, repeated or copied updates) are measured but left out of the shared
+    move and the usual distance. A part with fewer than three compared senders
+    is skipped.
+
+    Returns:
+        (ratios of shape (n_updates,), the largest over parts and NaN where
+        nothing was compared; distances of shape (n_updates, n_parts), NaN
+        where not measured).
+    """
+    n_updates = len(parts)
+    n_parts = max(len(p) for p in parts)
+    ratios = np.full(n_updates, np.nan)
+    distances = np.full((n_updates, n_parts), np.nan)
+    compared = [i for i, b in enumerate(baselines) if b is not None and b.fits(parts[i])]
+    for part in range(n_parts):
+        if part == CENTERS_PART:
+            # k-means centroids jump when a cluster moves to another mode of a
+            # node's data, so they would flag honest nodes. Their weight is
+            # bounded by their norm instead.
+            continue
+        rows = [i for i in compared if part < len(parts[i]) and (part == STATS_PART or in_bulk[i])]
+        if len(rows) < 3:
+            continue
+        moves = _changes(parts, baselines, rows, part)
+        clean = np.array([not suspect[i] for i in rows])
+        if clean.sum() < 3:
+            clean[:] = True
+        distance = np.linalg.norm(moves - lower_median(moves[clean], axis=0), axis=1)
+        if part == STATS_PART:
+            floor = STATS_DEVIATION_FLOOR
+        else:
+            floor = DEVIATION_FLOOR * lower_median(
+                [
+                    np.linalg.norm(parts[i][part])
+                    for i, keep in zip(rows, clean, strict=True)
+                    if keep
+                ]
+            )
+        usual = max(lower_median(distance[clean]), floor, 1e-12)
+        for i, value in zip(rows, distance, strict=True):
+            spreads = baselines[i].spreads
+            own = math.nan if spreads is None else spreads[part]
+            own = SPREAD_CAP * usual if math.isnan(own) else min(own, SPREAD_CAP * usual)
+            ratio = value / max(usual, own)
+            distances[i, part] = value
+            ratios[i] = ratio if math.isnan(ratios[i]) else max(ratios[i], ratio)
+    return ratios, distances
+
+
+def score_updates(
+    parts: Sequence[Sequence[np.ndarray]],
+    baselines: Sequence[UpdateBaseline | None],
+    repeated: Sequence[bool],
+    typical: Sequence[bool] | None = None,
+    reference: Sequence[np.ndarray] | None = None,
+    proportional: bool = False,
+    clip_ratio: float | None = CLIP_RATIO,
+) -> list[UpdateScore]:
+    """Score the updates of one kind in one round.
+
+    Parameters:
+        parts: for each update, the parts of ``update_parts``; the first is the
+            SVM delta, of one shape for all updates.
+        baselines: for each update, its sender's baseline, or None for a
+            sender without history.
+        repeated: for each update, whether it repeats an update sent against
+            another model version.
+        typical: for each update, whether its sender's data is typical of the
+            kind (``typical_data``); None counts all as typical. Atypical
+            updates weigh nothing, stay out of the reference, and only their
+            statistics are compared with their history.
+        reference: reference parts to compare with instead of the round's
+            median delta and median norms, for example the coordinator's own
+            update on calibration data as in FLTrust.
+        proportional: weigh each update by its cosine with the reference, as
+            FLTrust does, instead of 1 for a positive cosine and 0 otherwise.
+        clip_ratio: bound each delta's pull to this multiple of the median norm
+            (of the reference's norm when given); None bounds it to exactly
+            that norm, the length to which FLTrust rescales updates.
+
+    Returns:
+        One UpdateScore per update, in order. Zero, repeated and copied
+        updates get no evidence and stay out of the reference and of the
+        usual distances. With fewer than three other typical updates and no
+        reference there is no majority: typical updates weigh 1 and their
+        clip factors are 1.
+    """
+    n_updates = len(parts)
+    in_bulk = np.ones(n_updates, dtype=bool) if typical is None else np.array(typical, dtype=bool)
+    if not in_bulk.any():
+        in_bulk[:] = True
+    svm = np.vstack([p[SVM_PART] for p in parts])
+    svm_norms = np.linalg.norm(svm, axis=1)
+
+    # Zero, repeated and copied updates are known bad: they lose all evidence
+    # and stay out of every robust statistic of the round.
+    zero = svm_norms <= 1e-12
+    copied = near_duplicates(svm)
+    repeats = np.asarray(repeated, dtype=bool)
+    suspect = zero | copied | repeats
+    honest_bulk = in_bulk & ~suspect
+    if not honest_bulk.any():
+        honest_bulk = in_bulk
+    has_centers = all(len(p) > 1 for p in parts)
+    centers = np.vstack([p[1] for p in parts]) if has_centers else np.zeros((n_updates, 1))
+    center_norms = np.linalg.norm(centers, axis=1)
+
+    if reference is not None:
+        svm_reference = np.asarray(reference[SVM_PART], dtype=float)
+        svm_norm = float(np.linalg.norm(svm_reference))
+        center_norm = float(np.linalg.norm(reference[1])) if len(reference) > 1 else math.inf
+    else:
+        svm_reference = lower_median(svm[honest_bulk], axis=0)
+        svm_norm = lower_median(svm_norms[honest_bulk])
+        center_norm = lower_median(center_norms[honest_bulk])
+    ratio = 1.0 if clip_ratio is None else clip_ratio
+
+    if honest_bulk.sum() < 3 and reference is None:
+        cosines = np.ones(n_updates)
+        weights = np.ones(n_updates)
+        clips = np.ones(n_updates)
+        center_clips = np.ones(n_updates)
+    else:
+        cosines = cosine_similarity(svm, svm_reference)
+        weights = np.maximum(cosines, 0.0) if proportional else (cosines > 0).astype(float)
+        if not weights[honest_bulk].any():
+            # No update agrees with the reference (a reference of zeros, for
+            # example): there is no direction to prefer.
+            weights = np.ones(n_updates)
+        clips = clip_factors(svm, ratio * svm_norm)
+        center_clips = (
+            clip_factors(centers, ratio * center_norm) if has_centers else np.ones(n_updates)
+        )
+    weights[~in_bulk] = 0.0
+
+    deviations, distances = _deviations(parts, baselines, in_bulk, suspect)
+    evidence = np.ones(n_updates)
+    reasons = [""] * n_updates
+    for i, deviation in enumerate(deviations):
+        if deviation > DEVIATION_TOLERATED:
+            if baselines[i] is not None and baselines[i].doubtful:
+                # Right after a doubtful update, staying out of the tolerated
+                # band is no accident, so no evidence is left.
+                evidence[i] = 0.0
+            else:
+                evidence[i] = max(
+                    0.0,
+                    1.0
+                    - (deviation - DEVIATION_TOLERATED)
+                    / (DEVIATION_REJECTED - DEVIATION_TOLERATED),
+                )
+            reasons[i] = f"{deviation:.1f} times its usual distance from its own earlier updates"
+    distance_ratios = np.full(n_updates, np.nan)
+    if reference is None and honest_bulk.sum() >= 3:
+        distances_to_reference = np.linalg.norm(svm - svm_reference, axis=1)
+        usual = max(lower_median(distances_to_reference[honest_bulk]), 1e-12)
+        distance_ratios = distances_to_reference / usual
+        for i in np.flatnonzero(in_bulk & (distance_ratios > FAR_DISTANCE)):
+            evidence[i] = 0.0
+            reasons[i] = (
+                f"{distance_ratios[i]:.0f} times further from the round's median update than usual"
+            )
+    for i in np.flatnonzero(copied):
+        evidence[i] = 0.0
+        reasons[i] = "near-identical to another node's update"
+    for i in np.flatnonzero(repeats):
+        evidence[i] = 0.0
+        reasons[i] = "repeats an update sent for an earlier model version"
+    for i in np.flatnonzero(zero):
+        evidence[i] = 0.0
+        reasons[i] = "zero update: the global model sent back unchanged"
+
+    reference_norm = max(svm_norm, 1e-12)
+    return [
+        UpdateScore(
+            cosine=float(cosines[i]),
+            norm_ratio=float(svm_norms[i] / reference_norm),
+            distance_ratio=float(distance_ratios[i]),
+            deviation=float(deviations[i]),
+            evidence=float(evidence[i]),
+            weight=float(weights[i]),
+            clip=float(clips[i]),
+            center_clip=float(center_clips[i]),
+            typical=bool(in_bulk[i]),
+            distances=tuple(float(d) for d in distances[i]),
+            reason=reasons[i],
+        )
+        for i in range(n_updates)
+    ]
+
+
+def learn_baseline(
+    baseline: UpdateBaseline | None, parts: Sequence[np.ndarray], score: UpdateScore
+) -> UpdateBaseline | None:
+    """Return a sender's baseline after its update with ``parts`` was scored ``score``.
+
+    A sender without a fitting baseline starts from its update, unless the
+    update had no evidence at all. An existing baseline and its usual
+    distances move towards the update by ``BASELINE_RATE`` and ``SPREAD_RATE``
+    times the update's evidence: fully for a consistent update, not at all
+    for one without evidence. Honest nodes whose updates drift with the model
+    catch up, and an attacker cannot drag its baseline along without losing
+    trust on the way. The baseline also records whether the update was
+    doubtful (see ``UpdateBaseline.doubtful``).
+    """
+    current = tuple(np.array(p, dtype=float) for p in parts)
+    if baseline is None or not baseline.fits(current):
+        return UpdateBaseline(current) if score.evidence > 0 else None
+    compared = not math.isnan(score.deviation)
+    doubtful = score.evidence < DOUBTFUL_EVIDENCE if compared else baseline.doubtful
+    if score.evidence <= 0.0:
+        return replace(baseline, doubtful=doubtful)
+    rate = BASELINE_RATE * score.evidence
+    moved = tuple(b + rate * (p - b) for b, p in zip(baseline.parts, current, strict=True))
+    measured = [
+        score.distances[i] if i < len(score.distances) else math.nan for i in range(len(current))
+    ]
+    if baseline.spreads is None:
+        return UpdateBaseline(moved, tuple(measured), doubtful)
+    spreads = []
+    for old, new in zip(baseline.spreads, measured, strict=True):
+        if math.isnan(old):
+            spreads.append(new)
+        elif math.isnan(new):
+            spreads.append(old)
+        else:
+            spreads.append(old + SPREAD_RATE * score.evidence * (new - old))
+    return UpdateBaseline(moved, tuple(spreads), doubtful)

@@ -1,0 +1,386 @@
+"""Invariants of the robust, trust-weighted aggregation and of the consistency evidence."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from fltrust_core import protocol
+from fltrust_core.aggregation import aggregate_kind
+from fltrust_core.federation import Federation
+from fltrust_core.model import FeatureStats, KindModel
+from fltrust_core.scoring import (
+    CLIP_RATIO,
+    UpdateBaseline,
+    learn_baseline,
+    lower_median,
+    near_duplicates,
+    score_updates,
+    typical_data,
+    update_digest,
+    update_parts,
+)
+from fltrust_core.trust import NodeTrust, TrustConfig, TrustStatus
+
+from .conftest import PARAMS, PREFIX, NodeSimulator
+
+N_COEF = 8
+
+
+def make_model(coef: np.ndarray, centers: np.ndarray, data: np.ndarray) -> KindModel:
+    """Return a two-feature model with the given SVM weights, centroids and data statistics."""
+    return KindModel(
+        stats=FeatureStats.from_samples(data),
+        svm_coef=np.asarray(coef[:-1], dtype=float),
+        svm_offset=float(coef[-1]),
+        centers=np.asarray(centers, dtype=float),
+        counts=np.full(len(centers), data.shape[0] / len(centers)),
+        n_samples=data.shape[0],
+    )
+
+
+def honest_round(
+    rng: np.random.Generator, base: KindModel, n_nodes: int, directions: np.ndarray
+) -> list[KindModel]:
+    """Return one round of honest updates: each node's own direction plus a little noise."""
+    updates = []
+    for node in range(n_nodes):
+        coef = base.svm_vector() + directions[node] + 0.02 * rng.normal(size=N_COEF + 1)
+        centers = base.centers + 0.1 * directions[node][:4].reshape(2, 2)
+        data = rng.normal(loc=node * 0.1, size=(200, 2))
+        updates.append(make_model(coef, centers, data))
+    return updates
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def base(rng: np.random.Generator) -> KindModel:
+    return make_model(
+        rng.normal(size=N_COEF + 1), rng.normal(size=(2, 2)), rng.normal(size=(500, 2))
+    )
+
+
+@pytest.fixture
+def directions(rng: np.random.Generator) -> np.ndarray:
+    shared = np.ones(N_COEF + 1) * 0.3
+    return shared + 0.1 * rng.normal(size=(8, N_COEF + 1))
+
+
+def score(updates: list[KindModel], base: KindModel, baselines=None, repeated=None):
+    parts = [update_parts(u, base) for u in updates]
+    n_updates = len(updates)
+    return score_updates(
+        parts,
+        baselines or [None] * n_updates,
+        repeated or [False] * n_updates,
+        typical=typical_data([u.stats for u in updates], base.stats),
+    )
+
+
+def aggregate(updates: list[KindModel], base: KindModel, scores) -> KindModel:
+    weights = np.array([s.weight * s.evidence for s in scores])
+    return aggregate_kind(
+        updates,
+        weights * np.array([s.clip for s in scores]),
+        2,
+        base,
+        center_weights=weights * np.array([s.center_clip for s in scores]),
+    )
+
+
+def test_aggregation_permutation_invariant(rng, base, directions) -> None:
+    updates = honest_round(rng, base, 6, directions)
+    updates[5] = replace(updates[5], svm_coef=updates[5].svm_coef * 30)
+    order = [3, 0, 5, 1, 4, 2]
+    scores = score(updates, base)
+    permuted = score([updates[i] for i in order], base)
+    for position, index in enumerate(order):
+        got, expected = permuted[position], scores[index]
+        assert (got.weight, got.clip, got.center_clip, got.evidence, got.typical) == (
+            expected.weight,
+            expected.clip,
+            expected.center_clip,
+            expected.evidence,
+            expected.typical,
+        )
+        assert got.cosine == pytest.approx(expected.cosine)
+    merged = aggregate(updates, base, scores)
+    merged_permuted = aggregate([updates[i] for i in order], base, permuted)
+    np.testing.assert_allclose(merged.svm_vector(), merged_permuted.svm_vector())
+    np.testing.assert_allclose(
+        np.sort(merged.centers, axis=0), np.sort(merged_permuted.centers, axis=0)
+    )
+    np.testing.assert_allclose(merged.stats.mean, merged_permuted.stats.mean)
+
+
+def test_single_honest_node_is_taken_as_is(rng, base, directions) -> None:
+    [update] = honest_round(rng, base, 1, directions)
+    [result] = score([update], base)
+    assert (result.weight, result.clip, result.center_clip, result.evidence) == (1.0, 1.0, 1.0, 1.0)
+    merged = aggregate([update], base, [result])
+    np.testing.assert_allclose(merged.svm_vector(), update.svm_vector())
+    np.testing.assert_allclose(merged.stats.mean, update.stats.mean)
+
+
+def test_identical_updates_aggregate_to_themselves(rng, base, directions) -> None:
+    [update] = honest_round(rng, base, 1, directions)
+    updates = [update] * 5
+    scores = score(updates, base)
+    assert all(s.evidence == 1.0 and s.weight == 1.0 and s.clip == 1.0 for s in scores)
+    merged = aggregate(updates, base, scores)
+    np.testing.assert_allclose(merged.svm_vector(), update.svm_vector())
+    np.testing.assert_allclose(merged.centers, update.centers)
+
+
+def test_huge_norm_is_clipped(rng, base, directions) -> None:
+    updates = honest_round(rng, base, 6, directions)
+    honest = aggregate(updates, base, score(updates, base))
+    huge = replace(updates[0], svm_coef=base.svm_coef + 1e6 * (updates[0].svm_coef - base.svm_coef))
+    scores = score([huge, *updates[1:]], base)
+    assert scores[0].norm_ratio > 1e5
+    assert scores[0].clip == pytest.approx(CLIP_RATIO / scores[0].norm_ratio, rel=1e-6)
+    assert all(s.clip == 1.0 for s in scores[1:])
+
+    merged = aggregate([huge, *updates[1:]], base, scores)
+
+    norms = [np.linalg.norm(u.svm_vector() - base.svm_vector()) for u in updates[1:]]
+    change = np.linalg.norm(merged.svm_vector() - base.svm_vector())
+    assert change <= CLIP_RATIO * max(norms)
+    assert np.linalg.norm(merged.svm_vector() - honest.svm_vector()) < min(norms)
+
+
+def test_nan_update_rejected_before_aggregation(federation: Federation, now: float) -> None:
+    nodes = [NodeSimulator(f"node-{i}") for i in range(4)]
+    for node in nodes:
+        federation.handle_message(*node.heartbeat(now), now)
+    federation.start_round(now)
+    rng = np.random.default_rng(1)
+    for node in nodes[:3]:
+        model = make_model(
+            1.0 + 0.05 * rng.normal(size=PARAMS.rff_components + 1),
+            np.array([[-0.5], [0.5]]),
+            rng.normal(size=(50, 1)),
+        )
+        assert not federation.handle_message(*node.update(1, model, now), now).events
+    poisoned = protocol.update_body(
+        protocol.ModelUpdate(
+            1,
+            0,
+            {
+                "temperature": make_model(
+                    np.ones(PARAMS.rff_components + 1), np.array([[-0.5], [0.5]]), np.ones((50, 1))
+                )
+            },
+        )
+    )
+    poisoned["kinds"]["temperature"]["svm"]["coef"][0] = float("nan")
+    envelope = nodes[3].envelope("update", poisoned, now)
+    outcome = federation.handle_message(
+        protocol.node_topic(PREFIX, "node-3", "update"), json.dumps(envelope).encode(), now
+    )
+    assert outcome.events[0].data["reason"] == "non_finite"
+    assert "node-3" not in federation.updates
+
+    federation.close_round(now + 1)
+
+    assert federation.model.version == 1
+    assert set(federation.model.contributors) == {"node-0", "node-1", "node-2"}
+    assert np.isfinite(federation.model.kinds["temperature"].svm_vector()).all()
+
+
+def test_opposed_update_weighs_nothing(rng, base, directions) -> None:
+    updates = honest_round(rng, base, 6, directions)
+    flipped = replace(
+        updates[0], svm_coef=base.svm_coef - 4 * (updates[0].svm_coef - base.svm_coef)
+    )
+    scores = score([flipped, *updates[1:]], base)
+    assert scores[0].cosine < 0
+    assert scores[0].weight == 0.0
+    assert all(s.weight == 1.0 for s in scores[1:])
+
+
+def test_atypical_data_weighs_nothing_and_stays_out_of_statistics(rng, base, directions) -> None:
+    updates = honest_round(rng, base, 6, directions)
+    far = replace(updates[0], stats=FeatureStats.from_samples(rng.normal(loc=90.0, size=(200, 2))))
+    updates = [far, *updates[1:]]
+    mask = typical_data([u.stats for u in updates], base.stats)
+    np.testing.assert_array_equal(mask, [False, True, True, True, True, True])
+    scores = score(updates, base)
+    assert not scores[0].typical
+    assert scores[0].weight == 0.0
+    assert scores[0].evidence == 1.0
+
+
+def test_typical_data_first_round_uses_senders() -> None:
+    rng = np.random.default_rng(2)
+    stats = [FeatureStats.from_samples(rng.normal(loc=i * 0.2, size=(100, 3))) for i in range(5)]
+    stats.append(FeatureStats.from_samples(rng.normal(loc=500.0, size=(100, 3))))
+    np.testing.assert_array_equal(typical_data(stats), [True] * 5 + [False])
+    assert typical_data(stats[:2]).all()
+
+
+def run_history(rng, base, directions, rounds: int, change=None):
+    """Score ``rounds`` rounds of honest updates; ``change`` alters node 0's last update."""
+    baselines = [None] * 6
+    results = []
+    for round_number in range(rounds):
+        updates = honest_round(rng, base, 6, directions)
+        if change is not None and round_number == rounds - 1:
+            updates[0] = change(updates[0])
+        parts = [update_parts(u, base) for u in updates]
+        results = score_updates(
+            parts,
+            baselines,
+            [False] * 6,
+            typical=typical_data([u.stats for u in updates], base.stats),
+        )
+        baselines = [
+            learn_baseline(b, p, s) for b, p, s in zip(baselines, parts, results, strict=True)
+        ]
+    return results
+
+
+def test_consistent_nodes_keep_evidence(rng, base, directions) -> None:
+    results = run_history(rng, base, directions, rounds=6)
+    assert all(s.evidence == 1.0 for s in results)
+    assert all(s.deviation < 3.0 for s in results)
+
+
+def test_merely_different_node_keeps_evidence(rng, base) -> None:
+    directions = np.tile(np.ones(N_COEF + 1) * 0.3, (8, 1))
+    directions[0] = -directions[0]
+
+    def elsewhere(update: KindModel) -> KindModel:
+        return replace(update, stats=FeatureStats.from_samples(rng.normal(loc=60.0, size=(200, 2))))
+
+    baselines = [None] * 6
+    for _ in range(6):
+        updates = honest_round(rng, base, 6, directions)
+        updates[0] = elsewhere(updates[0])
+        parts = [update_parts(u, base) for u in updates]
+        results = score_updates(
+            parts,
+            baselines,
+            [False] * 6,
+            typical=typical_data([u.stats for u in updates], base.stats),
+        )
+        baselines = [
+            learn_baseline(b, p, s) for b, p, s in zip(baselines, parts, results, strict=True)
+        ]
+        assert not results[0].typical
+        assert results[0].weight == 0.0
+        assert results[0].evidence == 1.0
+
+
+def test_far_update_loses_evidence_without_history(rng, base, directions) -> None:
+    updates = honest_round(rng, base, 6, directions)
+    updates[0] = replace(
+        updates[0], svm_coef=base.svm_coef - 50 * (updates[0].svm_coef - base.svm_coef)
+    )
+    scores = score(updates, base)
+    assert np.isnan(scores[0].deviation)
+    assert scores[0].distance_ratio > 25
+    assert scores[0].evidence == 0.0
+    assert "further from the round's median" in scores[0].reason
+    assert all(s.evidence == 1.0 for s in scores[1:])
+
+
+def test_sign_flip_after_history_loses_evidence(rng, base, directions) -> None:
+    def flip(update: KindModel) -> KindModel:
+        return replace(update, svm_coef=base.svm_coef - 4 * (update.svm_coef - base.svm_coef))
+
+    results = run_history(rng, base, directions, rounds=6, change=flip)
+    assert results[0].deviation > 6.0
+    assert results[0].evidence == 0.0
+    assert all(s.evidence == 1.0 for s in results[1:])
+
+
+def test_shifted_data_loses_evidence(rng, base, directions) -> None:
+    def shift(update: KindModel) -> KindModel:
+        data = rng.normal(loc=3.0, size=(200, 2))
+        return replace(update, stats=FeatureStats.from_samples(data))
+
+    results = run_history(rng, base, directions, rounds=6, change=shift)
+    assert results[0].evidence == 0.0
+
+
+def test_zero_repeated_and_copied_updates_lose_evidence(rng, base, directions) -> None:
+    updates = honest_round(rng, base, 6, directions)
+    updates[0] = replace(updates[0], svm_coef=base.svm_coef.copy(), svm_offset=base.svm_offset)
+    updates[2] = replace(updates[1])
+    scores = score(updates, base, repeated=[False, False, False, True, False, False])
+    assert scores[0].evidence == 0.0
+    assert scores[0].reason.startswith("zero update")
+    assert scores[1].evidence == scores[2].evidence == 0.0
+    assert "near-identical" in scores[1].reason
+    assert scores[3].evidence == 0.0
+    assert "repeats" in scores[3].reason
+    assert scores[4].evidence == scores[5].evidence == 1.0
+
+
+def test_near_duplicates_needs_a_majority_of_distinct_updates() -> None:
+    rng = np.random.default_rng(3)
+    honest = rng.normal(size=(6, 10))
+    copies = np.tile(rng.normal(size=10), (4, 1)) + 1e-9 * rng.normal(size=(4, 10))
+    np.testing.assert_array_equal(
+        near_duplicates(np.vstack([honest, copies])), [False] * 6 + [True] * 4
+    )
+    assert not near_duplicates(np.tile(honest[0], (5, 1))).any()
+    assert not near_duplicates(honest[:2]).any()
+
+
+def test_lower_median_never_averages() -> None:
+    values = np.array([1.0, 2.0, 3.0, 100.0, 100.0, 100.0, 100.0, 4.0, 5.0, 6.0])
+    assert lower_median(values) == 5.0
+    np.testing.assert_array_equal(
+        lower_median(np.array([[1.0, 9.0], [3.0, 7.0]]), axis=0), [1.0, 7.0]
+    )
+
+
+def test_baseline_moves_with_evidence(rng, base, directions) -> None:
+    [update] = honest_round(rng, base, 1, directions)
+    parts = update_parts(update, base)
+    [first] = score_updates([parts], [None], [False])
+    baseline = learn_baseline(None, parts, first)
+    assert baseline is not None
+    moved = [p + 1.0 for p in parts]
+
+    learned = learn_baseline(baseline, moved, first)
+    halfway = learn_baseline(baseline, moved, replace(first, evidence=0.5))
+
+    np.testing.assert_allclose(learned.parts[0], parts[0] + 0.25)
+    np.testing.assert_allclose(halfway.parts[0], parts[0] + 0.125)
+    unchanged = learn_baseline(baseline, moved, replace(first, evidence=0.0))
+    np.testing.assert_array_equal(unchanged.parts[0], baseline.parts[0])
+    assert learn_baseline(None, parts, replace(first, evidence=0.0)) is None
+
+
+def test_baseline_json_round_trip(rng, base, directions) -> None:
+    [update] = honest_round(rng, base, 1, directions)
+    parts = update_parts(update, base)
+    baseline = UpdateBaseline(tuple(parts), (0.5, float("nan"), 0.1))
+    restored = UpdateBaseline.from_json(json.loads(json.dumps(baseline.to_json())))
+    for restored_part, part in zip(restored.parts, baseline.parts, strict=True):
+        np.testing.assert_array_equal(restored_part, part)
+    assert restored.spreads[0] == 0.5
+    assert np.isnan(restored.spreads[1])
+
+
+def test_node_trust_stores_baseline_and_digests(rng, base, directions) -> None:
+    [update] = honest_round(rng, base, 1, directions)
+    parts = update_parts(update, base)
+    [result] = score_updates([parts], [None], [False])
+    trust = NodeTrust()
+    trust.observe_update("pump", parts, result, update_digest(update), 3)
+    assert trust.update_baseline("pump").fits(parts)
+    assert trust.update_digests["pump"] == [[update_digest(update), 3]]
+    assert NodeTrust.from_dict(json.loads(json.dumps(trust.to_dict()))) == trust
+    trust.status = TrustStatus.QUARANTINED
+    trust.release(TrustConfig())
+    assert trust.update_baseline("pump") is None
