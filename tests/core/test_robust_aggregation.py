@@ -205,7 +205,7 @@ def test_opposed_update_weighs_nothing(rng, base, directions) -> None:
     assert all(s.weight == 1.0 for s in scores[1:])
 
 
-def test_atypical_data_weighs_nothing_and_stays_out_of_statistics(rng, base, directions) -> None:
+def test_atypical_data_weighs_nothing(rng, base, directions) -> None:
     updates = honest_round(rng, base, 6, directions)
     far = replace(updates[0], stats=FeatureStats.from_samples(rng.normal(loc=90.0, size=(200, 2))))
     updates = [far, *updates[1:]]

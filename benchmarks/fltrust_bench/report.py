@@ -1,0 +1,901 @@
+"""docs/benchmarks.md and its plots, written from the raw results of a benchmark run.
+
+Every figure and every verdict on the page is computed here from the
+results, so a rerun rewrites the page consistently. The prose states only what
+is true whatever the figures turn out to be.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from collections import defaultdict
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import plots
+from .analysis import (
+    CANDIDATE_PREFIX,
+    FLOWER_METHODS,
+    MAIN_METHODS,
+    QUARANTINE_TARGET_ROUNDS,
+    by_fraction,
+    cells,
+    clean_figures,
+    methods_over_grid,
+    quarantine_round,
+    trust_summary,
+)
+from .attacking import ATTACKS
+from .candidates import CANDIDATES, CHOSEN
+
+FEDERATION_TEXT = {
+    "pump": (
+        "same kind, 10 nodes: SKAB valve1 experiments 0-8 (one pump run per node) and the "
+        "anomaly-free run, recorded in another operating regime (volume flow about 125 instead "
+        "of 32 L/min). Features: the 8 sensor values smoothed over 6 readings. Each node trains "
+        "on its first 400 rows (all before the valve fault) and is tested on the rest of its file."
+    ),
+    "gps": (
+        "same kind, 10 nodes: the TON_IoT GPS tracker, cleaned of its formatting leaks and "
+        "sorted by time, cut into 10 blocks of normal rows and 10 blocks of attack rows (the "
+        "two come from different days). Features: latitude and longitude of each row. Each node "
+        "trains on the first half of its normal block (at most 500 rows) and is tested on the "
+        "second half plus its attack block."
+    ),
+    "machine": (
+        "same kind, 10 nodes: NAB machine_temperature cut into 10 stretches of equal length. "
+        "Features: the value smoothed over 6 readings, its trend against 48 readings and its "
+        "standard deviation over 48. Each node trains on the first 500 rows of its stretch "
+        "outside the anomaly windows and is tested on the rest; stretches without a window "
+        "count for the false-positive rate only."
+    ),
+    "mixed": (
+        "mixed kinds, 15 nodes: 5 SKAB pumps (valve1 experiments 10-14), 5 TON_IoT GPS tracker "
+        "blocks and 5 NAB machine temperature stretches, with the features above. The "
+        "coordinator keeps one model per kind."
+    ),
+}
+
+METHOD_TEXT = {
+    "fltrust": (
+        "the coordinator's round engine (`Federation`): signed messages, trust and quarantine"
+    ),
+    "FedAvg": "`aggregate`: sample-weighted mean",
+    "Krum": "`aggregate_krum(num_malicious=f, to_keep=0)`",
+    "Multi-Krum": "`aggregate_krum(num_malicious=f, to_keep=n - f)`",
+    "FedMedian": "`aggregate_median`",
+    "FedTrimmedAvg": "`aggregate_trimmed_avg(proportiontocut=f / n)`",
+    "Bulyan": "`aggregate_bulyan` over Krum with `num_malicious = min(f, (n - 3) // 4)`",
+}
+
+
+def _fmt(value: float | None, digits: int = 3, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _package(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _atypical(document: dict[str, Any]) -> dict[str, set[str]]:
+    result: dict[str, set[str]] = defaultdict(set)
+    for run in document["runs"]:
+        result[run["spec"]["federation"]].update(run.get("atypical", []))
+    return result
+
+
+def _find_run(runs: list[dict[str, Any]], **expected: Any) -> dict[str, Any] | None:
+    for run in runs:
+        if all(run["spec"].get(k) == v for k, v in expected.items()):
+            return run
+    return None
+
+
+class Report:
+    """Builds the page section by section."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        """Compute every summary the page needs."""
+        self.document = document
+        self.config = document["config"]
+        self.runs = document["runs"]
+        self.atypical = _atypical(document)
+        self.grid = cells(self.runs)
+        self.clean = clean_figures(self.runs, document["references"])
+        candidate_methods = [CANDIDATE_PREFIX + c.name for c in CANDIDATES]
+        self.overall = methods_over_grid(self.grid, [*MAIN_METHODS, *candidate_methods])
+        self.trust = trust_summary(self.runs, "fltrust", self.atypical)
+        self.candidate_trust = {
+            c.name: trust_summary(self.runs, CANDIDATE_PREFIX + c.name, self.atypical)
+            for c in CANDIDATES
+        }
+        self.sections: list[str] = []
+
+    # Targets.
+
+    def benign_node_runs(self) -> int:
+        """Return how many (run, honest node) pairs the grid has."""
+        return sum(1 for r in self.runs for n in r["trust"]["fltrust"] if n not in r["malicious"])
+
+    def worst_cell(self, metric: str, low: float, high: float) -> tuple[float, str]:
+        """Return fltrust's lowest mean change of ``metric`` over cells in (low, high]."""
+        worst, where = math.inf, ""
+        for (federation, attack, fraction, method), cell in self.grid.items():
+            if method != "fltrust" or not low < fraction <= high:
+                continue
+            value = cell.mean(metric)
+            if value < worst:
+                worst, where = value, f"{federation}, {attack}, {fraction:.0%}"
+        return worst, where
+
+    def failing_cells(self, limit: float, low: float, high: float) -> list[str]:
+        """Return the cells where fltrust's mean AUC or F1 change is below ``-limit``."""
+        failing = []
+        for (federation, attack, fraction, method), cell in sorted(self.grid.items()):
+            if method != "fltrust" or not low < fraction <= high:
+                continue
+            auc, f1 = cell.mean("delta_auc"), cell.mean("delta_f1")
+            if auc < -limit or f1 < -limit:
+                failing.append(
+                    f"{federation} / {attack} / {fraction:.0%}: AUC {_fmt(auc, signed=True)}, "
+                    f"F1 {_fmt(f1, signed=True)}"
+                )
+        return failing
+
+    def targets(self) -> str:
+        """Return the table of targets with measured figures and verdicts."""
+        rows = self.robustness_targets()
+        rows.append(self.flower_target())
+        rows += self.trust_targets()
+        rows += self.federated_targets()
+        rows.append(self.runtime_target())
+        return _table(["target", "measured", "verdict"], rows)
+
+    def robustness_targets(self) -> list[list[str]]:
+        """Return the rows of the AUC and F1 targets under attack."""
+        rows = []
+        for label, low, high, limit in (
+            ("up to 30 %", 0.0, 0.3, 0.02),
+            ("40 %", 0.3, 0.4, 0.05),
+        ):
+            auc, auc_cell = self.worst_cell("delta_auc", low, high)
+            f1, f1_cell = self.worst_cell("delta_f1", low, high)
+            failing = self.failing_cells(limit, low, high)
+            rows.append(
+                [
+                    f"AUC and F1 within {limit} of the attack-free figures, every attack, "
+                    f"{label} malicious",
+                    f"worst cell AUC {_fmt(auc, signed=True)} ({auc_cell}), "
+                    f"F1 {_fmt(f1, signed=True)} ({f1_cell}); {len(failing)} cells below",
+                    "met" if auc >= -limit and f1 >= -limit else "not met",
+                ]
+            )
+        return rows
+
+    def flower_target(self) -> list[str]:
+        """Return the row comparing fltrust with the best Flower rule over the grid."""
+        fl = self.overall["fltrust"]
+        best_auc = max(FLOWER_METHODS, key=lambda m: self.overall[m]["auc"])
+        best_f1 = max(FLOWER_METHODS, key=lambda m: self.overall[m]["f1"])
+        met = fl["auc"] >= self.overall[best_auc]["auc"] and fl["f1"] >= self.overall[best_f1]["f1"]
+        return [
+            "At least as good as the best Flower rule on average over the grid",
+            f"fltrust AUC {_fmt(fl['auc'])}, F1 {_fmt(fl['f1'])}; best Flower AUC "
+            f"{_fmt(self.overall[best_auc]['auc'])} ({best_auc}), F1 "
+            f"{_fmt(self.overall[best_f1]['f1'])} ({best_f1})",
+            "met" if met else "not met",
+        ]
+
+    def trust_targets(self) -> list[list[str]]:
+        """Return the rows of the quarantine targets."""
+        benign = self.trust.benign_quarantined
+        missed = [
+            m for m in self.trust.malicious if m[5] is None or m[5] > QUARANTINE_TARGET_ROUNDS
+        ]
+        return [
+            [
+                "No benign node quarantined in any run",
+                f"{len(benign)} benign node-runs quarantined of {self.benign_node_runs()}",
+                "met" if not benign else "not met",
+            ],
+            [
+                f"Every malicious node quarantined within {QUARANTINE_TARGET_ROUNDS} rounds "
+                "of starting to attack",
+                f"{_fmt(100 * self.trust.within_target(), 1)} % of "
+                f"{len(self.trust.malicious)} malicious node-runs; {len(missed)} missed",
+                "met" if not missed else "not met",
+            ],
+        ]
+
+    def federated_targets(self) -> list[list[str]]:
+        """Return, per same-kind federation, federated against local-only and centralized."""
+        rows = []
+        for federation in self.config["federations"]:
+            if federation == "mixed" or federation not in self.clean:
+                continue
+            figures = self.clean[federation]
+            fed, local = figures["fltrust"], figures["local"]
+            central = max(
+                (figures[m]["auc"] for m in ("central", "central_typical") if m in figures),
+                default=math.nan,
+            )
+            met = fed["auc"] > local["auc"] and fed["auc"] >= central - 0.02
+            rows.append(
+                [
+                    f"{federation}: federated beats local-only and is within 0.02 AUC of "
+                    "centralized",
+                    f"AUC fltrust {_fmt(fed['auc'])}, local-only {_fmt(local['auc'])}, "
+                    f"centralized {_fmt(central)} (the better of the two centralized models)",
+                    "met" if met else "not met",
+                ]
+            )
+        return rows
+
+    def runtime_target(self) -> list[str]:
+        """Return the row of the default run's time."""
+        total = self.document["seconds"].get("total", math.nan)
+        measured = (
+            f"{_fmt(total / 60, 1)} min with {self.document.get('workers')} worker processes "
+            f"on {self.document.get('cpus', 'an unrecorded number of')} CPUs"
+        )
+        if self.document.get("full"):
+            return ["Default run under 15 minutes", measured + " for --full", "not measured"]
+        return ["Default run under 15 minutes", measured, "met" if total < 900 else "not met"]
+
+    # Sections.
+
+    def header(self) -> None:
+        """Add the title, the command and what this run was."""
+        config = self.config
+        seconds = self.document["seconds"]
+        fractions = ", ".join(f"{f:.0%}" for f in config["fractions"])
+        self.sections.append(
+            "\n".join(
+                [
+                    "# Poisoning-robustness benchmark",
+                    "",
+                    "fltrust's robust aggregation and trust scoring under poisoning attacks, next "
+                    "to Flower's aggregation rules, on real sensor-fault and attack data. The "
+                    "page is written by the benchmark itself; every figure below comes from the "
+                    "run described here.",
+                    "",
+                    "```",
+                    "script/bench [--data DIR] [--full] [--out docs]",
+                    "```",
+                    "",
+                    "`script/bench` creates `.venv-bench` (Python 3.11 with flwr, NumPy, "
+                    "scikit-learn, matplotlib and fltrust without its dependencies) when it is "
+                    "missing and runs `python -m fltrust_bench`. `--data` is the folder with "
+                    "`skab/`, `ton_iot/` and `nab-realKnownCause/` (default `../shared/data` "
+                    "next to the repository); the benchmark stops with an error naming what is "
+                    "missing. `--full` runs 5 seeds, 12 rounds and a fourth federation. Raw "
+                    "results go to `build/benchmark-results.json`, and `--report-only` rewrites "
+                    "this page from them.",
+                    "",
+                    f"This run: {len(config['federations'])} federations, "
+                    f"{len(config['attacks'])} attacks, malicious fractions {fractions} and 0 %, "
+                    f"seeds {', '.join(map(str, config['seeds']))}, {config['rounds']} rounds "
+                    f"with attacks from round {config['attack_start']}: {len(self.runs)} runs. "
+                    f"Time: {_fmt(seconds.get('total', math.nan) / 60, 1)} min in all (grid "
+                    f"{_fmt(seconds.get('grid', math.nan), 0)} s, reference models "
+                    f"{_fmt(seconds.get('references', math.nan), 0)} s, trust dynamics "
+                    f"{_fmt(seconds.get('dynamics', math.nan), 0)} s, cost "
+                    f"{_fmt(seconds.get('costs', math.nan), 0)} s) with "
+                    f"{self.document.get('workers')} worker processes, Python "
+                    f"{platform.python_version()}, flwr {_package('flwr')}, NumPy "
+                    f"{_package('numpy')}, scikit-learn {_package('scikit-learn')}.",
+                ]
+            )
+        )
+
+    def summary(self) -> None:
+        """Add the targets, with the cells that miss the robustness targets."""
+        parts = ["## Targets", "", self.targets()]
+        for label, low, high, limit in (("up to 30 %", 0.0, 0.3, 0.02), ("40 %", 0.3, 0.4, 0.05)):
+            failing = self.failing_cells(limit, low, high)
+            if failing:
+                parts += [
+                    "",
+                    f"Cells with {label} malicious nodes where fltrust's mean AUC or F1 fell by "
+                    f"more than {limit}: " + "; ".join(failing) + ".",
+                ]
+        self.sections.append("\n".join(parts))
+
+    def method(self) -> None:
+        """Add the description of fltrust's rule and the comparison of candidates."""
+        rows = []
+        for candidate in CANDIDATES:
+            figures = self.overall[CANDIDATE_PREFIX + candidate.name]
+            trust = self.candidate_trust[candidate.name]
+            different = min(trust.different_min.values(), default=math.nan)
+            rows.append(
+                [
+                    candidate.name + (" (chosen)" if candidate.name == CHOSEN else ""),
+                    _fmt(figures["auc"]),
+                    _fmt(figures["f1"]),
+                    _fmt(figures["worst_delta_auc"], signed=True),
+                    _fmt(100 * trust.within_target(), 1),
+                    str(len(trust.benign_quarantined)),
+                    _fmt(different, 1),
+                ]
+            )
+        table = _table(
+            [
+                "candidate",
+                "mean AUC",
+                "mean F1",
+                "worst cell AUC change",
+                f"malicious quarantined within {QUARANTINE_TARGET_ROUNDS} rounds (%)",
+                "benign node-runs quarantined",
+                "lowest trust of an honest atypical node",
+            ],
+            rows,
+        )
+        self.sections.append(
+            "\n".join(
+                [
+                    "## The aggregation rule and why",
+                    "",
+                    "Every candidate ran in shadow mode on every run of the grid: it saw the same "
+                    "updates, kept its own trust scores with the core's `NodeTrust`, and its "
+                    "aggregate of each round was evaluated like every other method's. Means are "
+                    "over all attacked cells of the grid; the worst cell is the lowest mean "
+                    "change of AUC against the attack-free run.",
+                    "",
+                    table,
+                    "",
+                    "The candidates differ in three choices. The reference of a round is the "
+                    "coordinate-wise median of the deltas (each update minus the previous global "
+                    "model), or an update the coordinator trains itself on 100 clean rows of the "
+                    "kind, as FLTrust (Cao et al., NDSS 2021) does; those rows come from the "
+                    "honest nodes' training data, which favours that reference. The weight of an "
+                    "update is its cosine with the reference (negative cosines weigh 0) or a gate "
+                    "(1 for a positive cosine, 0 otherwise), with deltas clipped to the reference "
+                    "norm or to twice the median norm. The trust evidence is the FLTrust cosine "
+                    "itself, or the consistency of the node's update with its own earlier ones.",
+                    "",
+                    "What the core does now (`custom_components/fltrust/core/scoring.py`, chosen "
+                    f'candidate "{CHOSEN}"). Aggregation weight: the reference is the lower '
+                    "coordinate-wise median of the SVM deltas of senders whose data is typical of "
+                    "the kind; a delta with a positive cosine to it takes part, and deltas longer "
+                    "than twice the median norm are scaled down, the SVM part and the centroids "
+                    "each on its own. Senders whose feature means lie more than 10 standard "
+                    "deviations from the kind's normalization (another operating regime) weigh "
+                    "nothing and stay out of the normalization. The FedAvg weight of an update is "
+                    "its sample count times its sender's trust weight times its evidence times "
+                    "the direction gate.",
+                    "",
+                    "Trust evidence comes from each node's own history. Its baseline is the "
+                    "evidence-weighted average of its earlier updates; the SVM delta and the "
+                    "statistics of its data (feature means in its own standard deviations, log "
+                    "standard deviations) are compared with it once the move that all nodes share "
+                    "is removed, and divided by the larger of the round's usual distance and the "
+                    "node's own usual distance (capped at 3 times the round's). Up to 3 costs "
+                    "nothing, 6 and more leaves no evidence, and right after an update left with "
+                    "less than half its evidence anything above 3 leaves none. The centroids are "
+                    "not compared, because k-means centroids of honest nodes jump between modes "
+                    "of their data. Whatever the history, zero updates, updates repeated from an "
+                    "earlier model version, near-identical updates of different nodes and SVM "
+                    "deltas more than 25 usual distances from the round's median get no evidence.",
+                    "",
+                    self.candidate_verdict(),
+                    "",
+                    "Why this split: a node whose data is merely different points away from the "
+                    "majority in every round. A rule that turns the cosine into trust (FLTrust's "
+                    "score) quarantines it; the table shows how often each candidate quarantined "
+                    "honest nodes. Consistency with its own past keeps an honest outlier trusted "
+                    "while an attacker, which changes what it sends when it starts, loses trust "
+                    "in its first attack rounds. The gate and the clip keep the kind's model to "
+                    "the majority direction whatever the trust scores are.",
+                ]
+            )
+        )
+
+    def candidate_verdict(self) -> str:
+        """Return how close the consistency candidates came to each other, and the tie-break."""
+        names = [c.name for c in CANDIDATES if c.evidence == "consistency"]
+        aucs = [self.overall[CANDIDATE_PREFIX + n]["auc"] for n in names]
+        f1s = [self.overall[CANDIDATE_PREFIX + n]["f1"] for n in names]
+        best = names[int(np.nanargmax(aucs))]
+        return (
+            f"The {len(names)} candidates with consistency trust lie within "
+            f"{_fmt(max(aucs) - min(aucs))} of each other in mean AUC and "
+            f'{_fmt(max(f1s) - min(f1s))} in mean F1; the highest mean AUC is "{best}". '
+            "With figures this close the choice rests on deployment: the median reference "
+            "needs neither a clean calibration set per kind nor scikit-learn at the "
+            "coordinator (the integration requires only NumPy), and a coordinator-trained "
+            "reference needs both."
+        )
+
+    def setup(self) -> None:
+        """Add the data, federations, attacks, methods and protocol."""
+        federations = "\n".join(
+            f"- `{name}`: {FEDERATION_TEXT[name]}"
+            + (
+                f" Nodes with atypical data (by the core's own rule): "
+                f"{', '.join(sorted(self.atypical[name]))}."
+                if self.atypical.get(name)
+                else ""
+            )
+            for name in self.config["federations"]
+        )
+        attacks = "\n".join(
+            f"- `{name}`: {ATTACKS[name].description}." for name in self.config["attacks"]
+        )
+        methods = "\n".join(f"- {name}: {text}." for name, text in METHOD_TEXT.items())
+        self.sections.append(
+            "\n".join(
+                [
+                    "## Setup",
+                    "",
+                    "Data: NAB realKnownCause and SKAB (sensor faults) and TON_IoT (attacks), read "
+                    f"from `{self.document['data_dir']}`. Federations:",
+                    "",
+                    federations,
+                    "",
+                    "Nodes run in-process. Each round every node trains its update with the edge "
+                    "node's own code (`KindDetector.train`, the federated one-class SVM over "
+                    "random Fourier features and k-means) on a random 80 % of its training rows, "
+                    "starting from the global model; the federation parameters are the core's "
+                    "defaults. Updates travel as signed messages into the coordinator's round "
+                    "engine, which scores them, updates trust, quarantines, aggregates and "
+                    "publishes the next model. Nodes answer re-authentication challenges, "
+                    "attackers included, and send constant, honest heartbeats, so only the "
+                    "update integrity signal can expose an attacker.",
+                    "",
+                    f"Attacks (from round {self.config['attack_start']} on; attackers are chosen "
+                    "at random per seed, spread evenly over kinds, never the designated honest "
+                    "outlier `pump-regime-b`; the functions are in "
+                    "`custom_components/fltrust/core/attacks.py`):",
+                    "",
+                    attacks,
+                    "",
+                    "Methods. Flower's rules (flwr's own functions in "
+                    "`flwr.server.strategy.aggregate`) receive the very same update arrays as "
+                    "fltrust, per kind, each part of the model as one array. They run in shadow "
+                    "mode: their aggregate of the last round is evaluated but never sent back, so "
+                    "their poisoning cannot compound over rounds; and they get the true number of "
+                    "attackers `f` among the senders of each kind. Both favour them.",
+                    "",
+                    methods,
+                    "  Bulyan needs n >= 4f + 3 updates, so with 10 nodes of a kind it assumes "
+                    "at most 1 attacker, and with 5 it assumes none and returns the plain mean.",
+                    "- local-only: each node trains the same number of rounds on its own rows.",
+                    "- centralized: one model per kind trained on the pooled training rows of all "
+                    "nodes of the kind, and one on the pooled rows of the nodes whose data is "
+                    "typical (the data fltrust's coordinator admits to the kind's model).",
+                    "",
+                    "Evaluation: after the last round each honest node calibrates each method's "
+                    "model of its kind on its own normal training rows (`KindDetector.fit`, "
+                    "threshold at the 99th percentile, a 1 % false-positive target) and scores its "
+                    "test rows. Figures are means over honest nodes whose test rows hold both "
+                    "classes (the false-positive rate over all honest nodes), then over seeds. "
+                    "Changes compare a method with itself in the attack-free run of the same "
+                    "seed, on the same nodes.",
+                ]
+            )
+        )
+
+    def detection(self) -> None:
+        """Add the attack-free detection figures, with local-only and centralized models."""
+        parts = [
+            "## Detection without attacks",
+            "",
+            "Precision, recall, F1 and false-positive rate at the threshold each node "
+            "calibrates on its own normal data, next to the F1 of flagging every row. TON_IoT "
+            "attack rows are most of each GPS test set, so flagging everything already scores "
+            "high there; NAB's point-wise figures are low for every detector. Where "
+            "local-only beats every shared model, the nodes' normal data differ too much for "
+            "a shared model to help detection, and a federation is there for robustness and "
+            "trust rather than accuracy.",
+        ]
+        for federation in self.config["federations"]:
+            figures = self.clean.get(federation, {})
+            rows = []
+            for method in [*MAIN_METHODS, "local", "central", "central_typical"]:
+                if method not in figures:
+                    continue
+                f = figures[method]
+                name = {
+                    "local": "local-only",
+                    "central": "centralized, all nodes",
+                    "central_typical": "centralized, typical nodes",
+                }.get(method, method)
+                rows.append(
+                    [
+                        name,
+                        _fmt(f["auc"]),
+                        _fmt(f["precision"]),
+                        _fmt(f["recall"]),
+                        _fmt(f["f1"]),
+                        _fmt(f["fpr"]),
+                        _fmt(f["flag_all_f1"]),
+                    ]
+                )
+            parts += [
+                "",
+                f"### {federation}",
+                "",
+                _table(
+                    ["method", "ROC AUC", "precision", "recall", "F1", "FPR", "F1 flag-all"], rows
+                ),
+            ]
+        self.sections.append("\n".join(parts))
+
+    def robustness(self) -> None:
+        """Add AUC and F1 against the malicious fraction and fltrust's change per attack."""
+        fractions = [0.0, *self.config["fractions"]]
+        figures = by_fraction(self.runs, MAIN_METHODS)
+        parts = [
+            "## Robustness",
+            "",
+            "![ROC AUC and F1 against the malicious fraction](benchmark-fractions.png)",
+            "",
+            "Mean ROC AUC / F1 over attacks and seeds (0 % is the attack-free run). Each "
+            "fraction averages over its own honest nodes, because attackers are left out of the "
+            "evaluation, so compare methods within a column; the changes further down compare "
+            "each method with itself on the same nodes.",
+        ]
+        for federation in self.config["federations"]:
+            rows = []
+            for method in MAIN_METHODS:
+                series = figures.get(federation, {}).get(method, {})
+                rows.append(
+                    [method]
+                    + [
+                        f"{_fmt(series[f]['auc'])} / {_fmt(series[f]['f1'])}"
+                        if f in series
+                        else "n/a"
+                        for f in fractions
+                    ]
+                )
+            parts += [
+                "",
+                f"### {federation}",
+                "",
+                _table(["method", *[f"{f:.0%}" for f in fractions]], rows),
+            ]
+        parts += [
+            "",
+            "### Per attack, mean over federations and seeds",
+            "",
+            "Change of ROC AUC / F1 against each method's attack-free figures, at 30 % and "
+            "40 % malicious nodes:",
+        ]
+        for fraction in (0.3, 0.4):
+            rows = []
+            for attack in self.config["attacks"]:
+                row = [attack]
+                for method in MAIN_METHODS:
+                    selected = [
+                        c
+                        for (fed, a, f, m), c in self.grid.items()
+                        if a == attack and m == method and math.isclose(f, fraction)
+                    ]
+                    auc = (
+                        np.nanmean([c.mean("delta_auc") for c in selected])
+                        if selected
+                        else math.nan
+                    )
+                    f1 = (
+                        np.nanmean([c.mean("delta_f1") for c in selected]) if selected else math.nan
+                    )
+                    row.append(f"{_fmt(auc, 2, True)} / {_fmt(f1, 2, True)}")
+                rows.append(row)
+            parts += ["", f"{fraction:.0%} malicious:", "", _table(["attack", *MAIN_METHODS], rows)]
+        parts += [
+            "",
+            "### fltrust per cell",
+            "",
+            "Change of ROC AUC / F1 against the attack-free run, mean over seeds:",
+        ]
+        for federation in self.config["federations"]:
+            rows = []
+            for attack in self.config["attacks"]:
+                row = [attack]
+                for fraction in self.config["fractions"]:
+                    cell = self.grid.get((federation, attack, fraction, "fltrust"))
+                    if cell is None:
+                        row.append("n/a")
+                        continue
+                    auc = _fmt(cell.mean("delta_auc"), 3, True)
+                    row.append(f"{auc} / {_fmt(cell.mean('delta_f1'), 3, True)}")
+                rows.append(row)
+            parts += [
+                "",
+                f"{federation}:",
+                "",
+                _table(["attack", *[f"{f:.0%}" for f in self.config["fractions"]]], rows),
+            ]
+        self.sections.append("\n".join(parts))
+
+    def trust_section(self) -> None:
+        """Add quarantine timing, benign quarantines, honest outliers and trust dynamics."""
+        missed_atypical = [
+            m
+            for m in self.trust.malicious
+            if (m[5] is None or m[5] > QUARANTINE_TARGET_ROUNDS)
+            and m[4] in self.atypical.get(m[0], set())
+        ]
+        different_rows = [
+            [
+                node,
+                _fmt(self.trust.different_min[node], 1),
+                _fmt(float(np.mean(self.trust.different_final[node])), 1),
+                str(len(self.trust.different_final[node])),
+            ]
+            for node in sorted(self.trust.different_min)
+        ]
+        benign = self.trust.benign_quarantined
+        benign_list = "; ".join(
+            f"{f} / {a} / {fr:.0%} / seed {s}: {n}" for f, a, fr, s, n in benign[:20]
+        )
+
+        parts = [
+            "## Trust",
+            "",
+            "![Trust over rounds](benchmark-trust.png)",
+            "",
+            "Quarantine of malicious nodes by fltrust (rounds count attack rounds: 1 means "
+            "quarantined when the first attack round closed):",
+            "",
+            self.quarantine_table(),
+            "",
+            f"Malicious node-runs missed that are nodes with atypical data: {len(missed_atypical)} "
+            "(such a node weighs nothing in its kind's model, and only a change of its own data "
+            "statistics costs it trust).",
+            "",
+            f"Benign node-runs quarantined: {len(benign)}"
+            + (f": {benign_list}." if benign else ".")
+            + f" Lowest trust of any benign node in any run: {_fmt(self.trust.benign_min, 1)} "
+            "(the re-authentication threshold is 60, quarantine 30).",
+            "",
+            "Honest nodes whose data is atypical for their kind (merely different), over all runs:",
+            "",
+            _table(["node", "lowest trust", "mean final trust", "runs"], different_rows),
+        ]
+        parts += self.deviation_lines()
+        parts += self.dynamics_lines()
+        self.sections.append("\n".join(parts))
+
+    def quarantine_table(self) -> str:
+        """Return per federation and attack how soon fltrust quarantined the attackers."""
+        by_attack: dict[tuple[str, str], list[int | None]] = defaultdict(list)
+        for federation, attack, _fraction, _seed, _node, rounds in self.trust.malicious:
+            by_attack[(federation, attack)].append(rounds)
+        rows = []
+        for (federation, attack), values in sorted(by_attack.items()):
+            caught = [v for v in values if v is not None]
+            within = sum(1 for v in caught if v <= QUARANTINE_TARGET_ROUNDS)
+            rows.append(
+                [
+                    federation,
+                    attack,
+                    str(len(values)),
+                    _fmt(100 * within / len(values), 1),
+                    _fmt(float(np.mean(caught)) if caught else math.nan, 2),
+                    str(max(caught)) if caught else "n/a",
+                    str(len(values) - len(caught)),
+                ]
+            )
+        return _table(
+            [
+                "federation",
+                "attack",
+                "malicious node-runs",
+                f"within {QUARANTINE_TARGET_ROUNDS} rounds (%)",
+                "mean rounds",
+                "max rounds",
+                "never",
+            ],
+            rows,
+        )
+
+    def deviation_lines(self) -> list[str]:
+        """Return how far honest and attacking updates strayed, as the core's checks measure it."""
+        honest, attacking, honest_far, attacking_far = [], [], [], []
+        for run in self.runs:
+            start = run["spec"]["attack_start"]
+            for node, history in run.get("deviations", {}).items():
+                malicious = node in run["malicious"]
+                for round_number, deviation, distance, _reason in history:
+                    attack_round = malicious and round_number >= start
+                    if deviation is not None:
+                        (attacking if attack_round else honest).append(deviation)
+                    if distance is not None and not malicious:
+                        honest_far.append(distance)
+                    if distance is not None and attack_round:
+                        attacking_far.append(distance)
+        if not honest:
+            return []
+
+        def spread(values: list[float]) -> str:
+            array = np.array(values)
+            return (
+                f"median {_fmt(float(np.median(array)), 2)}, 99th percentile "
+                f"{_fmt(float(np.percentile(array, 99)), 2)}, "
+                f"maximum {_fmt(float(array.max()), 2)} over {array.size} updates"
+            )
+
+        return [
+            "",
+            "How far updates strayed, measured by the chosen candidate, which applies the "
+            "core's rule to the same updates. Distance from the sender's own history, in "
+            f"usual distances: honest {spread(honest)}; attacking updates 5th percentile "
+            f"{_fmt(float(np.percentile(attacking, 5)), 2)}, median "
+            f"{_fmt(float(np.median(attacking)), 2)}. Evidence falls from 3 and is gone at 6, "
+            "and copies, repeats and zero updates are caught by their own checks. Distance from "
+            f"the round's median update, in usual distances: honest {spread(honest_far)}; "
+            f"attacking median {_fmt(float(np.median(attacking_far)), 2)}. An update beyond 25 "
+            "loses all evidence whatever its history.",
+        ]
+
+    def dynamics_lines(self) -> list[str]:
+        """Return the trust-dynamics experiments: on-off, attacks from round 1, release."""
+        lines = ["", "### Trust dynamics", ""]
+        rows = []
+        for run in self.document.get("dynamics", []):
+            spec = run["spec"]
+            histories = run["trust"]["fltrust"]
+            quarantined = {n: quarantine_round(histories[n]) for n in run["malicious"]}
+            description = f"{spec['attack']} from round {spec['attack_start']}"
+            if spec["attack"] == "on_off":
+                params = ATTACKS["on_off"].params
+                description += f" ({params['on_rounds']} on, {params['off_rounds']} off)"
+            if spec.get("attack_stop"):
+                description += (
+                    f", stops after round {spec['attack_stop']}, released at the start of round "
+                    f"{spec['release_round']}"
+                )
+            final = [histories[n][-1][1] for n in run["malicious"]]
+            benign = [
+                n for n, h in histories.items() if n not in run["malicious"] and quarantine_round(h)
+            ]
+            rows.append(
+                [
+                    description,
+                    ", ".join(
+                        "never" if q is None else str(q - spec["attack_start"] + 1)
+                        for q in quarantined.values()
+                    ),
+                    ", ".join(_fmt(v, 0) for v in final),
+                    str(len(benign)),
+                ]
+            )
+        lines.append(
+            _table(
+                [
+                    "pump federation, 30 % malicious, seed 0",
+                    "attack rounds until quarantine",
+                    "final trust of the attackers",
+                    "benign quarantined",
+                ],
+                rows,
+            )
+        )
+        lines += [
+            "",
+            "Trust falls quickly (60 % of the gap to the round's raw score per round) and rises "
+            "slowly (10 %); a quarantined node stays quarantined until the operator releases "
+            "it, restarts just below the re-authentication threshold, must answer a "
+            "challenge, and is compared only with its history from after the release. "
+            "Security events fade with a half-life of 6 hours, the benchmark's rounds take one "
+            "simulated minute, so within a run they do not fade.",
+        ]
+        return lines
+
+    def cost(self) -> None:
+        """Add aggregation time per round next to Flower's functions."""
+        costs = self.document.get("costs", [])
+        counts = sorted({row["nodes"] for row in costs})
+        rows = []
+        for method in MAIN_METHODS:
+            row = [method]
+            for n in counts:
+                match = [r for r in costs if r["method"] == method and r["nodes"] == n]
+                seconds = match[0]["seconds"] if match else None
+                row.append("not run" if seconds is None else f"{seconds * 1000:.1f}")
+            rows.append(row)
+        self.sections.append(
+            "\n".join(
+                [
+                    "## Cost",
+                    "",
+                    "![Aggregation time per round](benchmark-cost.png)",
+                    "",
+                    "Milliseconds per round for one kind with "
+                    f"{self.config['cost_parameters']} SVM parameters, fastest of up to "
+                    f"{self.config['cost_repeats']} runs in one process. fltrust's time covers "
+                    "scoring every update against the round and its sender's history and the "
+                    "aggregation; Flower's covers its function on the same arrays with "
+                    "f = 10 % of the nodes. Bulyan calls Krum n - 2f times, so it is not run "
+                    f"above {self.config['bulyan_max_nodes']} nodes here.",
+                    "",
+                    _table(["method", *[f"n = {n}" for n in counts]], rows),
+                ]
+            )
+        )
+
+    def limits(self) -> None:
+        """Add what the benchmark does not show."""
+        self.sections.append(
+            "\n".join(
+                [
+                    "## Limits",
+                    "",
+                    "- The trust thresholds of `scoring.py` (3 and 6 usual distances, the cap of 3 "
+                    "for a node's own spread, 10 standard deviations for atypical data) were set "
+                    "while developing this benchmark on these data sets; `--full` runs other "
+                    "seeds, more rounds and a fourth federation as a check.",
+                    "- An attacker that poisons from its very first update has no honest history "
+                    "to betray it. It is limited by the direction gate and the clip only, and "
+                    "its trust falls only for zero, repeated or copied updates (see the trust "
+                    "dynamics table).",
+                    "- An honest node whose data shifts abruptly by several standard deviations "
+                    "looks like a data-poisoning attacker and loses trust; the operator's "
+                    "release starts its history afresh.",
+                    "- Attacks that stay within a node's own round-to-round variation cannot be "
+                    "told from it, and their effect on the model is as small.",
+                    "- Nodes have constant, honest heartbeats here; in a deployment the behaviour "
+                    "and network signals add evidence.",
+                    "- Flower's rules run in shadow mode with the true number of attackers, "
+                    "which favours them.",
+                ]
+            )
+        )
+
+    def write(self, out: Path) -> None:
+        """Write the page and its plots into ``out``."""
+        self.header()
+        self.summary()
+        self.method()
+        self.setup()
+        self.detection()
+        self.robustness()
+        self.trust_section()
+        self.cost()
+        self.limits()
+        (out / "benchmarks.md").write_text("\n\n".join(self.sections) + "\n")
+        plots.plot_fractions(by_fraction(self.runs, MAIN_METHODS), out / "benchmark-fractions.png")
+        plots.plot_trust(self.trust_panels(), self.atypical, out / "benchmark-trust.png")
+        plots.plot_costs(self.document.get("costs", []), out / "benchmark-cost.png")
+
+    def trust_panels(self) -> list[tuple[str, dict[str, Any]]]:
+        """Return the runs that the trust plot shows, with their titles."""
+        panels = []
+        for federation, attack in (("pump", "sign_flip"), ("gps", "lie"), ("mixed", "mislabel")):
+            run = _find_run(self.runs, federation=federation, attack=attack, fraction=0.3, seed=0)
+            if run is not None:
+                panels.append((f"{federation}, {attack}, 30 % malicious, seed 0", run))
+        for run in self.document.get("dynamics", []):
+            spec = run["spec"]
+            if spec.get("release_round"):
+                panels.append(
+                    (
+                        f"pump, {spec['attack']} in rounds {spec['attack_start']} to "
+                        f"{spec['attack_stop']}, released at round {spec['release_round']}",
+                        run,
+                    )
+                )
+        return panels
+
+
+def write_report(document: dict[str, Any], out: Path) -> None:
+    """Write benchmarks.md and its plots into ``out`` from the raw results ``document``."""
+    out.mkdir(parents=True, exist_ok=True)
+    Report(document).write(out)
