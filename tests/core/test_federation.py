@@ -221,3 +221,31 @@ def test_update_shape_checked_against_params(federation: Federation, now: float)
     wrong = kind_model(np.ones(PARAMS.rff_components + 1), 1.0)
     outcome = _deliver(federation, node.update(1, wrong, now), now)
     assert outcome.events[0].data["reason"] == "wrong_shape"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("n_samples", protocol.MAX_SAMPLES + 1, "above"),
+        ("count", 1e12, "more than its n_samples"),
+        ("sum", [90.0], "negative variance"),
+    ],
+)
+def test_update_counts_must_be_consistent(
+    federation: Federation, now: float, field: str, value, expected: str
+) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    federation.start_round(now)
+    body = protocol.update_body(
+        protocol.ModelUpdate(1, 0, {"temperature": kind_model(np.ones(8), 1.0)})
+    )
+    model = body["kinds"]["temperature"]
+    if field == "n_samples":
+        model["n_samples"] = value
+    else:
+        model["stats"][field] = value
+    outcome = _deliver(federation, node.message("update", body, now), now)
+    assert outcome.events[0].data["reason"] == "schema"
+    assert expected in outcome.events[0].data["detail"]
+    assert not federation.updates

@@ -77,6 +77,7 @@ def test_replay_guard() -> None:
         (b'{"v": 99}', RejectReason.WRONG_VERSION),
         (b'{"v": 1, "type": "heartbeat", "sender": "BAD ID"}', RejectReason.SCHEMA),
         (b" " * (protocol.MAX_PAYLOAD_BYTES + 1), RejectReason.TOO_LARGE),
+        (b'{"v": 1, "body": ' + b'{"a": ' * 50000 + b"1" + b"}" * 50001, RejectReason.MALFORMED),
     ],
 )
 def test_decode_envelope_rejections(payload: bytes, reason: RejectReason) -> None:

@@ -46,6 +46,9 @@ MAX_FEATURES = 64
 MAX_RFF_COMPONENTS = 2048
 MAX_CLUSTERS = 64
 MAX_KINDS = 16
+# Samples behind one update; far above any node's training buffer, so a larger
+# claim can only be an attempt to dominate the sample-weighted average.
+MAX_SAMPLES = 10_000_000
 
 COORDINATOR_SENDER = "coordinator"
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -157,6 +160,8 @@ def decode_envelope(payload: bytes | str) -> Envelope:
         data = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as err:
         raise MessageRejected(RejectReason.MALFORMED, f"payload is not JSON: {err}") from err
+    except RecursionError as err:
+        raise MessageRejected(RejectReason.MALFORMED, "payload nests too deeply") from err
     if not isinstance(data, dict):
         raise MessageRejected(RejectReason.MALFORMED, "payload is not a JSON object")
     version = data.get("v")
@@ -424,16 +429,25 @@ def update_body(update: ModelUpdate) -> dict[str, Any]:
 
 
 def parse_kind_model(
-    data: object, path: str, params: FederationParams, n_features: int | None
+    data: object,
+    path: str,
+    params: FederationParams,
+    n_features: int | None,
+    max_samples: int | None = MAX_SAMPLES,
 ) -> KindModel:
     """Validate one kind's parameters against the federation's shapes.
 
     ``n_features`` is the feature count the federation already uses for this
-    kind, or None when the kind is new.
+    kind, or None when the kind is new. ``max_samples`` caps ``n_samples``; a
+    global model sums many nodes' samples, so its parser passes None.
     """
     if not isinstance(data, dict):
         raise MessageRejected(RejectReason.SCHEMA, f"field '{path}' must be an object")
     n_samples = _int_field(data, "n_samples", path + ".", minimum=1)
+    if max_samples is not None and n_samples > max_samples:
+        raise MessageRejected(
+            RejectReason.SCHEMA, f"field '{path}.n_samples' is {n_samples}, above {max_samples}"
+        )
     stats = _field(data, "stats", path + ".")
     svm = _field(data, "svm", path + ".")
     kmeans = _field(data, "kmeans", path + ".")
@@ -456,6 +470,18 @@ def parse_kind_model(
     if np.any(counts < 0) or count < 1 or np.any(total_sq < 0):
         raise MessageRejected(
             RejectReason.SCHEMA, f"field '{path}' has negative counts or sums of squares"
+        )
+    # Every count describes the same training samples, so none may exceed n_samples.
+    if count > n_samples or counts.sum() > n_samples * (1 + 1e-9):
+        raise MessageRejected(
+            RejectReason.SCHEMA,
+            f"field '{path}' counts {count:g} statistics samples and {counts.sum():g} "
+            f"centroid samples, more than its n_samples {n_samples}",
+        )
+    # Sums of squares below the squared sums over the count mean a negative variance.
+    if np.any(total_sq * count < total * total * (1 - 1e-9) - 1e-9):
+        raise MessageRejected(
+            RejectReason.SCHEMA, f"field '{path}.stats' implies a negative variance"
         )
     return KindModel(
         stats=FeatureStats(count=count, total=total, total_sq=total_sq),
@@ -573,7 +599,7 @@ def parse_model(body: dict[str, Any]) -> GlobalModel:
         round=_int_field(body, "round"),
         params=params,
         kinds={
-            kind: parse_kind_model(data, f"kinds.{kind}", params, None)
+            kind: parse_kind_model(data, f"kinds.{kind}", params, None, max_samples=None)
             for kind, data in kinds.items()
             if is_valid_id(kind)
         },
