@@ -1,0 +1,1 @@
+"""Poisoning-robustness benchmark of fltrust against Flower's aggregation rules, on real data."""

@@ -79,6 +79,11 @@ def _fmt(value: float | None, digits: int = 3, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+def _nanmean(values: Any) -> float:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -281,11 +286,11 @@ class Report:
                     "`script/bench` creates `.venv-bench` (Python 3.11 with flwr, NumPy, "
                     "scikit-learn, matplotlib and fltrust without its dependencies) when it is "
                     "missing and runs `python -m fltrust_bench`. `--data` is the folder with "
-                    "`skab/`, `ton_iot/` and `nab-realKnownCause/` (default `../shared/data` "
-                    "next to the repository); the benchmark stops with an error naming what is "
-                    "missing. `--full` runs 5 seeds, 12 rounds and a fourth federation. Raw "
-                    "results go to `build/benchmark-results.json`, and `--report-only` rewrites "
-                    "this page from them.",
+                    "`skab/`, `ton_iot/` and `nab-realKnownCause/`, by default `../shared/data` "
+                    "relative to the repository root. The benchmark stops with an error naming "
+                    "what is missing. `--full` runs 5 seeds, 12 rounds and a fourth federation. "
+                    "Raw results go to `build/benchmark-results.json`, and `--report-only` "
+                    "rewrites this page from them.",
                     "",
                     f"This run: {len(config['federations'])} federations, "
                     f"{len(config['attacks'])} attacks, malicious fractions {fractions} and 0 %, "
@@ -312,21 +317,34 @@ class Report:
                 parts += [
                     "",
                     f"Cells with {label} malicious nodes where fltrust's mean AUC or F1 fell by "
-                    f"more than {limit}: " + "; ".join(failing) + ".",
+                    f"more than {limit}:",
+                    "",
+                    *(f"- {cell}" for cell in failing),
                 ]
         self.sections.append("\n".join(parts))
 
     def method(self) -> None:
         """Add the description of fltrust's rule and the comparison of candidates."""
+        federations = list(self.config["federations"])
         rows = []
         for candidate in CANDIDATES:
-            figures = self.overall[CANDIDATE_PREFIX + candidate.name]
+            method = CANDIDATE_PREFIX + candidate.name
+            figures = self.overall[method]
             trust = self.candidate_trust[candidate.name]
             different = min(trust.different_min.values(), default=math.nan)
+            per_federation = [
+                _fmt(
+                    _nanmean(
+                        c.mean("auc") for k, c in self.grid.items() if k[0] == f and k[3] == method
+                    )
+                )
+                for f in federations
+            ]
             rows.append(
                 [
                     candidate.name + (" (chosen)" if candidate.name == CHOSEN else ""),
                     _fmt(figures["auc"]),
+                    " / ".join(per_federation),
                     _fmt(figures["f1"]),
                     _fmt(figures["worst_delta_auc"], signed=True),
                     _fmt(100 * trust.within_target(), 1),
@@ -338,6 +356,7 @@ class Report:
             [
                 "candidate",
                 "mean AUC",
+                f"mean AUC {' / '.join(federations)}",
                 "mean F1",
                 "worst cell AUC change",
                 f"malicious quarantined within {QUARANTINE_TARGET_ROUNDS} rounds (%)",
@@ -361,37 +380,43 @@ class Report:
                     "",
                     "The candidates differ in three choices. The reference of a round is the "
                     "coordinate-wise median of the deltas (each update minus the previous global "
-                    "model), or an update the coordinator trains itself on 100 clean rows of the "
-                    "kind, as FLTrust (Cao et al., NDSS 2021) does; those rows come from the "
+                    "model), or an update the coordinator trains itself on clean rows of the kind,"
+                    " as FLTrust (Cao et al., NDSS 2021) does. Here those are 100 rows from the "
                     "honest nodes' training data, which favours that reference. The weight of an "
                     "update is its cosine with the reference (negative cosines weigh 0) or a gate "
-                    "(1 for a positive cosine, 0 otherwise), with deltas clipped to the reference "
-                    "norm or to twice the median norm. The trust evidence is the FLTrust cosine "
-                    "itself, or the consistency of the node's update with its own earlier ones.",
+                    "(1 for a positive cosine, 0 otherwise). Long deltas are bounded: the "
+                    "FLTrust-style candidates rescale each delta to the reference norm, the last "
+                    "two lower the weight of a delta longer than twice the median norm in "
+                    "proportion. The trust evidence is the FLTrust cosine itself, or the "
+                    "consistency of the node's update with its own earlier ones.",
                     "",
                     "What the core does now (`custom_components/fltrust/core/scoring.py`, chosen "
                     f'candidate "{CHOSEN}"). Aggregation weight: the reference is the lower '
                     "coordinate-wise median of the SVM deltas of senders whose data is typical of "
-                    "the kind; a delta with a positive cosine to it takes part, and deltas longer "
-                    "than twice the median norm are scaled down, the SVM part and the centroids "
-                    "each on its own. Senders whose feature means lie more than 10 standard "
+                    "the kind. A delta with a positive cosine to it takes part, and an update "
+                    "whose delta is longer than twice the median norm weighs less in proportion "
+                    "(the SVM part and the centroids each on its own). That bounds its pull as "
+                    "clipping would, while the new model stays a weighted mean of the updates as "
+                    "sent, which the published weights explain. Senders whose feature means lie "
+                    "more than 10 standard "
                     "deviations from the kind's normalization (another operating regime) weigh "
                     "nothing and stay out of the normalization. The FedAvg weight of an update is "
                     "its sample count times its sender's trust weight times its evidence times "
-                    "the direction gate.",
+                    "the direction gate and its clip factor.",
                     "",
                     "Trust evidence comes from each node's own history. Its baseline is the "
-                    "evidence-weighted average of its earlier updates; the SVM delta and the "
+                    "evidence-weighted average of its earlier updates. The SVM delta and the "
                     "statistics of its data (feature means in its own standard deviations, log "
                     "standard deviations) are compared with it once the move that all nodes share "
-                    "is removed, and divided by the larger of the round's usual distance and the "
-                    "node's own usual distance (capped at 3 times the round's). Up to 3 costs "
-                    "nothing, 6 and more leaves no evidence, and right after an update left with "
-                    "less than half its evidence anything above 3 leaves none. The centroids are "
-                    "not compared, because k-means centroids of honest nodes jump between modes "
-                    "of their data. Whatever the history, zero updates, updates repeated from an "
-                    "earlier model version, near-identical updates of different nodes and SVM "
-                    "deltas more than 25 usual distances from the round's median get no evidence.",
+                    "is removed. The distance is divided by the larger of the round's usual "
+                    "distance and the node's own usual distance (capped at 3 times the round's). "
+                    "Up to 3 costs nothing and 6 or more leaves no evidence. Right after an update"
+                    " left with less than half its evidence, anything above 3 leaves none. The "
+                    "centroids are not compared, because k-means centroids of honest nodes jump "
+                    "between modes of their data. Whatever the history, zero updates, updates "
+                    "repeated from an earlier model version, near-identical updates of different "
+                    "nodes and SVM deltas more than 25 usual distances from the round's median get"
+                    " no evidence.",
                     "",
                     self.candidate_verdict(),
                     "",
@@ -407,19 +432,25 @@ class Report:
         )
 
     def candidate_verdict(self) -> str:
-        """Return how close the consistency candidates came to each other, and the tie-break."""
+        """Return how close the consistency candidates came, and why the chosen one won."""
         names = [c.name for c in CANDIDATES if c.evidence == "consistency"]
         aucs = [self.overall[CANDIDATE_PREFIX + n]["auc"] for n in names]
         f1s = [self.overall[CANDIDATE_PREFIX + n]["f1"] for n in names]
-        best = names[int(np.nanargmax(aucs))]
+        best_auc = names[int(np.nanargmax(aucs))]
+        best_f1 = names[int(np.nanargmax(f1s))]
         return (
             f"The {len(names)} candidates with consistency trust lie within "
             f"{_fmt(max(aucs) - min(aucs))} of each other in mean AUC and "
-            f'{_fmt(max(f1s) - min(f1s))} in mean F1; the highest mean AUC is "{best}". '
-            "With figures this close the choice rests on deployment: the median reference "
-            "needs neither a clean calibration set per kind nor scikit-learn at the "
-            "coordinator (the integration requires only NumPy), and a coordinator-trained "
-            "reference needs both."
+            f'{_fmt(max(f1s) - min(f1s))} in mean F1. The highest mean AUC is "{best_auc}" '
+            f'and the highest mean F1 "{best_f1}". A reference trained by the coordinator '
+            "would need a clean calibration set per kind and scikit-learn in the coordinator "
+            "(the integration requires only NumPy), so the median reference wins at equal "
+            "figures. The candidate without a direction gate also keeps senders with atypical "
+            "data in the kind's model (only their statistics stay out), and its per-federation "
+            "figures show what that does to their detection. The core keeps the gate and "
+            "leaves such senders out, because their model updates are not compared with "
+            "their history: a sender that claims atypical data would otherwise pull on the "
+            "model unchecked."
         )
 
     def setup(self) -> None:
@@ -444,14 +475,14 @@ class Report:
                     "## Setup",
                     "",
                     "Data: NAB realKnownCause and SKAB (sensor faults) and TON_IoT (attacks), read "
-                    f"from `{self.document['data_dir']}`. Federations:",
+                    "from the `--data` folder. Federations:",
                     "",
                     federations,
                     "",
                     "Nodes run in-process. Each round every node trains its update with the edge "
                     "node's own code (`KindDetector.train`, the federated one-class SVM over "
                     "random Fourier features and k-means) on a random 80 % of its training rows, "
-                    "starting from the global model; the federation parameters are the core's "
+                    "starting from the global model. The federation parameters are the core's "
                     "defaults. Updates travel as signed messages into the coordinator's round "
                     "engine, which scores them, updates trust, quarantines, aggregates and "
                     "publishes the next model. Nodes answer re-authentication challenges, "
@@ -791,10 +822,10 @@ class Report:
         lines += [
             "",
             "Trust falls quickly (60 % of the gap to the round's raw score per round) and rises "
-            "slowly (10 %); a quarantined node stays quarantined until the operator releases "
-            "it, restarts just below the re-authentication threshold, must answer a "
-            "challenge, and is compared only with its history from after the release. "
-            "Security events fade with a half-life of 6 hours, the benchmark's rounds take one "
+            "slowly (10 %). A quarantined node stays quarantined until the operator releases "
+            "it. It then restarts just below the re-authentication threshold, must respond to "
+            "a challenge, and is compared only with its history from after the release. "
+            "Security events fade with a half-life of 6 hours. The benchmark's rounds take one "
             "simulated minute, so within a run they do not fade.",
         ]
         return lines
@@ -840,14 +871,14 @@ class Report:
                     "",
                     "- The trust thresholds of `scoring.py` (3 and 6 usual distances, the cap of 3 "
                     "for a node's own spread, 10 standard deviations for atypical data) were set "
-                    "while developing this benchmark on these data sets; `--full` runs other "
+                    "while developing this benchmark on these data sets. `--full` runs other "
                     "seeds, more rounds and a fourth federation as a check.",
                     "- An attacker that poisons from its very first update has no honest history "
-                    "to betray it. It is limited by the direction gate and the clip only, and "
-                    "its trust falls only for zero, repeated or copied updates (see the trust "
+                    "to betray it. The direction gate and the clip factor limit it, and its trust "
+                    "falls only for zero, repeated, copied or far-off updates (see the trust "
                     "dynamics table).",
                     "- An honest node whose data shifts abruptly by several standard deviations "
-                    "looks like a data-poisoning attacker and loses trust; the operator's "
+                    "looks like a data-poisoning attacker and loses trust. The operator's "
                     "release starts its history afresh.",
                     "- Attacks that stay within a node's own round-to-round variation cannot be "
                     "told from it, and their effect on the model is as small.",
