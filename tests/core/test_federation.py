@@ -249,3 +249,51 @@ def test_update_counts_must_be_consistent(
     assert outcome.events[0].data["reason"] == "schema"
     assert expected in outcome.events[0].data["detail"]
     assert not federation.updates
+
+
+def test_state_topic_must_match_device(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    body = protocol.state_body(protocol.DeviceState("node-1-dev", True, 2.0, 1.0))
+    envelope = node.envelope("state", body, now)
+    topic = protocol.state_topic(PREFIX, "node-1", "other-dev")
+    outcome = federation.handle_message(topic, protocol.encode(envelope), now)
+    assert outcome.events[0].data["reason"] == "topic_mismatch"
+    assert federation.nodes["node-1"].devices["node-1-dev"].anomaly is None
+
+
+def test_device_count_per_node_capped(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    devices = [
+        {"id": f"dev-{i}", "kind": "temperature", "name": "", "features": ["t"]}
+        for i in range(protocol.MAX_DEVICES)
+    ]
+    body = protocol.heartbeat_body(protocol.Heartbeat((), 10.0, 0, 0, 0, 0, 0, 0, "test")) | {
+        "devices": devices
+    }
+    outcome = _deliver(federation, node.message("heartbeat", body, now), now)
+    assert outcome.events[0].data["reason"] == "schema"
+    assert len(federation.nodes["node-1"].devices) == 1
+
+
+def test_update_for_unannounced_kind_rejected(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    federation.start_round(now)
+    body = protocol.update_body(protocol.ModelUpdate(1, 0, {"pump": kind_model(np.ones(8), 1.0)}))
+    outcome = _deliver(federation, node.message("update", body, now), now)
+    assert outcome.events[0].data["reason"] == "schema"
+    assert "pump" in outcome.events[0].data["detail"]
+
+
+def test_silent_node_trust_unchanged(federation: Federation, now: float) -> None:
+    nodes = [NodeSimulator("a"), NodeSimulator("b")]
+    _join(federation, nodes, now)
+    federation.start_round(now + 1)
+    federation.close_round(now + 2)
+    before = federation.nodes["a"].trust.score
+    for offset in (100, 200, 300):
+        federation.start_round(now + offset)
+        federation.close_round(now + offset + 1)
+    assert federation.nodes["a"].trust.score == before

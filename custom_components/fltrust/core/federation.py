@@ -29,6 +29,8 @@ from .aggregation import aggregate_kind
 from .model import FederationParams, GlobalModel
 from .protocol import (
     COORDINATOR_SENDER,
+    MAX_DEVICES,
+    MAX_KINDS,
     Command,
     DeviceInfo,
     Envelope,
@@ -171,6 +173,16 @@ class RoundRecord:
         return self.closed - self.started
 
 
+def _check_state_topic(topic: str, body: dict[str, Any]) -> None:
+    """Raise MessageRejected unless a state message's topic names the device in its body."""
+    topic_device = topic.split("/")[-2]
+    if body.get("device") != topic_device:
+        raise MessageRejected(
+            RejectReason.TOPIC_MISMATCH,
+            f"state for device {body.get('device')!r} published on the topic of {topic_device!r}",
+        )
+
+
 class Federation:
     """State and rules of one federation's coordinator."""
 
@@ -239,6 +251,8 @@ class Federation:
             # fails these checks, so it is counted but not charged to the node's trust.
             return self._reject(node_id, err, now, charge=False)
         try:
+            if message_type == "state":
+                _check_state_topic(topic, envelope.body)
             return self._apply(node_id, message_type, envelope, len(payload), now)
         except MessageRejected as err:
             return self._reject(node_id, err, now, charge=True)
@@ -249,12 +263,13 @@ class Federation:
             self.round_rejected += 1
         node = self.nodes.get(node_id)
         if node is not None:
+            # TODO: count unverified rejections apart, because junk that anyone can
+            # publish on the node's topic now raises the node's own count.
             node.rejected += 1
             node.last_rejection = f"{err.reason.value}: {err.detail}"
             if charge:
-                node.trust.record_event(
-                    now, err.reason.value, REJECTION_SEVERITY[err.reason], err.detail
-                )
+                severity = REJECTION_SEVERITY[err.reason]
+                node.trust.record_event(now, err.reason.value, severity, err.detail)
         return Outcome(
             events=[
                 FederationEvent(
@@ -311,6 +326,13 @@ class Federation:
 
     def _on_heartbeat(self, node: NodeRecord, body: dict[str, Any], now: float) -> Outcome:
         heartbeat = parse_heartbeat(body)
+        new_devices = {d.device_id for d in heartbeat.devices} - set(node.devices)
+        if len(node.devices) + len(new_devices) > MAX_DEVICES:
+            raise MessageRejected(
+                RejectReason.SCHEMA,
+                f"heartbeat would raise the node's devices to "
+                f"{len(node.devices) + len(new_devices)}, above {MAX_DEVICES}",
+            )
         outcome = Outcome()
         for info in heartbeat.devices:
             record = node.devices.get(info.device_id)
@@ -326,9 +348,12 @@ class Federation:
         # Traffic the coordinator saw itself counts when the node reports less.
         traffic = max(heartbeat.traffic_bytes, node.received_bytes)
         node.received_bytes = 0
+        # Before its first global model a node's anomaly flags come from an untrained
+        # detector, so they would teach the behaviour baseline nothing true.
+        scored = heartbeat.model_version > 0
         node.trust.observe_heartbeat(
-            samples=heartbeat.samples,
-            anomalies=heartbeat.anomalies,
+            samples=heartbeat.samples if scored else 0,
+            anomalies=heartbeat.anomalies if scored else 0,
             peers_unknown=heartbeat.peers_unknown,
             traffic_bytes=traffic,
             interval=heartbeat.interval,
@@ -382,6 +407,19 @@ class Federation:
             )
         if node.node_id in self.updates:
             raise MessageRejected(RejectReason.WRONG_ROUND, f"second update for round {self.round}")
+        announced = {record.info.kind for record in node.devices.values()}
+        unannounced = sorted(set(update.kinds) - announced)
+        if unannounced:
+            raise MessageRejected(
+                RejectReason.SCHEMA,
+                f"update for kinds {', '.join(unannounced)} that none of its devices has",
+            )
+        new_kinds = set(update.kinds) - set(self.model.kinds)
+        if len(self.model.kinds) + len(new_kinds) > MAX_KINDS:
+            raise MessageRejected(
+                RejectReason.SCHEMA,
+                f"update would raise the federation's kinds above {MAX_KINDS}",
+            )
         self.updates[node.node_id] = update
         return Outcome()
 
@@ -470,7 +508,12 @@ class Federation:
             self.nodes[node_id].trust.observe_integrity(score)
             self.nodes[node_id].last_integrity = score
 
+        # A node that sent nothing since the previous round brings no new evidence,
+        # so its score stays where it is rather than drifting up on old signals.
+        heard_since = self.round_started - max(self.settings.round_interval, 1.0)
         for node in self.nodes.values():
+            if node.last_seen < heard_since and node.node_id not in updates:
+                continue
             change = node.trust.close_round(node.node_id, self.round, now, self.settings.trust)
             outcome.extend(self._status_events(node, change, now))
 
@@ -492,7 +535,8 @@ class Federation:
             self._aggregate(updates, kind_weights)
             self.model.version += 1
             self.model.round = self.round
-            self.model.contributors = {n: round(w, 6) for n, w in sorted(contributors.items())}
+            # Unrounded, so that anyone can recompute the aggregate from the updates.
+            self.model.contributors = dict(sorted(contributors.items()))
             outcome.publishes.append(self.model_message(now))
         else:
             _LOGGER.info(
