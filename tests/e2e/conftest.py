@@ -111,6 +111,8 @@ class HassSession:
     client: HassClient
     mqtt_entry: dict
     aio: BackgroundLoop
+    # ERROR and CRITICAL records logged until the MQTT entry was created.
+    startup_errors: list[str]
 
     def run(self, coroutine, timeout: float = 60.0):
         """Run a coroutine on the session's event loop thread."""
@@ -146,7 +148,8 @@ def home_assistant(run_dir: Path, broker: Broker, aio: BackgroundLoop) -> Iterat
         mqtt_entry = aio.run(
             client.create_mqtt_entry(broker.host, broker.port, broker.mqtt_protocol)
         )
-        yield HassSession(process, credentials, client, mqtt_entry, aio)
+        startup_errors = process.error_records()
+        yield HassSession(process, credentials, client, mqtt_entry, aio, startup_errors)
     finally:
         if client is not None:
             aio.run(client.close())

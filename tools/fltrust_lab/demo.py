@@ -146,16 +146,25 @@ class Demo:
         self.credentials = await self.hass.onboard(username=USERNAME)
         self.client = HassClient(self.hass.base_url, self.credentials.access_token)
         await self.hass.wait_until_running(self.client)
+        self.websocket = HassWebSocket(self.hass.base_url, self.credentials.access_token)
+        await self.websocket.connect()
+        await self.hass.check_http_config(self.websocket)
         await self.client.create_mqtt_entry(
             self.broker.host, self.broker.port, self.broker.mqtt_protocol
         )
         elapsed = time.monotonic() - self.started
         _say(f"Home Assistant: running after {elapsed:.0f} s, MQTT entry created")
+        errors = self.hass.error_records()
+        if errors:
+            _say(
+                f"warning: Home Assistant logged {len(errors)} errors while starting "
+                f"(see {self.hass.log_path}). The first:\n  {errors[0]}"
+            )
 
     async def _start_federations(self) -> None:
         assert self.client is not None
         assert self.broker is not None
-        assert self.hass is not None
+        assert self.websocket is not None
         options = self.options
         self.scenario = plan_scenario(
             options.data_dir,
@@ -168,8 +177,6 @@ class Demo:
         for note in self.scenario.notes:
             _say(f"data: {note}")
 
-        self.websocket = HassWebSocket(self.hass.base_url, self.credentials.access_token)
-        await self.websocket.connect()
         self._events = [
             await self.websocket.subscribe_events("fltrust_quarantined"),
             await self.websocket.subscribe_events("fltrust_trust_dropped"),
