@@ -46,6 +46,9 @@ MAX_FEATURES = 64
 MAX_RFF_COMPONENTS = 2048
 MAX_CLUSTERS = 64
 MAX_KINDS = 16
+# Lists and objects inside one another; the deepest valid message, an update's
+# centroid rows, uses 6.
+MAX_DEPTH = 16
 # Samples behind one update; far above any node's training buffer, so a larger
 # claim can only be an attempt to dominate the sample-weighted average.
 MAX_SAMPLES = 10_000_000
@@ -164,6 +167,10 @@ def decode_envelope(payload: bytes | str) -> Envelope:
         raise MessageRejected(RejectReason.MALFORMED, "payload nests too deeply") from err
     if not isinstance(data, dict):
         raise MessageRejected(RejectReason.MALFORMED, "payload is not a JSON object")
+    if _exceeds_depth(data, MAX_DEPTH):
+        raise MessageRejected(
+            RejectReason.MALFORMED, f"payload nests deeper than {MAX_DEPTH} levels"
+        )
     version = data.get("v")
     if version != PROTOCOL_VERSION:
         raise MessageRejected(
@@ -203,6 +210,27 @@ def decode_envelope(payload: bytes | str) -> Envelope:
 
 
 # Validation helpers.
+
+
+def _exceeds_depth(data: object, limit: int) -> bool:
+    """Return whether ``data`` nests lists and objects deeper than ``limit``.
+
+    The walk uses an explicit stack, because serializing a deeply nested value
+    again for the signature check would otherwise hit the recursion limit.
+    """
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _is_int(value: object) -> bool:
