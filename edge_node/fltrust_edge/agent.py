@@ -18,8 +18,12 @@ Protocol behaviour:
 - A round announcement makes the node train one update per device kind from
   the adopted global model, unless the node is quarantined.
 - A newer global model is adopted and the thresholds are recalibrated locally.
-- Device states go out when a device's anomaly state changes and with every
-  heartbeat.
+- A heartbeat, which announces the node's devices, goes out right after every
+  connection to the broker and then every ``heartbeat_interval`` seconds.
+- Device states go out when a device's anomaly state changes and after every
+  heartbeat. A state goes out only on a connection on which a heartbeat went
+  out before it, because the coordinator rejects states of devices that no
+  heartbeat announced.
 """
 
 from __future__ import annotations
@@ -52,7 +56,14 @@ from .simulation import CompromiseSimulation
 from .sources import CsvReplay, MqttSensor, Sample
 from .state import StateStore, UplinkCounter
 from .throttle import ThrottledLogger
-from .training import Calibration, RoundResult, calibrate, has_enough_samples, train_round
+from .training import (
+    Calibration,
+    RoundResult,
+    calibrate,
+    has_enough_samples,
+    min_train_samples,
+    train_round,
+)
 
 _LOGGER = logging.getLogger(__name__)
 SOFTWARE = f"fltrust-edge/{__version__}"
@@ -153,6 +164,12 @@ class EdgeNode:
         self._interval_samples = 0
         self._interval_anomalies = 0
         self._last_heartbeat = time.monotonic()
+        self._next_heartbeat = self._last_heartbeat + config.detection.heartbeat_interval
+        # Numbers of the link's connection from the last Connected event and of
+        # the connection on which the last heartbeat went out. None means none.
+        self._connection: int | None = None
+        self._announced_connection: int | None = None
+        self._warned_short_buffers: set[str] = set()
         self._load_saved_model()
 
     # Public API.
@@ -228,9 +245,8 @@ class EdgeNode:
 
     def _run(self) -> None:
         interval = self.config.detection.heartbeat_interval
-        next_heartbeat = time.monotonic() + interval
         while not self._stop.is_set():
-            timeout = max(0.0, min(next_heartbeat - time.monotonic(), 0.5))
+            timeout = max(0.0, min(self._next_heartbeat - time.monotonic(), 0.5))
             try:
                 event = self._events.get(timeout=timeout)
             except queue.Empty:
@@ -242,9 +258,9 @@ class EdgeNode:
                     # The main loop must survive any bug in one handler.
                     _LOGGER.exception("%s: failed to handle %s", self.node_id, type(event).__name__)
             now = time.monotonic()
-            if now >= next_heartbeat:
+            if now >= self._next_heartbeat:
                 self._publish_heartbeat()
-                next_heartbeat = max(next_heartbeat + interval, now)
+                self._next_heartbeat = max(self._next_heartbeat + interval, now)
             if self._done_deadline is not None and now >= self._done_deadline:
                 _LOGGER.info(
                     "%s: no newer global model within %.0f s after the replay ended",
@@ -268,10 +284,15 @@ class EdgeNode:
             _LOGGER.info(
                 "%s: connected to %s:%s", self.node_id, self.config.mqtt.host, self.config.mqtt.port
             )
+            self._connection = event.connection
+            self._publish_heartbeat()
+            self._next_heartbeat = time.monotonic() + self.config.detection.heartbeat_interval
         elif isinstance(event, Disconnected):
             _LOGGER.warning(
                 "%s: disconnected from the broker (%s), reconnecting", self.node_id, event.reason
             )
+            self._connection = None
+            self._announced_connection = None
 
     def _submit(self, description: str, job: Callable[[], RoundResult | Calibration]) -> None:
         def report(future: Future[RoundResult | Calibration]) -> None:
@@ -401,6 +422,7 @@ class EdgeNode:
             return
 
         data = self._training_data(announcement.params)
+        self._warn_short_buffers(round_number, announcement.params, data)
         if not data:
             _LOGGER.info(
                 "%s: round %s skipped: no device kind has enough training rows yet",
@@ -420,6 +442,29 @@ class EdgeNode:
             f"training for round {round_number}",
             lambda: train_round(round_number, params, data, model, fpr),
         )
+
+    def _warn_short_buffers(
+        self, round_number: int, params: FederationParams, data: dict[str, np.ndarray]
+    ) -> None:
+        """Warn once per device whose kind has too few training rows to train for a round."""
+        minimum = min_train_samples(params)
+        for device_id, monitor in self._monitors.items():
+            kind = monitor.device.kind
+            if kind in data or device_id in self._warned_short_buffers:
+                continue
+            self._warned_short_buffers.add(device_id)
+            _LOGGER.warning(
+                "%s: round %s: kind %s has %s training rows, fewer than the %s needed to "
+                "train, so device %s (%s rows, train_rows = %s) does not take part",
+                self.node_id,
+                round_number,
+                kind,
+                sum(m.n_train for m in self._monitors.values() if m.device.kind == kind),
+                minimum,
+                device_id,
+                monitor.n_train,
+                monitor.train_rows,
+            )
 
     def _on_model(self, message: Message) -> None:
         model, envelope = self._verifier.open_model(
@@ -560,14 +605,25 @@ class EdgeNode:
 
     # Uplink messages.
 
-    def _send(self, message_type: str, topic: str, body: dict[str, Any], qos: int = 0) -> bool:
+    def _send(
+        self,
+        message_type: str,
+        topic: str,
+        body: dict[str, Any],
+        qos: int = 0,
+        connection: int | None = None,
+    ) -> bool:
         envelope = protocol.build_envelope(
             message_type, self.node_id, self._counter.next(), body, now=self._clock()
         )
         envelope["sig"] = hmac_tag(self._node_key, envelope)
-        return self._link.publish(topic, protocol.encode(envelope), qos=qos)
+        payload = protocol.encode(envelope)
+        return self._link.publish(topic, payload, qos=qos, connection=connection)
 
     def _publish_state(self, monitor: DeviceMonitor) -> None:
+        if self._announced_connection is None:
+            # The heartbeat after the next connection carries every device's state.
+            return
         state = protocol.DeviceState(
             device_id=monitor.device.id,
             anomaly=monitor.anomaly,
@@ -575,7 +631,9 @@ class EdgeNode:
             threshold=_reportable(monitor.threshold),
         )
         topic = protocol.state_topic(self.config.mqtt.prefix, self.node_id, monitor.device.id)
-        self._send("state", topic, protocol.state_body(state))
+        self._send(
+            "state", topic, protocol.state_body(state), connection=self._announced_connection
+        )
 
     def _publish_heartbeat(self) -> None:
         now = time.monotonic()
@@ -600,7 +658,9 @@ class EdgeNode:
         self._interval_samples = 0
         self._interval_anomalies = 0
         topic = protocol.node_topic(self.config.mqtt.prefix, self.node_id, "heartbeat")
-        self._send("heartbeat", topic, protocol.heartbeat_body(heartbeat))
+        body = protocol.heartbeat_body(heartbeat)
+        sent = self._send("heartbeat", topic, body, connection=self._connection)
+        self._announced_connection = self._connection if sent else None
         for monitor in self._monitors.values():
             self._publish_state(monitor)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import ipaddress
 import math
+import tempfile
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,20 @@ from fltrust_core import protocol
 from fltrust_core.preprocessing import EXTRA_FEATURES
 from fltrust_core.security import KEY_BYTES, load_public_key
 
+from .labels import MissingSeriesError, load_label_windows
+
 POISON_METHODS = ("sign_flip", "scale", "noise")
+# Even a configuration of 64 devices is far below this size. The limit keeps a
+# wrong path such as /dev/zero from being read without end.
+MAX_CONFIG_BYTES = 1024 * 1024
+# Upper bound of detection.train_rows. At one reading every 10 seconds a buffer
+# of this size takes 11.6 days to fill, and an update for protocol.MAX_DEVICES
+# (64) devices of one kind then carries 6.4 million samples, below the
+# protocol.MAX_SAMPLES that the coordinator accepts.
+MAX_TRAIN_ROWS = 100_000
+# MQTT 3.1.1 (section 1.5.3) limits strings, topics included, to 65535 bytes of
+# UTF-8 and forbids the character U+0000 in them.
+MAX_MQTT_STRING_BYTES = 65_535
 
 
 class ConfigError(ValueError):
@@ -80,6 +94,8 @@ class CsvSourceConfig:
     end_row: int | None = None
     label_windows: Path | None = None
     label_windows_key: str | None = None
+    # The [start, end] Unix times of the anomaly windows read from label_windows.
+    anomaly_windows: tuple[tuple[float, float], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -147,7 +163,7 @@ class NodeConfig:
 
 
 def load_config(path: str | Path) -> NodeConfig:
-    """Read and validate a TOML configuration file.
+    """Read and validate a TOML configuration file, creating ``state_dir`` if it is missing.
 
     Raises:
         ConfigError: the file is missing, is not valid TOML, or a key is invalid.
@@ -155,18 +171,36 @@ def load_config(path: str | Path) -> NodeConfig:
     path = Path(path)
     try:
         with path.open("rb") as file:
-            data = tomllib.load(file)
+            raw = file.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError as err:
         raise ConfigError(f"configuration file not found: {path}") from err
     except OSError as err:
-        raise ConfigError(f"cannot read configuration file {path}: {err.strerror}") from err
+        raise ConfigError(f"cannot read configuration file {path}: {_reason(err)}") from err
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: larger than {MAX_CONFIG_BYTES} bytes, so not a configuration file"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: invalid UTF-8 at byte {err.start}, and TOML files must be UTF-8"
+        ) from err
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: invalid TOML: {err}") from err
+    except RecursionError as err:
+        raise ConfigError(f"{path}: invalid TOML: arrays or tables nest too deeply") from err
     return parse_config(data, base_dir=path.resolve().parent, path=path)
 
 
 def parse_config(data: dict[str, Any], base_dir: Path, path: Path | None = None) -> NodeConfig:
-    """Validate a parsed TOML document, resolving relative paths against ``base_dir``."""
+    """Validate a parsed TOML document, resolving relative paths against ``base_dir``.
+
+    Creates ``security.state_dir`` if it is missing, and checks that the node
+    can create files in it.
+    """
     root = _Table(data, "")
     node_id = root.identifier("node_id")
     mqtt = _parse_mqtt(root.table("mqtt"), node_id)
@@ -176,6 +210,9 @@ def parse_config(data: dict[str, Any], base_dir: Path, path: Path | None = None)
     simulation_table = root.table("simulation", required=False)
     simulation = _parse_simulation(simulation_table) if "simulation" in data else None
     root.reject_unknown()
+    _check_topic_lengths(mqtt, node_id, devices)
+    # Last, so that a configuration with an invalid key creates no directory.
+    _prepare_state_dir("security.state_dir", security.state_dir)
     return NodeConfig(
         node_id=node_id,
         mqtt=mqtt,
@@ -192,6 +229,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, path: Path | None = None)
 
 def _parse_mqtt(table: _Table, node_id: str) -> MqttConfig:
     host = table.string("host")
+    _check_host(table.key("host"), host)
     port = table.integer("port", default=1883, minimum=1, maximum=65535)
     username = table.string("username", default=None) or None
     password = table.string("password", default=None) or None
@@ -204,8 +242,61 @@ def _parse_mqtt(table: _Table, node_id: str) -> MqttConfig:
     tls = table.boolean("tls", default=False)
     client_id = table.string("client_id", default=f"fltrust-edge-{node_id}")
     keepalive = table.integer("keepalive", default=30, minimum=5, maximum=3600)
+    for name, value in (
+        ("username", username),
+        ("password", password),
+        ("prefix", prefix),
+        ("client_id", client_id),
+    ):
+        if value is not None:
+            _check_mqtt_string(table.key(name), value)
     table.reject_unknown()
     return MqttConfig(host, port, username, password, prefix, tls, client_id, keepalive)
+
+
+def _check_host(key: str, host: str) -> None:
+    if not host:
+        raise ConfigError(f"{key}: must not be empty")
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    try:
+        # socket.getaddrinfo encodes host names with this codec.
+        host.encode("idna")
+    except UnicodeError as err:
+        raise ConfigError(
+            f"{key}: invalid host name {_shorten(host)}: {err}. Expected an IP address "
+            "or a DNS name whose dot-separated labels have 1 to 63 characters"
+        ) from err
+
+
+def _check_mqtt_string(key: str, value: str) -> None:
+    """Raise ConfigError unless ``value`` is a valid MQTT string. Never shows the value."""
+    if "\0" in value:
+        raise ConfigError(f"{key}: must not contain the character U+0000")
+    size = len(value.encode("utf-8"))
+    if size > MAX_MQTT_STRING_BYTES:
+        raise ConfigError(
+            f"{key}: {size} bytes in UTF-8, above the MQTT limit of {MAX_MQTT_STRING_BYTES}"
+        )
+
+
+def _check_topic_lengths(mqtt: MqttConfig, node_id: str, devices: tuple[DeviceConfig, ...]) -> None:
+    """Check that every topic the node publishes to fits in an MQTT string.
+
+    A device's state topic is the longest of them, because it contains the
+    prefix, the node id and the device id.
+    """
+    for device in devices:
+        topic = protocol.state_topic(mqtt.prefix, node_id, device.id)
+        size = len(topic.encode("utf-8"))
+        if size > MAX_MQTT_STRING_BYTES:
+            raise ConfigError(
+                f"mqtt.prefix: too long, because the state topic of device {device.id!r} has "
+                f"{size} bytes in UTF-8, above the MQTT limit of {MAX_MQTT_STRING_BYTES}"
+            )
 
 
 def _parse_security(table: _Table, base_dir: Path) -> SecurityConfig:
@@ -218,10 +309,26 @@ def _parse_security(table: _Table, base_dir: Path) -> SecurityConfig:
             f"{table.key('coordinator_public_key')}: invalid Ed25519 public key: {err}"
         ) from err
     state_dir = table.path("state_dir", base_dir)
-    if state_dir.exists() and not state_dir.is_dir():
-        raise ConfigError(f"{table.key('state_dir')}: not a directory: {state_dir}")
     table.reject_unknown()
     return SecurityConfig(node_key=node_key, coordinator_public_key=public_key, state_dir=state_dir)
+
+
+def _prepare_state_dir(key: str, state_dir: Path) -> None:
+    """Create ``state_dir`` if it is missing and check that files can be created in it."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as err:
+        raise ConfigError(f"{key}: not a directory: {state_dir}") from err
+    except OSError as err:
+        raise ConfigError(f"{key}: cannot create directory {state_dir}: {_reason(err)}") from err
+    try:
+        # The node writes its state files through temporary files in this directory.
+        with tempfile.NamedTemporaryFile(dir=state_dir, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"{key}: cannot create files in directory {state_dir}: {_reason(err)}"
+        ) from err
 
 
 def _parse_detection(table: _Table) -> DetectionConfig:
@@ -253,7 +360,9 @@ def _parse_detection(table: _Table) -> DetectionConfig:
     target_fpr = table.number("target_fpr", default=defaults.target_fpr)
     if not 0 < target_fpr < 0.5:
         raise ConfigError(f"{table.key('target_fpr')}: must be between 0 and 0.5, got {target_fpr}")
-    train_rows = table.integer("train_rows", default=defaults.train_rows, minimum=20)
+    train_rows = table.integer(
+        "train_rows", default=defaults.train_rows, minimum=20, maximum=MAX_TRAIN_ROWS
+    )
     heartbeat_interval = table.number("heartbeat_interval", default=defaults.heartbeat_interval)
     if not heartbeat_interval > 0:
         raise ConfigError(
@@ -363,6 +472,7 @@ def _parse_csv_source(table: _Table, features: list[str], base_dir: Path) -> Csv
         )
 
     label_windows = None
+    anomaly_windows: tuple[tuple[float, float], ...] = ()
     if "label_windows" in table.data:
         label_windows = table.path("label_windows", base_dir)
         if not label_windows.is_file():
@@ -377,6 +487,12 @@ def _parse_csv_source(table: _Table, features: list[str], base_dir: Path) -> Csv
             raise ConfigError(f"{table.key('label_windows')}: set label_column or label_windows")
         if label_windows_key is None:
             raise ConfigError(f"{table.key('label_windows_key')}: missing required key")
+        try:
+            anomaly_windows = tuple(load_label_windows(label_windows, label_windows_key))
+        except MissingSeriesError as err:
+            raise ConfigError(f"{table.key('label_windows_key')}: {err}") from err
+        except ValueError as err:
+            raise ConfigError(f"{table.key('label_windows')}: {err}") from err
     elif label_windows_key is not None:
         raise ConfigError(f"{table.key('label_windows_key')}: needs label_windows")
     table.reject_unknown()
@@ -402,6 +518,7 @@ def _parse_csv_source(table: _Table, features: list[str], base_dir: Path) -> Csv
         end_row=end_row,
         label_windows=label_windows,
         label_windows_key=label_windows_key,
+        anomaly_windows=anomaly_windows,
     )
 
 
@@ -427,6 +544,7 @@ def _parse_mqtt_source(table: _Table, features: list[str]) -> MqttSourceConfig:
             raise ConfigError(
                 f"{topic_table.key('topic')}: expected a topic without wildcards, got {topic!r}"
             )
+        _check_mqtt_string(topic_table.key("topic"), topic)
         feature = topic_table.string("feature")
         if feature not in features:
             raise ConfigError(
@@ -551,13 +669,15 @@ class _Table:
         return value
 
     def string_list(self, name: str, default: Any = _MISSING, allow_empty: bool = False) -> Any:
-        value = self._typed(
-            name,
-            default,
-            lambda v: isinstance(v, list) and all(isinstance(item, str) for item in v),
-            "a list of strings",
-        )
-        if value is not None and not value and not allow_empty:
+        value = self._typed(name, default, lambda v: isinstance(v, list), "a list of strings")
+        if name not in self.data:
+            return value
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                raise ConfigError(
+                    f"{self.key(name)}[{index}]: expected a string, got {_describe(item)}"
+                )
+        if not value and not allow_empty:
             raise ConfigError(f"{self.key(name)}: must not be empty")
         return value
 
@@ -580,7 +700,13 @@ class _Table:
         value = self.string(name)
         if not value:
             raise ConfigError(f"{self.key(name)}: must not be empty")
-        path = Path(value).expanduser()
+        if "\0" in value:
+            raise ConfigError(f"{self.key(name)}: must not contain the character U+0000")
+        try:
+            path = Path(value).expanduser()
+        except RuntimeError as err:
+            # Raised for ~user when the user does not exist.
+            raise ConfigError(f"{self.key(name)}: cannot expand {value!r}: {err}") from err
         return path if path.is_absolute() else base_dir / path
 
     def table(self, name: str, required: bool = True) -> _Table:
@@ -601,6 +727,15 @@ class _Table:
             raise ConfigError(f"{self.key(unknown[0])}: unknown key")
 
 
+def _reason(err: OSError) -> str:
+    return err.strerror or str(err)
+
+
+def _shorten(value: Any, limit: int = 60) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
 def _describe(value: Any) -> str:
     type_names = {
         bool: "a boolean",
@@ -610,7 +745,4 @@ def _describe(value: Any) -> str:
         list: "a list",
         dict: "a table",
     }
-    shown = repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return f"{type_names.get(type(value), type(value).__name__)} ({shown})"
+    return f"{type_names.get(type(value), type(value).__name__)} ({_shorten(value)})"

@@ -33,7 +33,12 @@ MAX_QUEUED_MESSAGES = 1000
 
 @dataclass(frozen=True)
 class Connected:
-    """A new or restored connection to the broker."""
+    """A new or restored connection to the broker.
+
+    ``connection`` numbers the link's connections from 1 in the order they were made.
+    """
+
+    connection: int
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,11 @@ class MqttLink:
         self._events = events
         self._node_id = node_id
         self._lock = threading.Lock()
+        # Held while the connection number changes and while a message bound to
+        # one connection is handed to paho.
+        self._connection_lock = threading.Lock()
+        self._connection: int | None = None
+        self._connection_count = 0
         self._subscriptions: dict[str, int] = {}
         self._published_bytes = 0
         self._warnings = ThrottledLogger(_LOGGER)
@@ -101,13 +111,41 @@ class MqttLink:
         if new and self.connected:
             self._client.subscribe([(topic, qos) for topic in new])
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        connection: int | None = None,
+    ) -> bool:
         """Hand a message to paho and return whether it was sent or queued.
 
         QoS 0 messages are dropped while the broker is unreachable, and QoS 1
-        messages are queued and sent after the reconnect.
+        messages are queued and sent after the reconnect. With ``connection``
+        (QoS 0 only), the message is dropped unless that connection, as
+        numbered by ``Connected``, is still up.
         """
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if connection is None:
+            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        else:
+            if qos != 0:
+                raise ValueError("only QoS 0 messages can be bound to a connection")
+            # paho-mqtt (read in 2.2) calls on_disconnect before it reconnects
+            # and drops unsent packets when it reconnects, so a QoS 0 message
+            # handed over here cannot go out on a later connection. It calls
+            # on_connect and on_disconnect without holding any lock that
+            # publish() takes for QoS 0, so holding this lock cannot deadlock.
+            with self._connection_lock:
+                if connection != self._connection:
+                    _LOGGER.debug(
+                        "%s: message on %s not sent: connection %s is closed",
+                        self._node_id,
+                        topic,
+                        connection,
+                    )
+                    return False
+                info = self._client.publish(topic, payload, qos=qos, retain=retain)
         accepted = info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (
             qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN
         )
@@ -145,12 +183,16 @@ class MqttLink:
                 reason_code,
             )
             return
+        with self._connection_lock:
+            self._connection_count += 1
+            self._connection = self._connection_count
+            connection = self._connection
         self.connected = True
         with self._lock:
             subscriptions = list(self._subscriptions.items())
         if subscriptions:
             client.subscribe(subscriptions)
-        self._events.put(Connected())
+        self._events.put(Connected(connection))
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._warnings.warning(
@@ -169,6 +211,8 @@ class MqttLink:
         reason_code: Any,
         properties: Any,
     ) -> None:
+        with self._connection_lock:
+            self._connection = None
         was_connected = self.connected
         self.connected = False
         if was_connected:

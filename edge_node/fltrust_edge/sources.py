@@ -15,17 +15,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .config import CsvSourceConfig, DeviceConfig, MqttSourceConfig
+from .labels import parse_timestamp
 from .throttle import ThrottledLogger
 
 _LOGGER = logging.getLogger(__name__)
 
 # Text payloads of switches and binary sensors (ESPHome publishes ON and OFF).
 _BOOLEAN_WORDS = {"on": 1.0, "off": 0.0, "true": 1.0, "false": 0.0}
+# Maximum duration in seconds of one wait of a CSV replay, far below threading.TIMEOUT_MAX.
+MAX_WAIT_STEP = 3600.0
 
 
 @dataclass(frozen=True)
@@ -49,48 +50,6 @@ class Sample:
     row: int | None = None
 
 
-def parse_timestamp(text: str) -> float:
-    """Return Unix seconds for an ISO 8601 time or a number of Unix seconds.
-
-    Times without a time zone are read as UTC. Raises ValueError otherwise.
-    """
-    text = text.strip()
-    try:
-        value = float(text)
-    except ValueError:
-        moment = datetime.fromisoformat(text)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return moment.timestamp()
-    if not math.isfinite(value):
-        raise ValueError(f"timestamp is not finite: {text!r}")
-    return value
-
-
-def load_label_windows(path: Path, key: str) -> list[tuple[float, float]]:
-    """Read anomaly windows in the format of NAB's ``combined_windows.json``.
-
-    The file maps a series name (``key``) to a list of ``[start, end]`` time
-    pairs. A reading is anomalous when its time lies in a window, ends included.
-
-    Raises:
-        ValueError: the file is not in that format or has no entry ``key``.
-    """
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read label windows from {path}: {err}") from err
-    if not isinstance(data, dict) or key not in data:
-        raise ValueError(f"label windows file {path} has no entry {key!r}")
-    windows = []
-    for index, window in enumerate(data[key]):
-        if not isinstance(window, list) or len(window) != 2:
-            raise ValueError(f"{path}: window {index} of {key!r} is not a [start, end] pair")
-        start, end = (parse_timestamp(str(edge)) for edge in window)
-        windows.append((start, end))
-    return windows
-
-
 class CsvReplay:
     """Replays the rows of a CSV file as the readings of one device.
 
@@ -107,19 +66,23 @@ class CsvReplay:
         self.device_id = device.id
         self.source: CsvSourceConfig = device.source
         self.skipped_rows = 0
-        self._windows: list[tuple[float, float]] | None = None
-        if self.source.label_windows is not None and self.source.label_windows_key is not None:
-            self._windows = load_label_windows(
-                self.source.label_windows, self.source.label_windows_key
-            )
+        self._windows: tuple[tuple[float, float], ...] | None = None
+        if self.source.label_windows is not None:
+            self._windows = self.source.anomaly_windows
 
     def samples(self) -> Iterator[Sample]:
-        """Yield the valid rows of the configured slice in file order."""
+        """Yield the valid rows of the configured slice in file order.
+
+        Raises:
+            OSError: the file cannot be opened.
+            ValueError: the file is not UTF-8, a line is not valid CSV, or the
+                header lacks a configured column.
+        """
         source = self.source
         self.skipped_rows = 0
         first_problem = ""
         with source.path.open(newline="", encoding="utf-8-sig") as file:
-            reader = csv.reader(file, delimiter=source.delimiter)
+            reader = _read_csv(file, source)
             header = [name.strip() for name in next(reader, [])]
             value_indexes = [header.index(column) for column in source.value_columns]
             timestamp_index = (
@@ -194,7 +157,13 @@ class CsvReplay:
                     offset += max(0.0, sample.timestamp - previous.timestamp) / source.speedup
                 else:
                     offset += interval
+            # A slow pace or a large gap between timestamps can ask for a delay
+            # beyond what Event.wait accepts (it raises OverflowError), or an
+            # infinite one, so the delay is waited for in steps.
             delay = start + offset - clock()
+            while delay > MAX_WAIT_STEP and not stop.is_set():
+                stop.wait(MAX_WAIT_STEP)
+                delay = start + offset - clock()
             if delay > 0 and stop.wait(delay):
                 break
             if stop.is_set():
@@ -203,6 +172,21 @@ class CsvReplay:
             emitted += 1
             previous = sample
         return emitted
+
+
+def _read_csv(file: TextIO, source: CsvSourceConfig) -> Iterator[list[str]]:
+    """Yield the rows of a CSV file, raising ValueError that names the file and line."""
+    reader = csv.reader(file, delimiter=source.delimiter)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except (csv.Error, UnicodeDecodeError) as err:
+            raise ValueError(
+                f"cannot read {source.path} after line {reader.line_num}: {err}"
+            ) from err
+        yield row
 
 
 def _parse_number(text: str) -> float:
@@ -235,6 +219,8 @@ def extract_value(payload: bytes | str, value_path: str | None = None) -> float:
         value: Any = json.loads(text)
     except ValueError as err:
         raise ValueError("payload is not JSON") from err
+    except RecursionError as err:
+        raise ValueError("payload nests too deeply") from err
     for key in value_path.split("."):
         if isinstance(value, dict) and key in value:
             value = value[key]
@@ -252,7 +238,7 @@ def _plain_value(text: str) -> Any:
         pass
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
 
 

@@ -17,9 +17,14 @@ from fltrust_core.model import FederationParams, GlobalModel, KindModel
 MIN_TRAIN_SAMPLES = 20
 
 
+def min_train_samples(params: FederationParams) -> int:
+    """Return the number of training samples a kind needs to be trained with ``params``."""
+    return max(MIN_TRAIN_SAMPLES, params.n_clusters)
+
+
 def has_enough_samples(n_samples: int, params: FederationParams) -> bool:
     """Return whether a kind with ``n_samples`` training samples can be trained."""
-    return n_samples >= max(MIN_TRAIN_SAMPLES, params.n_clusters)
+    return n_samples >= min_train_samples(params)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from fltrust_core import protocol, security
 from fltrust_core.model import FederationParams, GlobalModel
 from fltrust_edge.agent import EdgeNode, ReplayEnded
 from fltrust_edge.config import NodeConfig, load_config
+from fltrust_edge.link import Connected
 from paho.mqtt.enums import CallbackAPIVersion
 
 FEDERATION_KEY = bytes(range(32))
@@ -214,14 +215,28 @@ def signer() -> CoordinatorSigner:
 
 
 class RecordingLink:
-    """Stands in for MqttLink: records publishes instead of sending them."""
+    """Stands in for MqttLink: records publishes instead of sending them.
+
+    ``connection`` is the number of the link's current connection. A message
+    bound to another connection is dropped, as MqttLink drops it.
+    """
 
     def __init__(self) -> None:
         self.published: list[tuple[str, bytes, int]] = []
         self.connected = True
+        self.connection = 1
         self._bytes = 0
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        connection: int | None = None,
+    ) -> bool:
+        if connection is not None and connection != self.connection:
+            return False
         self.published.append((topic, payload, qos))
         self._bytes += len(payload)
         return True
@@ -244,11 +259,21 @@ class RecordingLink:
         return [e for e in decoded if message_type is None or e["type"] == message_type]
 
 
-def make_offline_node(config: NodeConfig, **kwargs: Any) -> tuple[EdgeNode, RecordingLink]:
-    """Return a node whose threads are not started and whose link records publishes."""
+def make_offline_node(
+    config: NodeConfig, connected: bool = True, **kwargs: Any
+) -> tuple[EdgeNode, RecordingLink]:
+    """Return a node whose threads are not started and whose link records publishes.
+
+    With ``connected`` the node has handled its first connection, and the
+    heartbeat and states it published then are cleared from the record.
+    """
     node = EdgeNode(config, **kwargs)
     link = RecordingLink()
     node._link = link
+    if connected:
+        node._dispatch(Connected(link.connection))
+        link.published.clear()
+        link.take_published_bytes()
     return node, link
 
 

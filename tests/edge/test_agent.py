@@ -2,16 +2,20 @@
 
 import itertools
 import json
+import logging
+import sys
 import time
 
 import numpy as np
 import pytest
 from fltrust_core import protocol, security
 from fltrust_core.model import FederationParams, GlobalModel
-from fltrust_edge.agent import EdgeNode
+from fltrust_edge.agent import EdgeNode, ReplayEnded
 from fltrust_edge.config import SimulationConfig, load_config
-from fltrust_edge.link import Message
+from fltrust_edge.link import Connected, Disconnected, Message
 from fltrust_edge.simulation import CompromiseSimulation
+from fltrust_edge.sources import Sample
+from fltrust_edge.throttle import ThrottledLogger
 
 from .conftest import (
     NODE_ID,
@@ -524,3 +528,217 @@ def test_done_when_model_arrives_without_training_rows(tmp_path, signer):
 
     assert node.done.is_set()
     assert node.detector("temperature") is None
+
+
+def message_types(link):
+    return [envelope["type"] for envelope in link.envelopes()]
+
+
+def state_changing_node(node_config):
+    """Return an unconnected node with a detector, its device's monitor and a random generator."""
+    node, link = make_offline_node(node_config, connected=False)
+    feed_csv(node)
+    pump(node, lambda: node.detector("temperature") is not None)
+    return node, link, node._monitors["sensor-1"], np.random.default_rng(0)
+
+
+def flip_state(node, monitor, rng):
+    """Feed readings until the device's anomaly state has changed at least once."""
+    before = monitor.anomaly
+    level = 20.0 if before else 40.0
+    for _ in range(500):
+        node._dispatch(Sample("sensor-1", (level + rng.normal(0.0, 0.2),), 0.0))
+        if monitor.anomaly != before:
+            return
+    raise AssertionError("the anomaly state did not change")
+
+
+def test_no_state_before_first_connection(node_config):
+    node, link, monitor, rng = state_changing_node(node_config)
+
+    flip_state(node, monitor, rng)
+
+    assert link.envelopes("state") == []
+
+
+def test_heartbeat_first_after_connect(node_config):
+    node, link, monitor, rng = state_changing_node(node_config)
+
+    node._dispatch(Connected(1))
+    flip_state(node, monitor, rng)
+
+    types = message_types(link)
+    assert types[0] == "heartbeat"
+    assert types[1] == "state"
+    assert types.count("state") >= 2
+    heartbeat = protocol.parse_heartbeat(link.envelopes("heartbeat")[0]["body"])
+    assert [device.device_id for device in heartbeat.devices] == ["sensor-1"]
+
+
+def test_heartbeat_first_after_reconnect(node_config):
+    node, link, monitor, rng = state_changing_node(node_config)
+    node._dispatch(Connected(1))
+
+    node._dispatch(Disconnected("connection lost"))
+    link.published.clear()
+    flip_state(node, monitor, rng)
+    assert link.envelopes() == []
+
+    link.connection = 2
+    node._dispatch(Connected(2))
+    flip_state(node, monitor, rng)
+
+    types = message_types(link)
+    assert types[0] == "heartbeat"
+    assert "state" in types[1:]
+
+
+def test_no_state_on_connection_without_heartbeat(node_config):
+    node, link, monitor, rng = state_changing_node(node_config)
+    node._dispatch(Connected(1))
+    link.published.clear()
+
+    # The link reconnected, and the node has not handled the new connection yet.
+    link.connection = 2
+    flip_state(node, monitor, rng)
+    node._publish_heartbeat()
+
+    assert link.envelopes() == []
+
+
+def test_periodic_heartbeat_after_connect_heartbeat(node_config):
+    node, link = make_offline_node(node_config, connected=False)
+    before = time.monotonic()
+
+    node._dispatch(Connected(1))
+
+    interval = node_config.detection.heartbeat_interval
+    assert message_types(link) == ["heartbeat", "state"]
+    assert node._next_heartbeat >= before + interval
+
+
+def short_buffer_node(tmp_path, end_row):
+    data = base_config(tmp_path)
+    data["devices"][0]["source"]["end_row"] = end_row
+    node, link = make_offline_node(load_config(write_config(tmp_path, data)))
+    feed_csv(node)
+    pump(node, lambda: node._replays_running == 0)
+    return node, link
+
+
+def test_round_warns_once_about_short_buffer(tmp_path, signer, caplog):
+    node, link = short_buffer_node(tmp_path, end_row=5)
+
+    with caplog.at_level("WARNING"):
+        send(node, ROUND_TOPIC, signer.round(1))
+        send(node, ROUND_TOPIC, signer.round(2))
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        f"{NODE_ID}: round 1: kind temperature has 5 training rows, fewer than the 20 needed "
+        "to train, so device sensor-1 (5 rows, train_rows = 200) does not take part"
+    ]
+    assert updates(link) == []
+
+
+def test_round_does_not_warn_with_enough_rows(tmp_path, signer, caplog):
+    node, link = short_buffer_node(tmp_path, end_row=30)
+
+    with caplog.at_level("WARNING"):
+        send(node, ROUND_TOPIC, signer.round(1))
+        pump(node, lambda: updates(link))
+
+    assert "needed to train" not in caplog.text
+
+
+DEEP_PAYLOADS = [b'{"a":' * 50_000, b"[" * 5_000 + b"]" * 5_000]
+
+
+def nested_envelope(depth):
+    """Return a round envelope whose body nests ``depth`` lists deep."""
+    inner = "[" * depth + "]" * depth
+    return (
+        '{"v":1,"type":"round","sender":"coordinator","counter":1,"ts":1,'
+        f'"body":{{"x":{inner}}},"sig":"00"}}'
+    ).encode()
+
+
+@pytest.mark.parametrize("topic", [ROUND_TOPIC, MODEL_TOPIC, COMMAND_TOPIC])
+@pytest.mark.parametrize("payload", DEEP_PAYLOADS, ids=["object", "list"])
+def test_deeply_nested_downlink_rejected(node_config, caplog, topic, payload):
+    node, _ = make_offline_node(node_config)
+
+    with caplog.at_level("WARNING"):
+        send(node, topic, payload)
+
+    assert len(caplog.records) == 1
+    assert (
+        caplog.records[0]
+        .getMessage()
+        .startswith(f"{NODE_ID}: rejected message on {topic}: malformed: ")
+    )
+    assert caplog.records[0].exc_info is None
+
+
+def test_downlink_nested_near_recursion_limit_rejected(node_config, caplog):
+    node, _ = make_offline_node(node_config)
+
+    # Depths around the recursion limit, where decoding may succeed and the
+    # signature check then needs more depth than is left.
+    with caplog.at_level("WARNING"):
+        for depth in range(sys.getrecursionlimit() - 120, sys.getrecursionlimit() + 10):
+            node._rejections = ThrottledLogger(logging.getLogger("fltrust_edge.agent"))
+            caplog.clear()
+            send(node, ROUND_TOPIC, nested_envelope(depth))
+
+            assert len(caplog.records) == 1, depth
+            assert caplog.records[0].exc_info is None
+            assert f"rejected message on {ROUND_TOPIC}" in caplog.text
+
+
+def test_deeply_nested_sensor_payload_skipped(tmp_path, caplog):
+    data = base_config(tmp_path)
+    data["devices"] = [
+        {
+            "id": "zigbee-1",
+            "kind": "temperature",
+            "features": ["temperature"],
+            "source": {
+                "type": "mqtt",
+                "topics": [
+                    {"topic": "z2m/kitchen", "feature": "temperature", "value_path": "temperature"}
+                ],
+            },
+        }
+    ]
+    node, _ = make_offline_node(load_config(write_config(tmp_path, data)))
+
+    with caplog.at_level("WARNING"):
+        send(node, "z2m/kitchen", b'{"a":' * 50_000)
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "zigbee-1: skipped reading of temperature on z2m/kitchen: payload nests too deeply"
+    ]
+    assert node._monitors["zigbee-1"].n_train == 0
+
+
+def test_failed_replay_logs_one_error(tmp_path, caplog):
+    path = tmp_path / "series.csv"
+    head = "timestamp,value,label\n2024-01-01 00:00:00,1.5,0\n"
+    path.write_text(head)
+    data = base_config(tmp_path, csv_path=path)
+    node, _ = make_offline_node(load_config(write_config(tmp_path, data)))
+    path.write_text(head + '2024-01-01 00:05:00,"' + "1" * 200_000 + '",0\n')
+
+    with caplog.at_level("WARNING"):
+        node._replay(node._replays[0])
+
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert (
+        caplog.records[0]
+        .getMessage()
+        .startswith(f"sensor-1: CSV replay failed: cannot read {path} after line ")
+    )
+    assert caplog.records[0].exc_info is None
+    ended = [event for event in list(node._events.queue) if isinstance(event, ReplayEnded)]
+    assert ended == [ReplayEnded("sensor-1", 0)]

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from fltrust_core import security
@@ -70,6 +71,116 @@ def test_run_with_bad_config_exits_2(tmp_path, capsys):
 
     assert code == 2
     assert "security.node_key: must be 64 hexadecimal characters" in capsys.readouterr().err
+
+
+def write_windows(tmp_path, key="realKnownCause/machine.csv"):
+    windows = tmp_path / "windows.json"
+    windows.write_text(json.dumps({key: []}))
+    return windows
+
+
+def label_by_windows(data, windows, key):
+    source = data["devices"][0]["source"]
+    del source["label_column"]
+    source["label_windows"] = str(windows)
+    source["label_windows_key"] = key
+
+
+BAD_INPUTS = {
+    "non-UTF-8 file": (None, "invalid UTF-8 at byte"),
+    "deeply nested TOML": ("a = " + "[" * 100_000, "arrays or tables nest too deeply"),
+    "wrong label_windows_key": (
+        lambda tmp_path, d: label_by_windows(d, write_windows(tmp_path), "machine.csv"),
+        "devices[0].source.label_windows_key: label windows file",
+    ),
+    "state_dir in /proc": (
+        lambda tmp_path, d: d["security"].update(state_dir="/proc/fltrust"),
+        "security.state_dir: cannot create directory /proc/fltrust",
+    ),
+    "train_rows too large": (
+        lambda tmp_path, d: d["detection"].update(train_rows=100_000_000),
+        "detection.train_rows: must be <= 100000",
+    ),
+    "known_peers element": (
+        lambda tmp_path, d: d["detection"].update(known_peers=["10.0.0.0/8", 5]),
+        "detection.known_peers[1]: expected a string",
+    ),
+    "unknown home directory": (
+        lambda tmp_path, d: d["security"].update(state_dir="~no-such-user-fltrust/x"),
+        "security.state_dir: cannot expand",
+    ),
+    "empty host": (lambda tmp_path, d: d["mqtt"].update(host=""), "mqtt.host: must not be empty"),
+    "host label too long": (
+        lambda tmp_path, d: d["mqtt"].update(host="a" * 64 + ".lan"),
+        "mqtt.host: invalid host name",
+    ),
+    "client_id too long": (
+        lambda tmp_path, d: d["mqtt"].update(client_id="c" * 70_000),
+        "mqtt.client_id: 70000 bytes",
+    ),
+}
+
+
+def write_bad_input(tmp_path, case):
+    edit, _ = BAD_INPUTS[case]
+    path = tmp_path / "node.toml"
+    if edit is None:
+        path.write_bytes(b'node_id = "n\xf6de"\n')
+    elif isinstance(edit, str):
+        path.write_text(edit)
+    else:
+        data = base_config(tmp_path)
+        edit(tmp_path, data)
+        path = write_config(tmp_path, data)
+    return path
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_bad_input_prints_one_error_line(tmp_path, capsys, command, case):
+    if "/proc" in case and not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc")
+    path = write_bad_input(tmp_path, case)
+    arguments = [command, str(path)]
+    if command == "run":
+        # Should the configuration load, the node stops once its replay ended.
+        arguments = [command, "--config", str(path), "--exit-when-done", "--wait-timeout", "1"]
+
+    code = main(arguments)
+
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.startswith("fltrust-edge: error: ")
+    assert captured.err.count("\n") == 1
+    assert BAD_INPUTS[case][1] in captured.err
+    assert captured.out == ""
+
+
+def test_non_utf8_error_names_file(tmp_path, capsys):
+    path = write_bad_input(tmp_path, "non-UTF-8 file")
+
+    code = main(["check-config", str(path)])
+
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"fltrust-edge: error: {path}: invalid UTF-8 at byte 12, and TOML files must be UTF-8\n"
+    )
+
+
+def test_console_script_bad_input_has_no_traceback(tmp_path):
+    path = write_bad_input(tmp_path, "non-UTF-8 file")
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "fltrust_edge.cli", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert completed.returncode == 2
+    assert completed.stderr.startswith(f"fltrust-edge: error: {path}: invalid UTF-8")
+    assert completed.stderr.count("\n") == 1
 
 
 def test_run_exit_when_done_needs_csv(tmp_path, capsys):

@@ -1,10 +1,14 @@
 """Tests of configuration loading and validation."""
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
+from fltrust_core import protocol
 from fltrust_edge.config import (
+    MAX_CONFIG_BYTES,
+    MAX_TRAIN_ROWS,
     ConfigError,
     CsvSourceConfig,
     MqttSourceConfig,
@@ -237,6 +241,66 @@ def test_csv_label_windows_not_found(tmp_path):
     assert message.startswith("devices[0].source.label_windows: file not found")
 
 
+def windows_source(tmp_path, windows_document):
+    """Return a configuration whose device is labelled by a windows file with this content."""
+    windows = tmp_path / "windows.json"
+    windows.write_text(json.dumps(windows_document))
+    data = base_config(tmp_path)
+    source = data["devices"][0]["source"]
+    del source["label_column"]
+    source["label_windows"] = str(windows)
+    source["label_windows_key"] = "realKnownCause/machine.csv"
+    return data
+
+
+def test_csv_label_windows_loaded(tmp_path):
+    data = windows_source(
+        tmp_path, {"realKnownCause/machine.csv": [["1970-01-01 00:01:00", "120"]]}
+    )
+
+    source = load_config(write_config(tmp_path, data)).devices[0].source
+
+    assert source.anomaly_windows == ((60.0, 120.0),)
+
+
+def test_csv_label_windows_key_not_in_file(tmp_path):
+    data = windows_source(tmp_path, {"realKnownCause/machine_temperature.csv": []})
+
+    message = load_error(tmp_path, data)
+
+    assert message.startswith("devices[0].source.label_windows_key: ")
+    assert "has no entry 'realKnownCause/machine.csv'" in message
+    assert "did you mean 'realKnownCause/machine_temperature.csv'?" in message
+    assert str(tmp_path / "windows.json") in message
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ([], "is not a JSON object of series names"),
+        ({"realKnownCause/machine.csv": 5}, "is not a list of [start, end] pairs"),
+        ({"realKnownCause/machine.csv": [["a"]]}, "window 0 of"),
+        ({"realKnownCause/machine.csv": [["yesterday", "today"]]}, "window 0 of"),
+    ],
+)
+def test_csv_label_windows_bad_format(tmp_path, document, message):
+    data = windows_source(tmp_path, document)
+
+    error = load_error(tmp_path, data)
+
+    assert error.startswith("devices[0].source.label_windows: ")
+    assert message in error
+
+
+def test_csv_label_windows_not_json(tmp_path):
+    data = windows_source(tmp_path, {})
+    (tmp_path / "windows.json").write_text("{" * 100_000)
+
+    error = load_error(tmp_path, data)
+
+    assert error.startswith("devices[0].source.label_windows: cannot read label windows")
+
+
 def test_duplicate_device_id(tmp_path):
     data = base_config(tmp_path)
     data["devices"].append(copy.deepcopy(data["devices"][0]))
@@ -366,3 +430,187 @@ def test_parse_config_from_dict(tmp_path):
     config = parse_config(data, base_dir=tmp_path)
 
     assert config.devices[0].source.path == csv_path
+
+
+def test_non_utf8_file(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('node_id = "n\u00f6de"\n'.encode("latin-1"))
+
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+
+    assert str(info.value) == f"{path}: invalid UTF-8 at byte 12, and TOML files must be UTF-8"
+
+
+def test_deeply_nested_toml(tmp_path):
+    path = tmp_path / "deep.toml"
+    path.write_text("a = " + "[" * 100_000)
+
+    with pytest.raises(ConfigError, match="invalid TOML: arrays or tables nest too deeply"):
+        load_config(path)
+
+
+def test_oversized_file(tmp_path):
+    path = tmp_path / "big.toml"
+    path.write_text("# " + "x" * MAX_CONFIG_BYTES + "\n")
+
+    with pytest.raises(ConfigError, match=f"larger than {MAX_CONFIG_BYTES} bytes"):
+        load_config(path)
+
+
+def test_state_dir_created(tmp_path):
+    data = base_config(tmp_path)
+    data["security"]["state_dir"] = str(tmp_path / "a" / "b")
+
+    config = load_config(write_config(tmp_path, data))
+
+    assert config.security.state_dir.is_dir()
+    assert list(config.security.state_dir.iterdir()) == []
+
+
+def test_state_dir_not_a_directory(tmp_path):
+    data = base_config(tmp_path)
+    data["security"]["state_dir"] = str(tmp_path / "series.csv")
+
+    message = load_error(tmp_path, data)
+
+    assert message == f"security.state_dir: not a directory: {tmp_path / 'series.csv'}"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize(
+    ("state_dir", "message"),
+    [
+        ("/proc/fltrust", "security.state_dir: cannot create directory /proc/fltrust: "),
+        ("/proc", "security.state_dir: cannot create files in directory /proc: "),
+        ("/proc/version/x", "security.state_dir: cannot create directory /proc/version/x: "),
+    ],
+)
+def test_state_dir_not_writable(tmp_path, state_dir, message):
+    data = base_config(tmp_path)
+    data["security"]["state_dir"] = state_dir
+
+    assert load_error(tmp_path, data).startswith(message)
+
+
+def test_invalid_config_creates_no_state_dir(tmp_path):
+    data = base_config(tmp_path)
+    data["mqtt"]["port"] = 0
+
+    load_error(tmp_path, data)
+
+    assert not (tmp_path / "state").exists()
+
+
+def test_train_rows_upper_bound(tmp_path):
+    data = base_config(tmp_path)
+    data["detection"]["train_rows"] = 100_000_000
+
+    message = load_error(tmp_path, data)
+
+    assert message == f"detection.train_rows: must be <= {MAX_TRAIN_ROWS}, got 100000000"
+
+
+def test_train_rows_bound_fits_coordinator_limit(tmp_path):
+    data = base_config(tmp_path)
+    data["detection"]["train_rows"] = MAX_TRAIN_ROWS
+
+    assert load_config(write_config(tmp_path, data)).detection.train_rows == MAX_TRAIN_ROWS
+    assert MAX_TRAIN_ROWS * protocol.MAX_DEVICES <= protocol.MAX_SAMPLES
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda d: d["detection"].update(known_peers=["10.0.0.0/8", 5]),
+            "detection.known_peers[1]: expected a string, got an integer (5)",
+        ),
+        (
+            lambda d: d["devices"][0].update(features=["temperature", ["x"]]),
+            "devices[0].features[1]: expected a string, got a list (['x'])",
+        ),
+        (
+            lambda d: d["detection"].update(extra_features=[True]),
+            "detection.extra_features[0]: expected a string, got a boolean (True)",
+        ),
+    ],
+)
+def test_string_list_names_bad_element(tmp_path, edit, message):
+    data = base_config(tmp_path)
+    edit(data)
+
+    assert load_error(tmp_path, data) == message
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["mqtt"].update(host=""), "mqtt.host: must not be empty"),
+        (lambda d: d["mqtt"].update(host="a" * 64 + ".lan"), "mqtt.host: invalid host name"),
+        (lambda d: d["mqtt"].update(host="broker..lan"), "mqtt.host: invalid host name"),
+        (
+            lambda d: d["mqtt"].update(client_id="c" * 70_000),
+            "mqtt.client_id: 70000 bytes in UTF-8, above the MQTT limit of 65535",
+        ),
+        (
+            lambda d: d["mqtt"].update(username="u" * 70_000),
+            "mqtt.username: 70000 bytes in UTF-8",
+        ),
+        (
+            lambda d: d["mqtt"].update(client_id="a\u0000b"),
+            "mqtt.client_id: must not contain the character U+0000",
+        ),
+        (
+            lambda d: d["mqtt"].update(prefix="a\u0000b"),
+            "mqtt.prefix: must not contain the character U+0000",
+        ),
+        (
+            lambda d: d["mqtt"].update(prefix="p" * 65_510),
+            "mqtt.prefix: too long, because the state topic of device 'sensor-1' has",
+        ),
+        (
+            lambda d: d["security"].update(state_dir="~no-such-user-fltrust/state"),
+            "security.state_dir: cannot expand '~no-such-user-fltrust/state'",
+        ),
+        (
+            lambda d: d["security"].update(state_dir="st\u0000ate"),
+            "security.state_dir: must not contain the character U+0000",
+        ),
+        (
+            lambda d: d["devices"][0]["source"].update(path="x\u0000.csv"),
+            "devices[0].source.path: must not contain the character U+0000",
+        ),
+    ],
+)
+def test_bad_connection_and_path_values(tmp_path, edit, message):
+    data = base_config(tmp_path)
+    edit(data)
+
+    assert load_error(tmp_path, data).startswith(message)
+
+
+def test_password_error_does_not_show_password(tmp_path):
+    data = base_config(tmp_path)
+    data["mqtt"]["password"] = "secret\u0000"
+
+    message = load_error(tmp_path, data)
+
+    assert message == "mqtt.password: must not contain the character U+0000"
+
+
+def test_mqtt_source_topic_with_nul(tmp_path):
+    data = base_config(tmp_path)
+    data["devices"] = [mqtt_device([{"topic": "z/\u0000", "feature": "temperature"}])]
+
+    message = load_error(tmp_path, data)
+
+    assert message == "devices[0].source.topics[0].topic: must not contain the character U+0000"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "broker.local", "mosquitto"])
+def test_valid_hosts(tmp_path, host):
+    data = base_config(tmp_path)
+    data["mqtt"]["host"] = host
+
+    assert load_config(write_config(tmp_path, data)).mqtt.host == host

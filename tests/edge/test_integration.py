@@ -1,13 +1,17 @@
 """End-to-end test of a node against a real Mosquitto broker on a loopback port."""
 
+import queue
 import time
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 from fltrust_core import protocol, security
 from fltrust_core.model import GlobalModel
 from fltrust_edge.agent import EdgeNode
-from fltrust_edge.config import load_config
+from fltrust_edge.config import MqttConfig, load_config
+from fltrust_edge.link import Connected, Disconnected, MqttLink
+from paho.mqtt.enums import CallbackAPIVersion
 
 from .conftest import (
     MOSQUITTO,
@@ -133,3 +137,79 @@ def test_node_started_before_broker(tmp_path, signer):
         if coordinator is not None:
             coordinator.close()
         broker.stop()
+
+
+def take_over_client_id(port, client_id):
+    """Connect with another client's id, which makes the broker close that client's connection."""
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.connect("127.0.0.1", port, keepalive=10)
+    client.loop(timeout=1.0)
+    client.disconnect()
+
+
+def wait_until(condition, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the timeout"
+        time.sleep(0.05)
+
+
+def node_message_types(coordinator, start, end=None):
+    with coordinator._condition:
+        messages = coordinator.messages[start:end]
+    return [envelope["type"] for _, envelope in messages if envelope.get("sender") == NODE_ID]
+
+
+def test_heartbeat_precedes_states_on_every_connection(tmp_path, broker, signer):
+    csv_path = write_csv(tmp_path / "series.csv", n_rows=2400, anomaly_rows=(2000, 2100))
+    data = base_config(tmp_path, csv_path=csv_path)
+    data["mqtt"]["port"] = broker.port
+    # Only the heartbeats that follow a connection fall within the test.
+    data["detection"]["heartbeat_interval"] = 3600.0
+    data["devices"][0]["source"]["rows_per_second"] = 300.0
+    config = load_config(write_config(tmp_path, data))
+    coordinator = CoordinatorClient(broker.port, signer)
+    assert coordinator.connected.wait(15)
+    node = EdgeNode(config)
+    node.start()
+    try:
+        coordinator.wait_for(of_type("state"))
+        take_over_client_id(broker.port, config.mqtt.client_id)
+        wait_until(lambda: not node.connected)
+        # Messages of the first connection still on their way arrive before the mark.
+        time.sleep(0.3)
+        mark = coordinator.mark()
+        wait_until(lambda: node.connected)
+        coordinator.wait_for(of_type("state"), after=mark)
+
+        first_connection = node_message_types(coordinator, 0, mark)
+        second_connection = node_message_types(coordinator, mark)
+        assert first_connection[0] == "heartbeat"
+        assert "state" in first_connection
+        assert second_connection[0] == "heartbeat"
+        assert "state" in second_connection
+    finally:
+        node.stop()
+        coordinator.close()
+
+
+def test_link_drops_message_bound_to_closed_connection(broker):
+    events = queue.Queue()
+    link = MqttLink(MqttConfig(host="127.0.0.1", port=broker.port, client_id="link-1"), events, "n")
+    link.start()
+    try:
+        first = events.get(timeout=15)
+        assert first == Connected(1)
+        assert link.publish("fltest/x", b"1", connection=1)
+
+        take_over_client_id(broker.port, "link-1")
+        assert isinstance(events.get(timeout=15), Disconnected)
+        second = events.get(timeout=15)
+
+        assert second == Connected(2)
+        assert not link.publish("fltest/x", b"1", connection=1)
+        assert link.publish("fltest/x", b"1", connection=2)
+        with pytest.raises(ValueError, match="only QoS 0"):
+            link.publish("fltest/x", b"1", qos=1, connection=2)
+    finally:
+        link.stop()

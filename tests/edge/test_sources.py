@@ -5,13 +5,8 @@ import threading
 
 import pytest
 from fltrust_edge.config import load_config
-from fltrust_edge.sources import (
-    CsvReplay,
-    MqttSensor,
-    extract_value,
-    load_label_windows,
-    parse_timestamp,
-)
+from fltrust_edge.labels import load_label_windows, parse_timestamp
+from fltrust_edge.sources import CsvReplay, MqttSensor, extract_value
 
 from .conftest import base_config, write_config, write_csv
 
@@ -175,6 +170,64 @@ def test_csv_replay_stops_on_event(tmp_path):
     assert replay.run(lambda sample: None, stop) == 0
 
 
+@pytest.mark.parametrize("rows_per_second", [1e-20, 5e-324])
+def test_csv_replay_slow_pace_waits_until_stopped(tmp_path, rows_per_second):
+    replay = CsvReplay(csv_device(tmp_path, rows_per_second=rows_per_second))
+    stop = threading.Event()
+    emitted = []
+    timer = threading.Timer(0.2, stop.set)
+    timer.start()
+
+    try:
+        count = replay.run(emitted.append, stop)
+    finally:
+        timer.cancel()
+
+    assert count == 1
+    assert [sample.row for sample in emitted] == [0]
+
+
+def test_csv_replay_large_timestamp_gap(tmp_path):
+    path = tmp_path / "gap.csv"
+    path.write_text("timestamp,value\n0,1.0\n1e300,2.0\n")
+    device = csv_device(
+        tmp_path, path=str(path), label_column=None, rows_per_second=None, speedup=1.0
+    )
+    replay = CsvReplay(device)
+    stop = threading.Event()
+    timer = threading.Timer(0.2, stop.set)
+    timer.start()
+
+    try:
+        count = replay.run(lambda sample: None, stop)
+    finally:
+        timer.cancel()
+
+    assert count == 1
+
+
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        (b"2024-01-01 00:05:00,\xff\xfe,0\n", "invalid start byte"),
+        (b'2024-01-01 00:05:00,"' + b"1" * 200_000 + b'",0\n', "field larger than field limit"),
+    ],
+    ids=["non-UTF-8", "huge field"],
+)
+def test_csv_replay_unreadable_line(tmp_path, tail, message):
+    path = tmp_path / "broken.csv"
+    head = b"timestamp,value,label\n2024-01-01 00:00:00,1.5,0\n"
+    path.write_bytes(head)
+    replay = CsvReplay(csv_device(tmp_path, path=str(path)))
+    # The file changes after the configuration was checked.
+    path.write_bytes(head + tail)
+
+    with pytest.raises(ValueError, match=message) as info:
+        list(replay.samples())
+
+    assert str(info.value).startswith(f"cannot read {path} after line ")
+
+
 @pytest.mark.parametrize(
     ("payload", "path", "expected"),
     [
@@ -206,6 +259,8 @@ def test_extract_value(payload, path, expected):
         (b'{"a": [1]}', "a.3", "no value at 'a.3'"),
         (b'{"t": "Infinity"}', "t", "not finite"),
         (b'{"t": {"x": 1}}', "t", "t is not a number: dict"),
+        (b'{"t":' * 50_000, "t", "payload nests too deeply"),
+        (b"[" * 50_000, None, "payload is not a number"),
     ],
 )
 def test_extract_value_rejects(payload, path, message):
