@@ -149,7 +149,7 @@ def _kmeans_plus_plus(
 
 @dataclass(frozen=True)
 class IntegrityScore:
-    """How one update compares with the round's robust reference.
+    """Comparison of one update with the round's robust reference.
 
     ``score`` is in [0, 1]: 1 for an update consistent with the median, 0 for
     one pointing away from it or far larger than the typical update.

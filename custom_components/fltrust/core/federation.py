@@ -7,7 +7,7 @@ methods one at a time from an executor thread, because several of them do
 numeric work.
 
 A round: ``start_round`` announces it; ``handle_message`` collects the signed
-updates; ``ready_to_close`` says when every active node answered or the
+updates; ``ready_to_close`` returns whether every active node sent one or the
 deadline passed; ``close_round`` scores every update against the round's
 robust reference and its sender's own earlier updates, updates each node's
 trust, aggregates with FedAvg weighted by sample count, trust, integrity and
@@ -111,7 +111,7 @@ class FederationEvent:
 
 @dataclass
 class Outcome:
-    """What one call produced."""
+    """Publishes and events produced by one engine call."""
 
     publishes: list[Publish] = field(default_factory=list)
     events: list[FederationEvent] = field(default_factory=list)
@@ -124,7 +124,7 @@ class Outcome:
 
 @dataclass
 class DeviceRecord:
-    """What the coordinator knows of one watched device."""
+    """Coordinator record of one watched device."""
 
     info: DeviceInfo
     anomaly: bool | None = None
@@ -136,7 +136,7 @@ class DeviceRecord:
 
 @dataclass
 class NodeRecord:
-    """What the coordinator knows of one edge node."""
+    """Coordinator record of one edge node."""
 
     node_id: str
     trust: NodeTrust
@@ -426,7 +426,9 @@ class Federation:
     def _on_auth(self, node: NodeRecord, body: dict[str, Any], now: float) -> Outcome:
         nonce = parse_auth(body)
         if not node.challenge or not secrets.compare_digest(nonce, node.challenge):
-            raise MessageRejected(RejectReason.SCHEMA, "authentication answers no open challenge")
+            raise MessageRejected(
+                RejectReason.SCHEMA, "authentication response matches no open challenge"
+            )
         node.authenticated = True
         node.challenge = ""
         return Outcome(events=[FederationEvent("authenticated", {"node_id": node.node_id})])

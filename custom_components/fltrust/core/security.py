@@ -74,7 +74,7 @@ REJECTION_SEVERITY: dict[RejectReason, float] = {
 
 
 class MessageRejected(Exception):
-    """A received message failed a check; ``reason`` says which one."""
+    """Exception raised when a received message fails a check named by ``reason``."""
 
     def __init__(self, reason: RejectReason, detail: str) -> None:
         """Store the reason and a human-readable detail."""
