@@ -1,5 +1,8 @@
 """Loaders that cut the shared data sets into per-node slices.
 
+The readers of ``fltrust_data`` parse and clean the files, and
+``script/bench`` puts ``tools/`` on PYTHONPATH for them.
+
 Every loader returns ``NodeData``: the features of the rows a node trains on
 (normal rows only), and the features and 0/1 labels of the rows it is tested
 on. Features come from ``fltrust_core.preprocessing.extract_features``, the
@@ -16,10 +19,10 @@ the causal windows of the test rows see the readings before them.
   contiguous time slices of equal length, one per node. A node trains on the
   first ``train_rows`` rows of its slice that lie outside every anomaly window
   and is tested on the remaining rows.
-- TON_IoT (``ton_iot/``): the files are cleaned of their formatting leaks
-  (byte order mark, whitespace padding that differs between normal and attack
-  rows, ``true``/``false`` strings among numbers), and rows are sorted by time.
-  Normal and attack rows come from different days, so each node gets one
+- TON_IoT (``ton_iot/``): ``fltrust_data.read_ton_iot`` cleans the files of
+  their formatting leaks (byte order mark, whitespace padding that differs
+  between normal and attack rows, words among numbers) and sorts the rows by
+  time. Normal and attack rows come from different days, so each node gets one
   contiguous block of normal rows and one of attack rows. It trains on the
   first half of its normal block (at most ``train_rows`` rows) and is tested
   on the second half plus its attack block. The rows are not one time series,
@@ -28,19 +31,33 @@ the causal windows of the test rows see the readings before them.
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
-from datetime import datetime
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 from fltrust_core.preprocessing import extract_features
+from fltrust_data import (
+    TON_IOT_DEVICES,
+    DataMissingError,
+    NabSeries,
+    SkabExperiment,
+    TonIotData,
+    read_nab,
+    read_skab,
+    read_ton_iot,
+)
 
-
-class DataMissingError(FileNotFoundError):
-    """A data file that a federation needs does not exist."""
+# DataMissingError is re-exported for __main__, which reports it when the data
+# folder is incomplete.
+__all__ = [
+    "DataMissingError",
+    "FeatureSettings",
+    "NodeData",
+    "nab_nodes",
+    "skab_node",
+    "ton_iot_nodes",
+]
 
 
 @dataclass(frozen=True)
@@ -88,37 +105,26 @@ class NodeData:
         return self.X_test[self.y_test == 1]
 
 
-def _require(path: Path) -> Path:
-    if not path.is_file():
-        raise DataMissingError(
-            f"data file not found: {path}; pass --data with the folder that contains "
-            "skab/, nab-realKnownCause/ and ton_iot/"
-        )
-    return path
-
-
-# SKAB.
-
-SKAB_COLUMNS = (
-    "Accelerometer1RMS",
-    "Accelerometer2RMS",
-    "Current",
-    "Pressure",
-    "Temperature",
-    "Thermocouple",
-    "Voltage",
-    "Volume Flow RateRMS",
-)
+# The readers are cached per process, because every benchmark task builds its
+# federation from the same files.
 
 
 @cache
-def _read_skab(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    with _require(path).open(newline="") as file:
-        rows = list(csv.DictReader(file, delimiter=";"))
-    values = np.array([[float(row[name]) for name in SKAB_COLUMNS] for row in rows])
-    if rows and "anomaly" in rows[0]:
-        return values, np.array([int(float(row["anomaly"]) != 0) for row in rows])
-    return values, None
+def _read_skab(data_dir: Path, experiment: str) -> SkabExperiment:
+    return read_skab(data_dir, experiment)
+
+
+@cache
+def _read_nab(data_dir: Path, series: str) -> NabSeries:
+    return read_nab(data_dir, series)
+
+
+@cache
+def _read_ton_iot(data_dir: Path, device: str) -> TonIotData:
+    return read_ton_iot(data_dir, device)
+
+
+# SKAB.
 
 
 def skab_node(
@@ -134,7 +140,8 @@ def skab_node(
     ``"anomaly-free/anomaly-free"`` gives the node of the other operating
     regime: it has no labels, and its test rows are all normal.
     """
-    values, labels = _read_skab(data_dir / "skab" / f"{experiment}.csv")
+    experiment_data = _read_skab(data_dir, experiment)
+    values, labels = experiment_data.values, experiment_data.labels
     features = extract_features(
         values, settings.smoothing_window, settings.long_window, settings.extra_features
     )
@@ -154,27 +161,6 @@ def skab_node(
 # NAB.
 
 
-@cache
-def _read_nab(data_dir: Path, series: str) -> tuple[list[datetime], np.ndarray, np.ndarray]:
-    root = data_dir / "nab-realKnownCause"
-    path = _require(root / "data" / "realKnownCause" / f"{series}.csv")
-    with path.open(newline="") as file:
-        rows = list(csv.DictReader(file))
-    stamps = [datetime.fromisoformat(row["timestamp"]) for row in rows]
-    values = np.array([[float(row["value"])] for row in rows])
-    windows_file = _require(root / "labels" / "combined_windows.json")
-    windows = [
-        (datetime.fromisoformat(start), datetime.fromisoformat(end))
-        for start, end in json.loads(windows_file.read_text())[f"realKnownCause/{series}.csv"]
-    ]
-    # Row timestamps are compared as datetimes with the window ends included;
-    # this also handles the rows whose clock went back in machine_temperature.
-    labels = np.array(
-        [int(any(start <= stamp <= end for start, end in windows)) for stamp in stamps]
-    )
-    return stamps, values, labels
-
-
 def nab_nodes(
     data_dir: Path,
     series: str,
@@ -188,7 +174,8 @@ def nab_nodes(
     A slice without an anomaly window gives a node whose test rows are all
     normal: it counts for the false-positive rate but not for ROC AUC.
     """
-    _, values, labels = _read_nab(data_dir, series)
+    series_data = _read_nab(data_dir, series)
+    values, labels = series_data.values[:, np.newaxis], series_data.labels
     nodes = []
     for index, rows in enumerate(np.array_split(np.arange(labels.size), n_nodes)):
         features = extract_features(
@@ -212,39 +199,6 @@ def nab_nodes(
 
 # TON_IoT.
 
-TON_IOT_FILES = {
-    "gps_tracker": ("Train_Test_IoT_GPS_Tracker.csv", ("latitude", "longitude")),
-    "thermostat": ("Train_Test_IoT_Thermostat.csv", ("current_temperature", "thermostat_status")),
-    "fridge": ("Train_Test_IoT_Fridge.csv", ("fridge_temperature", "temp_condition")),
-}
-_TON_IOT_WORDS = {"true": 1.0, "false": 0.0, "on": 1.0, "off": 0.0, "high": 1.0, "low": 0.0}
-
-
-def _ton_iot_number(text: str) -> float:
-    value = text.strip().lower()
-    if value in _TON_IOT_WORDS:
-        return _TON_IOT_WORDS[value]
-    return float(value)
-
-
-@cache
-def _read_ton_iot(data_dir: Path, device: str) -> tuple[np.ndarray, np.ndarray]:
-    file_name, columns = TON_IOT_FILES[device]
-    path = _require(data_dir / "ton_iot" / file_name)
-    records = []
-    with path.open(newline="", encoding="utf-8-sig") as file:
-        for raw in csv.DictReader(file):
-            row = {key.strip(): (value or "").strip() for key, value in raw.items()}
-            stamp = datetime.strptime(f"{row['date']} {row['time']}", "%d-%b-%y %H:%M:%S")
-            values = [_ton_iot_number(row[name]) for name in columns]
-            records.append((stamp, values, int(row["label"])))
-    # A stable sort keeps the file order of rows that share a second.
-    records.sort(key=lambda record: record[0])
-    return (
-        np.array([values for _, values, _ in records]),
-        np.array([label for _, _, label in records]),
-    )
-
 
 def ton_iot_nodes(
     data_dir: Path,
@@ -254,7 +208,8 @@ def ton_iot_nodes(
     kind: str | None = None,
 ) -> list[NodeData]:
     """Split one TON_IoT device file into ``n_nodes`` nodes of contiguous time blocks."""
-    values, labels = _read_ton_iot(data_dir, device)
+    device_data = _read_ton_iot(data_dir, device)
+    values, labels = device_data.values, device_data.labels
     normal_blocks = np.array_split(np.flatnonzero(labels == 0), n_nodes)
     attack_blocks = np.array_split(np.flatnonzero(labels == 1), n_nodes)
     nodes = []
@@ -266,7 +221,7 @@ def ton_iot_nodes(
             NodeData(
                 node_id=f"{kind or device}-{index}",
                 kind=kind or device,
-                source=f"TON_IoT {TON_IOT_FILES[device][0]} block {index + 1}/{n_nodes}",
+                source=f"TON_IoT {TON_IOT_DEVICES[device].file_name} block {index + 1}/{n_nodes}",
                 X_train=values[train],
                 X_test=values[test],
                 y_test=labels[test],

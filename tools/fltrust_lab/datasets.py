@@ -2,27 +2,34 @@
 
 The two NAB series in ``data/nab/`` are replayed in place, labelled by their
 anomaly windows. TON_IoT and SKAB may not be copied into the repository, so
-they are read from the shared data folder (``../shared/data`` by default) and
-written as cleaned CSV files into the run folder:
+they are read from the shared data folder (``../shared/data`` by default) with
+the readers of ``fltrust_data``, which also clean them, and written as CSV
+files into the run folder:
 
-- TON_IoT: the files carry a UTF-8 byte order mark and whitespace padding that
-  differs between normal and attack rows, so every field is stripped and
-  ``true``/``false``/``on``/``off`` become 1/0. Rows are sorted by the parsed
-  date and time, because the files are grouped by attack type, and every
+- TON_IoT: sorted by date and time, with word values as 1/0. Every
   ``step``-th row is kept so that a replay fits a short run.
-- SKAB: semicolon-separated with spaces in a column name and labels written as
-  ``0.0``/``1.0``; the copy uses commas, snake_case names and 0/1 labels.
+- SKAB: commas instead of semicolons, snake_case column names and 0/1 labels.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from fltrust_data import (
+    SKAB_COLUMNS,
+    SKAB_FOLDER,
+    TON_IOT_DEVICES,
+    TON_IOT_FOLDER,
+    DataMissingError,
+    NabSeries,
+    read_nab_file,
+    read_skab,
+    read_ton_iot,
+)
 
 from . import SHIPPED_NAB_DIR
 
@@ -31,28 +38,10 @@ NAB_FILES = {
     "machine": "machine_temperature_system_failure.csv",
 }
 NAB_WINDOWS_FILE = "combined_windows.json"
+SHIPPED_NAB_HINT = "The NAB files ship in data/nab/ of the repository"
 
-TON_IOT_FILES = {
-    "thermostat": ("Train_Test_IoT_Thermostat.csv", ("current_temperature", "thermostat_status")),
-    "motion_light": ("Train_Test_IoT_Motion_Light.csv", ("motion_status", "light_status")),
-}
-TON_IOT_BOOLEANS = {"true": 1, "false": 0, "on": 1, "off": 0}
-TON_IOT_DATE_FORMAT = "%d-%b-%y %H:%M:%S"
-
-SKAB_FEATURES = (
-    "Accelerometer1RMS",
-    "Accelerometer2RMS",
-    "Current",
-    "Pressure",
-    "Temperature",
-    "Thermocouple",
-    "Voltage",
-    "Volume Flow RateRMS",
-)
-
-
-class DataMissingError(FileNotFoundError):
-    """A data file that a scenario needs does not exist."""
+# The TON_IoT devices of the demo's smart home, keys of fltrust_data.TON_IOT_DEVICES.
+TON_IOT_SCENARIO_DEVICES = ("thermostat", "motion_light")
 
 
 @dataclass(frozen=True)
@@ -103,9 +92,10 @@ def shared_sets_present(data_dir: Path) -> dict[str, bool]:
     """Return which shared data sets the scenarios can use from ``data_dir``."""
     return {
         "ton_iot": all(
-            (data_dir / "ton_iot" / name).is_file() for name, _ in TON_IOT_FILES.values()
+            (data_dir / TON_IOT_FOLDER / TON_IOT_DEVICES[device].file_name).is_file()
+            for device in TON_IOT_SCENARIO_DEVICES
         ),
-        "skab": (data_dir / "skab" / "valve1").is_dir(),
+        "skab": (data_dir / SKAB_FOLDER / "valve1").is_dir(),
     }
 
 
@@ -115,35 +105,36 @@ def _require(path: Path, hint: str) -> Path:
     return path
 
 
+def _format_reading(value: float) -> str:
+    """Format a reading as the shortest text that parses back to the same float.
+
+    Whole numbers are written without ``.0``, as TON_IoT and NAB write them, so
+    the 0/1 states of TON_IoT read ``0`` and ``1``.
+    """
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
 # NAB.
 
 
-def nab_windows(series: str, nab_dir: Path = SHIPPED_NAB_DIR) -> list[tuple[str, str]]:
-    """Return the anomaly windows of a shipped NAB series as (start, end) timestamps."""
-    path = _require(nab_dir / NAB_WINDOWS_FILE, "The NAB files ship in data/nab/ of the repository")
-    windows = json.loads(path.read_text())[f"realKnownCause/{NAB_FILES[series]}"]
-    return [(start, end) for start, end in windows]
+def _read_shipped_nab(series: str, nab_dir: Path) -> NabSeries:
+    if series not in NAB_FILES:
+        raise ValueError(f"invalid NAB series {series!r}, expected one of {', '.join(NAB_FILES)}")
+    return read_nab_file(
+        _require(nab_dir / NAB_FILES[series], SHIPPED_NAB_HINT),
+        _require(nab_dir / NAB_WINDOWS_FILE, SHIPPED_NAB_HINT),
+    )
 
 
 def nab_labels(series: str, nab_dir: Path = SHIPPED_NAB_DIR) -> list[int]:
     """Return the 0/1 label of every row of a NAB series, 1 inside an anomaly window.
 
-    The window bounds carry microseconds (``.000000``) and the rows do not, so
-    both are compared as parsed datetimes, ends included.
+    ``series`` is ``"ambient"`` (office temperature) or ``"machine"`` (industrial
+    machine temperature).
     """
-    windows = [
-        (datetime.fromisoformat(start), datetime.fromisoformat(end))
-        for start, end in nab_windows(series, nab_dir)
-    ]
-    path = _require(
-        nab_dir / NAB_FILES[series], "The NAB files ship in data/nab/ of the repository"
-    )
-    labels = []
-    with path.open(newline="") as file:
-        for row in csv.DictReader(file):
-            stamp = datetime.fromisoformat(row["timestamp"])
-            labels.append(int(any(start <= stamp <= end for start, end in windows)))
-    return labels
+    return _read_shipped_nab(series, nab_dir).labels.tolist()
 
 
 def nab_device(
@@ -157,8 +148,6 @@ def nab_device(
     ``series`` is ``"ambient"`` (office temperature) or ``"machine"`` (industrial
     machine temperature).
     """
-    if series not in NAB_FILES:
-        raise ValueError(f"invalid NAB series {series!r}, expected one of {', '.join(NAB_FILES)}")
     labels = nab_labels(series, nab_dir)
     end = len(labels) if end_row is None else min(end_row, len(labels))
     if not 0 <= start_row < end:
@@ -184,21 +173,26 @@ def write_nab_slice(
 
     The end-to-end tests use these small files.
     """
-    labels = nab_labels(series, nab_dir)
-    with (nab_dir / NAB_FILES[series]).open(newline="") as source:
-        rows = list(csv.DictReader(source))[start_row:end_row]
+    nab = _read_shipped_nab(series, nab_dir)
+    rows = range(len(nab.labels))[start_row:end_row]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with out_path.open("w", newline="") as target:
         writer = csv.writer(target)
         writer.writerow(["timestamp", "value", "label"])
-        for index, row in enumerate(rows, start=start_row):
-            writer.writerow([row["timestamp"], row["value"], labels[index]])
+        for index in rows:
+            writer.writerow(
+                [
+                    nab.timestamps[index].isoformat(sep=" "),
+                    _format_reading(float(nab.values[index])),
+                    int(nab.labels[index]),
+                ]
+            )
     return DeviceData(
         path=out_path,
         value_columns=("value",),
         timestamp_column="timestamp",
         n_rows=len(rows),
-        n_anomalies=sum(labels[start_row : start_row + len(rows)]),
+        n_anomalies=int(nab.labels[start_row : start_row + len(rows)].sum()),
         description=f"NAB {NAB_FILES[series]} rows {start_row}-{start_row + len(rows)}",
         label_column="label",
     )
@@ -207,58 +201,40 @@ def write_nab_slice(
 # TON_IoT.
 
 
-def _ton_iot_number(value: str, column: str, path: Path, line: int) -> float:
-    text = value.strip()
-    if text.lower() in TON_IOT_BOOLEANS:
-        return TON_IOT_BOOLEANS[text.lower()]
-    try:
-        return float(text)
-    except ValueError as err:
-        raise ValueError(f"{path}:{line}: column {column!r} is not a number: {value!r}") from err
-
-
 def clean_ton_iot(device: str, data_dir: Path, out_dir: Path, step: int = 1) -> DeviceData:
     """Write a cleaned, time-sorted copy of one TON_IoT device file and return its replay.
 
-    ``device`` is ``"thermostat"`` or ``"motion_light"``. Every ``step``-th row
-    of the sorted file is kept. The sort is stable, so rows that share a second
-    keep their file order.
+    ``device`` is a key of ``fltrust_data.TON_IOT_DEVICES``, such as
+    ``"thermostat"`` or ``"motion_light"``. Every ``step``-th row of the sorted
+    file is kept.
     """
-    if device not in TON_IOT_FILES:
-        raise ValueError(
-            f"invalid TON_IoT device {device!r}, expected one of {', '.join(TON_IOT_FILES)}"
-        )
     if step < 1:
         raise ValueError(f"step must be at least 1, got {step}")
-    file_name, features = TON_IOT_FILES[device]
-    path = _require(
-        data_dir / "ton_iot" / file_name, "Pass --data with the folder that contains ton_iot/"
-    )
-    rows: list[tuple[datetime, list[float], int]] = []
-    with path.open(newline="", encoding="utf-8-sig") as file:
-        reader = csv.DictReader(file)
-        for line, raw in enumerate(reader, start=2):
-            record = {key.strip(): (value or "").strip() for key, value in raw.items()}
-            stamp = datetime.strptime(f"{record['date']} {record['time']}", TON_IOT_DATE_FORMAT)
-            values = [_ton_iot_number(record[name], name, path, line) for name in features]
-            rows.append((stamp, values, int(_ton_iot_number(record["label"], "label", path, line))))
-    rows.sort(key=lambda row: row[0])
-    thinned = rows[::step]
+    data = read_ton_iot(data_dir, device)
+    kept_rows = range(0, len(data.labels), step)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / f"ton_iot_{device}.csv"
     with out_path.open("w", newline="") as target:
         writer = csv.writer(target)
-        writer.writerow(["timestamp", *features, "label"])
-        for stamp, values, label in thinned:
-            writer.writerow([stamp.isoformat(sep=" "), *(f"{v:g}" for v in values), label])
+        writer.writerow(["timestamp", *data.columns, "label"])
+        for index in kept_rows:
+            writer.writerow(
+                [
+                    data.timestamps[index].isoformat(sep=" "),
+                    *(_format_reading(value) for value in data.values[index].tolist()),
+                    int(data.labels[index]),
+                ]
+            )
     return DeviceData(
         path=out_path,
-        value_columns=features,
+        value_columns=data.columns,
         timestamp_column="timestamp",
-        n_rows=len(thinned),
-        n_anomalies=sum(label for _, _, label in thinned),
-        description=f"TON_IoT {file_name}, sorted by time, 1 row in {step} kept",
+        n_rows=len(kept_rows),
+        n_anomalies=int(data.labels[::step].sum()),
+        description=(
+            f"TON_IoT {TON_IOT_DEVICES[device].file_name}, sorted by time, 1 row in {step} kept"
+        ),
         label_column="label",
     )
 
@@ -273,37 +249,35 @@ def _snake_case(name: str) -> str:
 
 def skab_feature_names() -> tuple[str, ...]:
     """Return the SKAB sensor columns as the snake_case names the cleaned copies use."""
-    return tuple(_snake_case(name) for name in SKAB_FEATURES)
+    return tuple(_snake_case(name) for name in SKAB_COLUMNS)
 
 
 def clean_skab(experiment: str, data_dir: Path, out_dir: Path) -> DeviceData:
     """Write a comma-separated copy of one SKAB experiment and return its replay.
 
-    ``experiment`` is a path below ``skab/``, such as ``"valve1/1"``.
+    ``experiment`` is a path below ``skab/``, such as ``"valve1/1"``. The copy of
+    ``"anomaly-free/anomaly-free"``, which has no labels, has no label column.
     """
-    path = _require(
-        data_dir / "skab" / f"{experiment}.csv", "Pass --data with the folder that contains skab/"
-    )
+    data = read_skab(data_dir, experiment)
     features = skab_feature_names()
+    labelled = data.labels is not None
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / f"skab_{experiment.replace('/', '_')}.csv"
-    n_rows = 0
-    n_anomalies = 0
-    with path.open(newline="") as source, out_path.open("w", newline="") as target:
-        reader = csv.DictReader(source, delimiter=";")
+    with out_path.open("w", newline="") as target:
         writer = csv.writer(target)
-        writer.writerow(["timestamp", *features, "label"])
-        for raw in reader:
-            label = int(float(raw["anomaly"]) != 0)
-            writer.writerow([raw["datetime"], *(raw[name] for name in SKAB_FEATURES), label])
-            n_rows += 1
-            n_anomalies += label
+        writer.writerow(["timestamp", *features, *(["label"] if labelled else [])])
+        for index, stamp in enumerate(data.timestamps):
+            # SKAB writes whole readings as 32.0, and repr keeps that text.
+            row = [stamp.isoformat(sep=" "), *(repr(v) for v in data.values[index].tolist())]
+            if data.labels is not None:
+                row.append(int(data.labels[index]))
+            writer.writerow(row)
     return DeviceData(
         path=out_path,
         value_columns=features,
         timestamp_column="timestamp",
-        n_rows=n_rows,
-        n_anomalies=n_anomalies,
+        n_rows=len(data.timestamps),
+        n_anomalies=0 if data.labels is None else int(data.labels.sum()),
         description=f"SKAB {experiment}.csv",
-        label_column="label",
+        label_column="label" if labelled else None,
     )
