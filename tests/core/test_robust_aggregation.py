@@ -13,6 +13,9 @@ from fltrust_core.federation import Federation
 from fltrust_core.model import FeatureStats, KindModel
 from fltrust_core.scoring import (
     CLIP_RATIO,
+    DEVIATION_TOLERATED,
+    PROBATION_ROUNDS,
+    PROBATION_TOLERATED,
     UpdateBaseline,
     learn_baseline,
     lower_median,
@@ -278,6 +281,92 @@ def test_merely_different_node_keeps_evidence(rng, base) -> None:
         assert results[0].evidence == 1.0
 
 
+def test_atypical_node_that_turns_loses_evidence(rng, base) -> None:
+    directions = np.tile(np.ones(N_COEF + 1) * 0.3, (8, 1))
+    directions[0] = -directions[0]
+
+    def elsewhere(update: KindModel) -> KindModel:
+        return replace(update, stats=FeatureStats.from_samples(rng.normal(loc=60.0, size=(200, 2))))
+
+    baselines = [None] * 6
+    for round_number in range(7):
+        updates = honest_round(rng, base, 6, directions)
+        updates[0] = elsewhere(updates[0])
+        if round_number == 6:
+            updates[0] = replace(
+                updates[0], svm_coef=base.svm_coef - 4 * (updates[0].svm_coef - base.svm_coef)
+            )
+        parts = [update_parts(u, base) for u in updates]
+        results = score_updates(
+            parts,
+            baselines,
+            [False] * 6,
+            typical=typical_data([u.stats for u in updates], base.stats),
+        )
+        baselines = [
+            learn_baseline(b, p, s) for b, p, s in zip(baselines, parts, results, strict=True)
+        ]
+        assert not results[0].typical
+        assert results[0].weight == 0.0
+        if round_number < 6:
+            assert results[0].evidence == 1.0
+    assert results[0].deviation > 6.0
+    assert results[0].evidence == 0.0
+    assert all(s.evidence == 1.0 for s in results[1:])
+
+
+def test_probation_after_an_inconsistent_update(rng, base, directions) -> None:
+    baselines = [None] * 6
+    for _ in range(5):
+        updates = honest_round(rng, base, 6, directions)
+        parts = [update_parts(u, base) for u in updates]
+        results = score_updates(parts, baselines, [False] * 6)
+        baselines = [
+            learn_baseline(b, p, s) for b, p, s in zip(baselines, parts, results, strict=True)
+        ]
+    updates = honest_round(rng, base, 6, directions)
+    step = rng.normal(size=N_COEF + 1)
+
+    def strayed(size: float) -> list[list[np.ndarray]]:
+        moved = replace(updates[0], svm_coef=updates[0].svm_coef + size * step[:-1])
+        return [update_parts(u, base) for u in [moved, *updates[1:]]]
+
+    # An update that strays a little, between the two tolerances.
+    size = next(
+        size
+        for size in np.linspace(0.0, 0.5, 101)
+        if PROBATION_TOLERATED
+        < score_updates(strayed(size), baselines, [False] * 6)[0].deviation
+        < DEVIATION_TOLERATED
+    )
+    parts = strayed(size)
+    assert score_updates(parts, baselines, [False] * 6)[0].evidence == 1.0
+
+    on_probation = [replace(baselines[0], probation=PROBATION_ROUNDS), *baselines[1:]]
+    result = score_updates(parts, on_probation, [False] * 6)[0]
+    assert result.evidence == 0.0
+    assert "probation" in result.reason
+
+    # A consistent update shortens the probation; an inconsistent one restarts it.
+    honest = [update_parts(u, base) for u in updates]
+    consistent = score_updates(honest, on_probation, [False] * 6)[0]
+    assert consistent.evidence == 1.0
+    assert learn_baseline(on_probation[0], honest[0], consistent).probation == PROBATION_ROUNDS - 1
+    assert learn_baseline(baselines[0], parts[0], result).probation == PROBATION_ROUNDS
+
+
+def test_updates_without_evidence_leave_the_reference(rng, base, directions) -> None:
+    honest = honest_round(rng, base, 6, directions)
+    far = [replace(u, svm_coef=base.svm_coef + 80 * rng.normal(size=N_COEF)) for u in honest[:3]]
+    alone = score(honest, base)
+    mixed = score([*far, *honest], base)
+    assert all(s.evidence == 0.0 for s in mixed[:3])
+    for with_far, without in zip(mixed[3:], alone, strict=True):
+        assert with_far.cosine == pytest.approx(without.cosine)
+        assert with_far.clip == pytest.approx(without.clip)
+        assert with_far.weight == without.weight
+
+
 def test_far_update_loses_evidence_without_history(rng, base, directions) -> None:
     updates = honest_round(rng, base, 6, directions)
     updates[0] = replace(
@@ -364,12 +453,21 @@ def test_baseline_moves_with_evidence(rng, base, directions) -> None:
 def test_baseline_json_round_trip(rng, base, directions) -> None:
     [update] = honest_round(rng, base, 1, directions)
     parts = update_parts(update, base)
-    baseline = UpdateBaseline(tuple(parts), (0.5, float("nan"), 0.1))
+    baseline = UpdateBaseline(tuple(parts), (0.5, float("nan"), 0.1), probation=2)
     restored = UpdateBaseline.from_json(json.loads(json.dumps(baseline.to_json())))
     for restored_part, part in zip(restored.parts, baseline.parts, strict=True):
         np.testing.assert_array_equal(restored_part, part)
     assert restored.spreads[0] == 0.5
     assert np.isnan(restored.spreads[1])
+    assert restored.probation == 2
+
+
+def test_baseline_from_stored_doubtful_flag(rng, base, directions) -> None:
+    [update] = honest_round(rng, base, 1, directions)
+    stored = UpdateBaseline(tuple(update_parts(update, base))).to_json()
+    del stored["probation"]
+    assert UpdateBaseline.from_json({**stored, "doubtful": True}).probation == PROBATION_ROUNDS
+    assert UpdateBaseline.from_json(stored).probation == 0
 
 
 def test_node_trust_stores_baseline_and_digests(rng, base, directions) -> None:

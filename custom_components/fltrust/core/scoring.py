@@ -19,10 +19,13 @@
   sender's data. The centroids are not compared, because k-means centroids
   jump between modes of honest data. An update that moves away from the
   baseline several times further than usual, once the move that all senders
-  share (a change of the global model) is removed, loses evidence. Right
-  after an update that lost most of its evidence, the next one must be back
-  within the tolerated distance or it gets none, so an attack that looks
-  smaller once the model has moved still costs all evidence. Zero updates,
+  share (a change of the global model) is removed, loses evidence. After an
+  update that lost most of its evidence the sender is on probation: until it
+  has sent a few consistent updates, any update that strays more than honest
+  ones almost ever do gets no evidence. An attack that looks smaller once
+  the model has moved on, or that alternates with honest rounds, still costs
+  all evidence. Senders with atypical data are compared with their own
+  history in the same way, on a scale of their own. Zero updates,
   updates repeated from an earlier model version, near-identical updates from
   different senders and deltas that lie far from the round's median get no
   evidence, whatever their history.
@@ -74,9 +77,15 @@ STATS_DEVIATION_FLOOR = 0.25
 # A sender's own usual distance raises its tolerance up to this multiple of the
 # round's usual distance; a sender without one gets that multiple.
 SPREAD_CAP = 3.0
-# An update left with less evidence than this makes its sender's next update
-# lose all evidence unless it is back within DEVIATION_TOLERATED.
+# An update left with less evidence than this puts its sender on probation for
+# PROBATION_ROUNDS consistent updates. Meanwhile an update further than
+# PROBATION_TOLERATED usual distances from the baseline gets no evidence.
+# In the benchmark, 99 % of honest updates stayed within 1.7 usual distances,
+# while attacks that shrink as the model converges, or alternate with honest
+# rounds, came back at 2 to 3.
 DOUBTFUL_EVIDENCE = 0.5
+PROBATION_ROUNDS = 3
+PROBATION_TOLERATED = 2.0
 # Share of the way to a consistent update that a baseline moves per round, and
 # share of the way to the latest distance that the usual distance moves.
 BASELINE_RATE = 0.25
@@ -108,14 +117,15 @@ class UpdateBaseline:
             earlier updates.
         spreads: its usual distance from ``parts``, one per part, NaN where not
             yet measured; None before its first comparison.
-        doubtful: whether its last compared update kept less evidence than
-            ``DOUBTFUL_EVIDENCE``. The next update must then come back within
-            ``DEVIATION_TOLERATED``, or it gets no evidence at all.
+        probation: how many more consistent updates the sender owes after an
+            update that kept less evidence than ``DOUBTFUL_EVIDENCE``. Until
+            then every update must stay within ``PROBATION_TOLERATED``
+            usual distances, or it gets no evidence at all.
     """
 
     parts: tuple[np.ndarray, ...]
     spreads: tuple[float, ...] | None = None
-    doubtful: bool = False
+    probation: int = 0
 
     def fits(self, parts: Sequence[np.ndarray]) -> bool:
         """Return whether ``parts`` have the shapes of this baseline."""
@@ -130,7 +140,7 @@ class UpdateBaseline:
             "spreads": None
             if self.spreads is None
             else [None if math.isnan(s) else s for s in self.spreads],
-            "doubtful": self.doubtful,
+            "probation": self.probation,
         }
 
     @classmethod
@@ -142,7 +152,7 @@ class UpdateBaseline:
             spreads=None
             if spreads is None
             else tuple(math.nan if s is None else float(s) for s in spreads),
-            doubtful=bool(data.get("doubtful", False)),
+            probation=int(data.get("probation", PROBATION_ROUNDS if data.get("doubtful") else 0)),
         )
 
 
@@ -343,7 +353,10 @@ def _deviations(
     larger of the round's usual distance (median over senders, with a floor)
     and the sender's own usual distance, the latter capped at ``SPREAD_CAP``
     times the former. The centroid part is not compared. Senders with
-    atypical data are compared on their statistics only. ``suspect`` senders
+    atypical data take no part in the shared move and the usual distance of
+    the SVM delta. Their tolerance is scaled by the length of their baseline
+    delta over the round's median length. It is at least the length of the
+    shared move. ``suspect`` senders
     (zero, repeated or copied updates) are measured but left out of the shared
     move and the usual distance. A part with fewer than three compared senders
     is skipped.
@@ -364,33 +377,106 @@ def _deviations(
             # node's data, so they would flag honest nodes. Their weight is
             # bounded by their norm instead.
             continue
-        rows = [i for i in compared if part < len(parts[i]) and (part == STATS_PART or in_bulk[i])]
-        if len(rows) < 3:
+        rows = [i for i in compared if part < len(parts[i])]
+        # The round's shared move and usual distance come from the senders in
+        # the bulk. For the statistics, every sender counts.
+        bulk = np.array([part == STATS_PART or bool(in_bulk[i]) for i in rows], dtype=bool)
+        if bulk.sum() < 3:
             continue
         moves = _changes(parts, baselines, rows, part)
-        clean = np.array([not suspect[i] for i in rows])
+        clean = bulk & np.array([not suspect[i] for i in rows])
         if clean.sum() < 3:
-            clean[:] = True
-        distance = np.linalg.norm(moves - lower_median(moves[clean], axis=0), axis=1)
+            clean = bulk
+        shared = lower_median(moves[clean], axis=0)
+        distance = np.linalg.norm(moves - shared, axis=1)
         if part == STATS_PART:
             floor = STATS_DEVIATION_FLOOR
+            median_norm = math.nan
         else:
-            floor = DEVIATION_FLOOR * lower_median(
+            median_norm = lower_median(
                 [
                     np.linalg.norm(parts[i][part])
                     for i, keep in zip(rows, clean, strict=True)
                     if keep
                 ]
             )
+            floor = DEVIATION_FLOOR * median_norm
         usual = max(lower_median(distance[clean]), floor, 1e-12)
-        for i, value in zip(rows, distance, strict=True):
+        for i, value, in_round_bulk in zip(rows, distance, bulk, strict=True):
+            scale = usual
+            if not in_round_bulk and median_norm > 0:
+                # Data in another regime gives longer deltas that vary more in
+                # absolute terms. The baseline's length, not the update's,
+                # scales the tolerance, so that a boosted update gains nothing.
+                # Nor does the shared move describe what a change of the model
+                # does to deltas that far off, so it bounds the scale from below.
+                scale = max(
+                    scale * max(1.0, np.linalg.norm(baselines[i].parts[part]) / median_norm),
+                    float(np.linalg.norm(shared)),
+                )
             spreads = baselines[i].spreads
             own = math.nan if spreads is None else spreads[part]
-            own = SPREAD_CAP * usual if math.isnan(own) else min(own, SPREAD_CAP * usual)
-            ratio = value / max(usual, own)
+            own = SPREAD_CAP * scale if math.isnan(own) else min(own, SPREAD_CAP * scale)
+            ratio = value / max(scale, own)
             distances[i, part] = value
             ratios[i] = ratio if math.isnan(ratios[i]) else max(ratios[i], ratio)
     return ratios, distances
+
+
+@dataclass(frozen=True)
+class _Direction:
+    """The round's reference and what it makes of each update."""
+
+    reference: np.ndarray
+    norm: float
+    cosines: np.ndarray
+    weights: np.ndarray
+    clips: np.ndarray
+    center_clips: np.ndarray
+
+
+def _round_direction(
+    svm: np.ndarray,
+    centers: np.ndarray | None,
+    honest: np.ndarray,
+    reference: Sequence[np.ndarray] | None,
+    proportional: bool,
+    ratio: float,
+) -> _Direction:
+    """Return the reference of the rows in ``honest`` and each update's direction weight and clips.
+
+    Without ``reference`` the reference is the lower coordinate-wise median of
+    the ``honest`` SVM deltas and the norms are their lower median norms.
+    Fewer than three ``honest`` rows and no reference give no majority: every
+    update weighs 1 and nothing is clipped.
+    """
+    n_updates = svm.shape[0]
+    if reference is not None:
+        svm_reference = np.asarray(reference[SVM_PART], dtype=float)
+        svm_norm = float(np.linalg.norm(svm_reference))
+        center_norm = float(np.linalg.norm(reference[1])) if len(reference) > 1 else math.inf
+    else:
+        svm_reference = lower_median(svm[honest], axis=0)
+        svm_norm = lower_median(np.linalg.norm(svm[honest], axis=1))
+        center_norm = (
+            lower_median(np.linalg.norm(centers[honest], axis=1))
+            if centers is not None
+            else math.inf
+        )
+    if honest.sum() < 3 and reference is None:
+        ones = np.ones(n_updates)
+        return _Direction(svm_reference, svm_norm, ones, ones, ones, ones)
+    cosines = cosine_similarity(svm, svm_reference)
+    weights = np.maximum(cosines, 0.0) if proportional else (cosines > 0).astype(float)
+    if not weights[honest].any():
+        # No update agrees with the reference (a reference of zeros, for
+        # example): there is no direction to prefer.
+        weights = np.ones(n_updates)
+    clips = clip_factors(svm, ratio * svm_norm)
+    center_clips = (
+        clip_factors(centers, ratio * center_norm) if centers is not None else np.ones(n_updates)
+    )
+    return _Direction(svm_reference, svm_norm, cosines, weights, clips, center_clips)
 
 
 def score_updates(
@@ -413,8 +499,8 @@ def score_updates(
             another model version.
         typical: for each update, whether its sender's data is typical of the
             kind (``typical_data``); None counts all as typical. Atypical
-            updates weigh nothing, stay out of the reference, and only their
-            statistics are compared with their history.
+            updates weigh nothing and stay out of the reference and of the
+            round's shared move; they are still compared with their history.
         reference: reference parts to compare with instead of the round's
             median delta and median norms, for example the coordinator's own
             update on calibration data as in FLTrust.
@@ -447,58 +533,33 @@ def score_updates(
     honest_bulk = in_bulk & ~suspect
     if not honest_bulk.any():
         honest_bulk = in_bulk
-    has_centers = all(len(p) > 1 for p in parts)
-    centers = np.vstack([p[1] for p in parts]) if has_centers else np.zeros((n_updates, 1))
-    center_norms = np.linalg.norm(centers, axis=1)
+    centers = np.vstack([p[1] for p in parts]) if all(len(p) > 1 for p in parts) else None
 
-    if reference is not None:
-        svm_reference = np.asarray(reference[SVM_PART], dtype=float)
-        svm_norm = float(np.linalg.norm(svm_reference))
-        center_norm = float(np.linalg.norm(reference[1])) if len(reference) > 1 else math.inf
-    else:
-        svm_reference = lower_median(svm[honest_bulk], axis=0)
-        svm_norm = lower_median(svm_norms[honest_bulk])
-        center_norm = lower_median(center_norms[honest_bulk])
     ratio = 1.0 if clip_ratio is None else clip_ratio
-
-    if honest_bulk.sum() < 3 and reference is None:
-        cosines = np.ones(n_updates)
-        weights = np.ones(n_updates)
-        clips = np.ones(n_updates)
-        center_clips = np.ones(n_updates)
-    else:
-        cosines = cosine_similarity(svm, svm_reference)
-        weights = np.maximum(cosines, 0.0) if proportional else (cosines > 0).astype(float)
-        if not weights[honest_bulk].any():
-            # No update agrees with the reference (a reference of zeros, for
-            # example): there is no direction to prefer.
-            weights = np.ones(n_updates)
-        clips = clip_factors(svm, ratio * svm_norm)
-        center_clips = (
-            clip_factors(centers, ratio * center_norm) if has_centers else np.ones(n_updates)
-        )
-    weights[~in_bulk] = 0.0
+    direction = _round_direction(svm, centers, honest_bulk, reference, proportional, ratio)
 
     deviations, distances = _deviations(parts, baselines, in_bulk, suspect)
     evidence = np.ones(n_updates)
     reasons = [""] * n_updates
     for i, deviation in enumerate(deviations):
-        if deviation > DEVIATION_TOLERATED:
-            if baselines[i] is not None and baselines[i].doubtful:
-                # Right after a doubtful update, staying out of the tolerated
-                # band is no accident, so no evidence is left.
-                evidence[i] = 0.0
-            else:
-                evidence[i] = max(
-                    0.0,
-                    1.0
-                    - (deviation - DEVIATION_TOLERATED)
-                    / (DEVIATION_REJECTED - DEVIATION_TOLERATED),
-                )
+        on_probation = baselines[i] is not None and baselines[i].probation > 0
+        if on_probation and deviation > PROBATION_TOLERATED:
+            # After an inconsistent update, straying again is no accident.
+            evidence[i] = 0.0
+            reasons[i] = (
+                f"{deviation:.1f} times its usual distance from its own earlier updates, "
+                "on probation after an inconsistent update"
+            )
+        elif deviation > DEVIATION_TOLERATED:
+            evidence[i] = max(
+                0.0,
+                1.0
+                - (deviation - DEVIATION_TOLERATED) / (DEVIATION_REJECTED - DEVIATION_TOLERATED),
+            )
             reasons[i] = f"{deviation:.1f} times its usual distance from its own earlier updates"
     distance_ratios = np.full(n_updates, np.nan)
     if reference is None and honest_bulk.sum() >= 3:
-        distances_to_reference = np.linalg.norm(svm - svm_reference, axis=1)
+        distances_to_reference = np.linalg.norm(svm - direction.reference, axis=1)
         usual = max(lower_median(distances_to_reference[honest_bulk]), 1e-12)
         distance_ratios = distances_to_reference / usual
         for i in np.flatnonzero(in_bulk & (distance_ratios > FAR_DISTANCE)):
@@ -516,17 +577,26 @@ def score_updates(
         evidence[i] = 0.0
         reasons[i] = "zero update: the global model sent back unchanged"
 
-    reference_norm = max(svm_norm, 1e-12)
+    # Updates without evidence (far off, or unlike their sender's history)
+    # leave the round's statistics as well, so that they cannot shift the
+    # reference direction or the norm that honest updates are clipped to.
+    retained = honest_bulk & (evidence > 0)
+    if reference is None and retained.sum() >= 3 and (retained != honest_bulk).any():
+        direction = _round_direction(svm, centers, retained, None, proportional, ratio)
+    weights = direction.weights.copy()
+    weights[~in_bulk] = 0.0
+
+    reference_norm = max(direction.norm, 1e-12)
     return [
         UpdateScore(
-            cosine=float(cosines[i]),
+            cosine=float(direction.cosines[i]),
             norm_ratio=float(svm_norms[i] / reference_norm),
             distance_ratio=float(distance_ratios[i]),
             deviation=float(deviations[i]),
             evidence=float(evidence[i]),
             weight=float(weights[i]),
-            clip=float(clips[i]),
-            center_clip=float(center_clips[i]),
+            clip=float(direction.clips[i]),
+            center_clip=float(direction.center_clips[i]),
             typical=bool(in_bulk[i]),
             distances=tuple(float(d) for d in distances[i]),
             reason=reasons[i],
@@ -546,23 +616,28 @@ def learn_baseline(
     times the update's evidence: fully for a consistent update, not at all
     for one without evidence. Honest nodes whose updates drift with the model
     catch up, and an attacker cannot drag its baseline along without losing
-    trust on the way. The baseline also records whether the update was
-    doubtful (see ``UpdateBaseline.doubtful``).
+    trust on the way. An update that kept less than ``DOUBTFUL_EVIDENCE``
+    starts a probation of ``PROBATION_ROUNDS`` consistent updates, and each
+    consistent update shortens it (see ``UpdateBaseline.probation``).
     """
     current = tuple(np.array(p, dtype=float) for p in parts)
     if baseline is None or not baseline.fits(current):
         return UpdateBaseline(current) if score.evidence > 0 else None
-    compared = not math.isnan(score.deviation)
-    doubtful = score.evidence < DOUBTFUL_EVIDENCE if compared else baseline.doubtful
+    probation = baseline.probation
+    if not math.isnan(score.deviation):
+        if score.evidence < DOUBTFUL_EVIDENCE:
+            probation = PROBATION_ROUNDS
+        elif score.evidence >= 1.0:
+            probation = max(probation - 1, 0)
     if score.evidence <= 0.0:
-        return replace(baseline, doubtful=doubtful)
+        return replace(baseline, probation=probation)
     rate = BASELINE_RATE * score.evidence
     moved = tuple(b + rate * (p - b) for b, p in zip(baseline.parts, current, strict=True))
     measured = [
         score.distances[i] if i < len(score.distances) else math.nan for i in range(len(current))
     ]
     if baseline.spreads is None:
-        return UpdateBaseline(moved, tuple(measured), doubtful)
+        return UpdateBaseline(moved, tuple(measured), probation)
     spreads = []
     for old, new in zip(baseline.spreads, measured, strict=True):
         if math.isnan(old):
@@ -571,4 +646,4 @@ def learn_baseline(
             spreads.append(old)
         else:
             spreads.append(old + SPREAD_RATE * score.evidence * (new - old))
-    return UpdateBaseline(moved, tuple(spreads), doubtful)
+    return UpdateBaseline(moved, tuple(spreads), probation)
