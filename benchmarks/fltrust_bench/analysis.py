@@ -26,6 +26,8 @@ import numpy as np
 
 FLOWER_METHODS = ("FedAvg", "Krum", "Multi-Krum", "FedMedian", "FedTrimmedAvg", "Bulyan")
 MAIN_METHODS = ("fltrust", *FLOWER_METHODS)
+# fltrust's global model blended on each node with a model of its own rows.
+PERSONALIZED = "fltrust, personalized"
 CANDIDATE_PREFIX = "candidate: "
 QUARANTINE_TARGET_ROUNDS = 3
 

@@ -62,7 +62,6 @@ FULL_GRID = replace(
     seeds=(0, 1, 2, 3, 4),
     rounds=12,
     attack_start=5,
-    bulyan_max_nodes=1000,
 )
 
 

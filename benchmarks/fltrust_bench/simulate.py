@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 from fltrust_core import protocol, security
-from fltrust_core.detectors import KindDetector
+from fltrust_core.detectors import KindDetector, PersonalizedDetector
 from fltrust_core.federation import Federation, FederationSettings
 from fltrust_core.model import KindModel
 from fltrust_core.trust import TrustConfig
 from fltrust_edge.evaluation import device_metrics
 
+from .analysis import PERSONALIZED
 from .attacking import ATTACKS, AttackContext, craft
 from .candidates import CANDIDATES, CandidateCoordinator
 from .federations import FederationSpec
@@ -204,16 +205,24 @@ def _root_model(
 
 
 def evaluate(
-    federation: FederationSpec, models: dict[str, KindModel], node_ids: list[str]
+    federation: FederationSpec,
+    models: dict[str, KindModel],
+    node_ids: list[str],
+    personalized: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Return node id -> detection metrics of each node with the model of its kind."""
+    """Return node id -> detection metrics of each node with the model of its kind.
+
+    With ``personalized`` each node blends the model with one trained on its
+    own rows (``PersonalizedDetector``), as the edge node does by default.
+    """
     results = {}
+    estimator = PersonalizedDetector if personalized else KindDetector
     for node_id in node_ids:
         node = federation.node(node_id)
         model = models.get(node.kind)
         if model is None:
             continue
-        detector = KindDetector(federation.params, TARGET_FPR).fit(node.X_train, model=model)
+        detector = estimator(federation.params, TARGET_FPR).fit(node.X_train, model=model)
         scores = detector.anomaly_score(node.X_test)
         labels = node.y_test if node.y_test is not None else np.zeros(scores.size, dtype=int)
         results[node_id] = device_metrics(labels, scores, detector.threshold_)
@@ -366,6 +375,9 @@ class Simulation:
         federation = self.federation
         result.metrics["fltrust"] = evaluate(
             federation, dict(self.coordinator.model.kinds), evaluated
+        )
+        result.metrics[PERSONALIZED] = evaluate(
+            federation, dict(self.coordinator.model.kinds), evaluated, personalized=True
         )
         result.trust["fltrust"] = self.trust
         for rule, models in self.flower_models.items():

@@ -41,7 +41,6 @@ from typing import Any
 
 import numpy as np
 from fltrust_core import protocol
-from fltrust_core.detectors import KindDetector
 from fltrust_core.model import FederationParams, GlobalModel
 from fltrust_core.security import MessageRejected, RejectReason, hmac_tag
 
@@ -58,6 +57,7 @@ from .state import StateStore, UplinkCounter
 from .throttle import ThrottledLogger
 from .training import (
     Calibration,
+    Detector,
     RoundResult,
     calibrate,
     has_enough_samples,
@@ -150,7 +150,7 @@ class EdgeNode:
                 for topic in sensor.topics:
                     self._sensors.setdefault(topic, []).append(sensor)
 
-        self._detectors: dict[str, KindDetector] = {}
+        self._detectors: dict[str, Detector] = {}
         self._detector_version: dict[str, int] = {}
         self._global_model: GlobalModel | None = None
         self._params = FederationParams()
@@ -184,7 +184,7 @@ class EdgeNode:
         """Whether the MQTT link is up."""
         return self._link.connected
 
-    def detector(self, kind: str) -> KindDetector | None:
+    def detector(self, kind: str) -> Detector | None:
         """Return the detector that scores readings of ``kind``, if any."""
         return self._detectors.get(kind)
 
@@ -350,7 +350,8 @@ class EdgeNode:
         if not data:
             return False
         fpr = self.config.detection.target_fpr
-        self._submit(description, lambda: calibrate(data, model, params, fpr))
+        personalize = self.config.detection.personalize
+        self._submit(description, lambda: calibrate(data, model, params, fpr, personalize))
         return True
 
     def _on_replay_ended(self, event: ReplayEnded) -> None:

@@ -74,6 +74,8 @@ class DetectionConfig:
     long_window: int = 48
     extra_features: tuple[str, ...] = ("trend", "std")
     target_fpr: float = 0.01
+    # Score with the global model and a model of the node's own data together.
+    personalize: bool = True
     train_rows: int = 500
     heartbeat_interval: float = 30.0
     known_peers: tuple[str, ...] = ()
@@ -360,6 +362,7 @@ def _parse_detection(table: _Table) -> DetectionConfig:
     target_fpr = table.number("target_fpr", default=defaults.target_fpr)
     if not 0 < target_fpr < 0.5:
         raise ConfigError(f"{table.key('target_fpr')}: must be between 0 and 0.5, got {target_fpr}")
+    personalize = table.boolean("personalize", default=defaults.personalize)
     train_rows = table.integer(
         "train_rows", default=defaults.train_rows, minimum=20, maximum=MAX_TRAIN_ROWS
     )
@@ -384,6 +387,7 @@ def _parse_detection(table: _Table) -> DetectionConfig:
         long_window=long_window,
         extra_features=tuple(extra_features),
         target_fpr=target_fpr,
+        personalize=personalize,
         train_rows=train_rows,
         heartbeat_interval=heartbeat_interval,
         known_peers=tuple(known_peers),

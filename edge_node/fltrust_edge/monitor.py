@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from fltrust_core.detectors import KindDetector
+from fltrust_core.detectors import KindDetector, PersonalizedDetector
 from fltrust_core.preprocessing import FeatureExtractor
 
 from .config import DetectionConfig, DeviceConfig
@@ -76,7 +76,10 @@ class DeviceMonitor:
         return np.vstack(self._test), labels
 
     def process(
-        self, values: np.ndarray, label: int | None, detector: KindDetector | None
+        self,
+        values: np.ndarray,
+        label: int | None,
+        detector: KindDetector | PersonalizedDetector | None,
     ) -> Reading:
         """Add one reading and return what it did."""
         features = self.extractor.update(values)

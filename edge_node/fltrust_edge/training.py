@@ -10,11 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from fltrust_core.detectors import KindDetector, model_fits
+from fltrust_core.detectors import KindDetector, PersonalizedDetector, model_fits
 from fltrust_core.model import FederationParams, GlobalModel, KindModel
 
 # Minimum number of normal samples of a kind for training or calibrating its model.
 MIN_TRAIN_SAMPLES = 20
+
+# Detector that scores a kind's readings (``calibrate`` picks one per kind).
+Detector = KindDetector | PersonalizedDetector
 
 
 def min_train_samples(params: FederationParams) -> int:
@@ -43,12 +46,13 @@ class RoundResult:
 class Calibration:
     """Detectors calibrated while ``model_version`` was the adopted global model.
 
-    Kinds in ``global_kinds`` score with the global model, the others with a
-    local model trained on the same data.
+    Kinds in ``global_kinds`` score with the global model, alone or blended
+    with a local one, and the others with a local model trained on the same
+    data.
     """
 
     model_version: int
-    detectors: dict[str, KindDetector]
+    detectors: dict[str, Detector]
     global_kinds: frozenset[str]
 
 
@@ -93,6 +97,7 @@ def calibrate(
     global_model: GlobalModel | None,
     params: FederationParams,
     target_fpr: float,
+    personalize: bool = True,
 ) -> Calibration:
     """Calibrate one detector per kind: with the global model when it has the kind, else local.
 
@@ -101,13 +106,17 @@ def calibrate(
         global_model: the adopted global model, if any.
         params: the hyper-parameters for kinds trained locally.
         target_fpr: intended false-positive rate on normal data.
+        personalize: blend the global model with a model trained on the same
+            data alone (``PersonalizedDetector``) instead of scoring with the
+            global model only.
     """
-    detectors: dict[str, KindDetector] = {}
+    detectors: dict[str, Detector] = {}
     global_kinds: set[str] = set()
     for kind, X in sorted(data.items()):
         model = None if global_model is None else global_model.kinds.get(kind)
         if global_model is not None and model_fits(model, global_model.params, X.shape[1]):
-            detector = KindDetector(params=global_model.params, target_fpr=target_fpr)
+            estimator = PersonalizedDetector if personalize else KindDetector
+            detector = estimator(params=global_model.params, target_fpr=target_fpr)
             detectors[kind] = detector.fit(X, model=model)
             global_kinds.add(kind)
         else:

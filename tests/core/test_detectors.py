@@ -6,10 +6,12 @@ from fltrust_core.detectors import (
     FederatedKMeans,
     FederatedOneClassSVM,
     KindDetector,
+    PersonalizedDetector,
     kmeans_anomaly_score,
     make_feature_map,
 )
 from fltrust_core.model import FederationParams, KindModel
+from sklearn.exceptions import NotFittedError
 
 PARAMS = FederationParams(seed=3, rff_components=32, rff_gamma=0.5, n_clusters=3, local_epochs=5)
 
@@ -272,3 +274,55 @@ def test_kind_detector_deterministic():
 
     assert np.array_equal(first.svm_coef, second.svm_coef)
     assert np.array_equal(first.centers, second.centers)
+
+
+def test_personalized_detector_averages_both_scores():
+    train = normal_samples(500, seed=1)
+    model = KindDetector(PARAMS).train(normal_samples(500, seed=4))
+    fresh = normal_samples(50, seed=5)
+
+    detector = PersonalizedDetector(PARAMS, target_fpr=0.05).fit(train, model=model)
+
+    assert detector.global_detector_.model_ is model
+    assert detector.local_detector_.model_ is not model
+    np.testing.assert_allclose(
+        detector.anomaly_score(fresh),
+        (
+            detector.global_detector_.anomaly_score(fresh)
+            + detector.local_detector_.anomaly_score(fresh)
+        )
+        / 2,
+    )
+    assert np.mean(detector.predict(train) == -1) <= 0.05 + 1e-3
+    np.testing.assert_allclose(
+        detector.decision_function(fresh), detector.threshold_ - detector.anomaly_score(fresh)
+    )
+
+
+def test_personalized_detector_resolves_narrow_local_data():
+    rng = np.random.default_rng(0)
+    # The kind spans a wide range; this node's readings fill a small part of it.
+    model = KindDetector(PARAMS).train(rng.normal(scale=10.0, size=(3000, 2)))
+    node = rng.normal(loc=[5.0, 5.0], scale=0.5, size=(500, 2))
+    shifted = rng.normal(loc=[5.0, 5.0], scale=0.5, size=(200, 2)) + np.array([2.0, -2.0])
+
+    global_only = KindDetector(PARAMS).fit(node, model=model)
+    personalized = PersonalizedDetector(PARAMS).fit(node, model=model)
+
+    assert np.mean(global_only.predict(shifted) == -1) < 0.5
+    assert np.mean(personalized.predict(shifted) == -1) > 0.9
+
+
+def test_personalized_detector_uses_given_local_model():
+    train = normal_samples(300, seed=1)
+    local = KindDetector(PARAMS).train(train)
+
+    detector = PersonalizedDetector(PARAMS).fit(train, local_model=local)
+
+    assert detector.local_detector_.model_ is local
+    assert detector.n_features_in_ == 2
+
+
+def test_personalized_detector_requires_fit():
+    with pytest.raises(NotFittedError):
+        PersonalizedDetector(PARAMS).anomaly_score(normal_samples(5))

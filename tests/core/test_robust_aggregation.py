@@ -255,17 +255,22 @@ def test_consistent_nodes_keep_evidence(rng, base, directions) -> None:
     assert all(s.deviation < 3.0 for s in results)
 
 
-def test_merely_different_node_keeps_evidence(rng, base) -> None:
+def run_elsewhere_history(rng, base, rounds: int, change=None):
+    """Score rounds in which node 0's data lies far from the others'; return each round's scores.
+
+    ``change`` alters node 0's update in the last round.
+    """
     directions = np.tile(np.ones(N_COEF + 1) * 0.3, (8, 1))
     directions[0] = -directions[0]
-
-    def elsewhere(update: KindModel) -> KindModel:
-        return replace(update, stats=FeatureStats.from_samples(rng.normal(loc=60.0, size=(200, 2))))
-
     baselines = [None] * 6
-    for _ in range(6):
+    history = []
+    for round_number in range(rounds):
         updates = honest_round(rng, base, 6, directions)
-        updates[0] = elsewhere(updates[0])
+        updates[0] = replace(
+            updates[0], stats=FeatureStats.from_samples(rng.normal(loc=60.0, size=(200, 2)))
+        )
+        if change is not None and round_number == rounds - 1:
+            updates[0] = change(updates[0])
         parts = [update_parts(u, base) for u in updates]
         results = score_updates(
             parts,
@@ -276,43 +281,29 @@ def test_merely_different_node_keeps_evidence(rng, base) -> None:
         baselines = [
             learn_baseline(b, p, s) for b, p, s in zip(baselines, parts, results, strict=True)
         ]
+        history.append(results)
+    return history
+
+
+def test_merely_different_node_keeps_evidence(rng, base) -> None:
+    for results in run_elsewhere_history(rng, base, rounds=6):
         assert not results[0].typical
         assert results[0].weight == 0.0
         assert results[0].evidence == 1.0
 
 
 def test_atypical_node_that_turns_loses_evidence(rng, base) -> None:
-    directions = np.tile(np.ones(N_COEF + 1) * 0.3, (8, 1))
-    directions[0] = -directions[0]
+    def flip(update: KindModel) -> KindModel:
+        return replace(update, svm_coef=base.svm_coef - 4 * (update.svm_coef - base.svm_coef))
 
-    def elsewhere(update: KindModel) -> KindModel:
-        return replace(update, stats=FeatureStats.from_samples(rng.normal(loc=60.0, size=(200, 2))))
+    *before, last = run_elsewhere_history(rng, base, rounds=7, change=flip)
 
-    baselines = [None] * 6
-    for round_number in range(7):
-        updates = honest_round(rng, base, 6, directions)
-        updates[0] = elsewhere(updates[0])
-        if round_number == 6:
-            updates[0] = replace(
-                updates[0], svm_coef=base.svm_coef - 4 * (updates[0].svm_coef - base.svm_coef)
-            )
-        parts = [update_parts(u, base) for u in updates]
-        results = score_updates(
-            parts,
-            baselines,
-            [False] * 6,
-            typical=typical_data([u.stats for u in updates], base.stats),
-        )
-        baselines = [
-            learn_baseline(b, p, s) for b, p, s in zip(baselines, parts, results, strict=True)
-        ]
-        assert not results[0].typical
-        assert results[0].weight == 0.0
-        if round_number < 6:
-            assert results[0].evidence == 1.0
-    assert results[0].deviation > 6.0
-    assert results[0].evidence == 0.0
-    assert all(s.evidence == 1.0 for s in results[1:])
+    assert all(results[0].evidence == 1.0 for results in before)
+    assert not last[0].typical
+    assert last[0].weight == 0.0
+    assert last[0].deviation > 6.0
+    assert last[0].evidence == 0.0
+    assert all(s.evidence == 1.0 for s in last[1:])
 
 
 def test_probation_after_an_inconsistent_update(rng, base, directions) -> None:

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 from fltrust_core import protocol, security
+from fltrust_core.detectors import PersonalizedDetector
 from fltrust_core.model import FederationParams, GlobalModel
 from fltrust_edge.agent import EdgeNode, ReplayEnded
 from fltrust_edge.config import SimulationConfig, load_config
@@ -206,8 +207,11 @@ def test_global_model_adopted_and_calibrated(node_config, signer):
 
     assert node.model_version == 1
     detector = node.detector("temperature")
-    assert detector.model_.n_samples == 200
-    assert np.array_equal(detector.model_.svm_coef, model.kinds["temperature"].svm_coef)
+    assert isinstance(detector, PersonalizedDetector)
+    assert detector.global_detector_.model_.n_samples == 200
+    assert np.array_equal(
+        detector.global_detector_.model_.svm_coef, model.kinds["temperature"].svm_coef
+    )
     node._publish_heartbeat()
     heartbeat = protocol.parse_heartbeat(link.envelopes("heartbeat")[-1]["body"])
     assert heartbeat.model_version == 1

@@ -55,7 +55,17 @@ def test_defaults_apply(tmp_path):
     assert config.mqtt.tls is False
     assert config.detection.smoothing_window == 6
     assert config.detection.heartbeat_interval == 30.0
+    assert config.detection.personalize is True
     assert config.devices[0].source.value_columns == ("value",)
+
+
+def test_personalize_can_be_turned_off(tmp_path):
+    data = base_config(tmp_path)
+    data["detection"]["personalize"] = False
+
+    config = load_config(write_config(tmp_path, data))
+
+    assert config.detection.personalize is False
 
 
 def test_relative_paths_resolve_against_config(tmp_path):
@@ -128,6 +138,10 @@ def test_missing_key(tmp_path, edit, message):
             "detection.train_rows: expected an integer, got a number",
         ),
         (lambda d: d["detection"].update(target_fpr=0.7), "detection.target_fpr: must be between"),
+        (
+            lambda d: d["detection"].update(personalize="no"),
+            "detection.personalize: expected true or false",
+        ),
         (
             lambda d: d["detection"].update(heartbeat_interval=0),
             "detection.heartbeat_interval: must be positive",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 
@@ -86,6 +87,16 @@ def parse_number(text: str, path: Path, line: int, column: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{path}:{line}: column {column!r} is not a finite number: {text!r}")
     return value
+
+
+def parse_timestamp(text: str, path: Path, line: int, column: str) -> datetime:
+    """Parse an ISO timestamp (``YYYY-MM-DD HH:MM:SS``), or raise ValueError naming the place."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as err:
+        raise ValueError(
+            f"{path}:{line}: invalid {column} {text!r}, expected YYYY-MM-DD HH:MM:SS"
+        ) from err
 
 
 def parse_label(text: str, path: Path, line: int, column: str) -> int:

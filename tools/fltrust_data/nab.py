@@ -20,7 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import DataMissingError, parse_number, read_csv, require_data_file
+from ._files import (
+    DataMissingError,
+    parse_number,
+    parse_timestamp,
+    read_csv,
+    require_data_file,
+)
 
 NAB_FOLDER = "nab-realKnownCause"
 NAB_WINDOWS_KEY_PREFIX = "realKnownCause/"
@@ -85,13 +91,7 @@ def read_nab_file(csv_path: Path, windows_path: Path) -> NabSeries:
     timestamps = []
     values = []
     for line, row in rows:
-        try:
-            timestamps.append(datetime.fromisoformat(row["timestamp"]))
-        except ValueError as err:
-            raise ValueError(
-                f"{csv_path}:{line}: invalid timestamp {row['timestamp']!r}, "
-                "expected YYYY-MM-DD HH:MM:SS"
-            ) from err
+        timestamps.append(parse_timestamp(row["timestamp"], csv_path, line, "timestamp"))
         values.append(parse_number(row["value"], csv_path, line, "value"))
     labels = [int(any(start <= stamp <= end for start, end in windows)) for stamp in timestamps]
     return NabSeries(

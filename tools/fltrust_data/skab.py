@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import parse_label, parse_number, read_csv, require_data_file
+from ._files import parse_label, parse_number, parse_timestamp, read_csv, require_data_file
 
 SKAB_FOLDER = "skab"
 SKAB_COLUMNS = (
@@ -66,12 +66,7 @@ def read_skab(data_dir: Path, experiment: str) -> SkabExperiment:
     values = []
     labels: dict[str, list[int]] = {name: [] for name in label_columns}
     for line, row in rows:
-        try:
-            timestamps.append(datetime.fromisoformat(row["datetime"]))
-        except ValueError as err:
-            raise ValueError(
-                f"{path}:{line}: invalid datetime {row['datetime']!r}, expected YYYY-MM-DD HH:MM:SS"
-            ) from err
+        timestamps.append(parse_timestamp(row["datetime"], path, line, "datetime"))
         values.append([parse_number(row[name], path, line, name) for name in SKAB_COLUMNS])
         for name in label_columns:
             labels[name].append(parse_label(row[name], path, line, name))

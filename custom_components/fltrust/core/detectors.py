@@ -11,6 +11,8 @@ Only edge nodes import this module, because it needs scikit-learn.
 - ``KindDetector``: the detector of one device kind. It trains the update that
   a node sends in a round and scores readings with a ``KindModel``, usually the
   global one, against a threshold calibrated on local normal data.
+- ``PersonalizedDetector``: the global model and a model of the node's own
+  data, each calibrated as a ``KindDetector``, with their scores averaged.
 
 Scores follow one rule everywhere: ``anomaly_score`` is higher for more
 anomalous samples. ``decision_function`` and ``predict`` keep scikit-learn's
@@ -416,4 +418,74 @@ class KindDetector(BaseEstimator):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Return 1 for normal and -1 for anomalous samples, shape (n_samples,)."""
+        return np.where(self.anomaly_score(X) > self.threshold_, -1, 1)
+
+
+class PersonalizedDetector(BaseEstimator):
+    """Detector of one device kind that blends the global model with a local one.
+
+    Nodes of one kind rarely see the same data: each home or machine has its
+    own operating range. The global model is normalized for the whole kind, so
+    it scores the readings of a node that fills a small part of that range
+    with little contrast.
+    A model trained on the node's data alone, in its own normalization,
+    resolves them but has seen fewer patterns. ``fit`` calibrates a
+    ``KindDetector`` on each. The anomaly score is the mean of their combined
+    scores, both already standardized on the same calibration data, and the
+    threshold is its ``1 - target_fpr`` quantile there.
+
+    Parameters:
+        params: the federation's hyper-parameters; None means the defaults.
+        target_fpr: intended fraction of normal samples flagged as anomalous.
+
+    Attributes:
+        global_detector_: the KindDetector of the global model.
+        local_detector_: the KindDetector of the local model.
+        threshold_: anomaly scores above it are anomalous.
+        n_features_in_: number of input features.
+    """
+
+    def __init__(self, params: FederationParams | None = None, target_fpr: float = 0.01) -> None:
+        """Store the hyper-parameters unchanged."""
+        self.params = params
+        self.target_fpr = target_fpr
+
+    def fit(
+        self, X: np.ndarray, model: KindModel | None = None, local_model: KindModel | None = None
+    ) -> Self:
+        """Calibrate both detectors on normal samples ``X``.
+
+        Parameters:
+            X: ndarray of shape (n_samples, n_features) of smoothed features of
+                normal readings.
+            model: the global model of this kind. Without one that fits, the
+                global detector trains a local model, as ``KindDetector`` does.
+            local_model: a model trained on this node's data alone. None trains
+                one on ``X``.
+        """
+        self.global_detector_ = KindDetector(self.params, self.target_fpr).fit(X, model=model)
+        self.local_detector_ = KindDetector(self.params, self.target_fpr).fit(X, model=local_model)
+        self.n_features_in_ = self.global_detector_.n_features_in_
+        self.threshold_ = float(np.quantile(self.anomaly_score(X), 1.0 - self.target_fpr))
+        return self
+
+    def anomaly_score(self, X: np.ndarray) -> np.ndarray:
+        """Return the mean of both detectors' anomaly scores, shape (n_samples,).
+
+        Parameters:
+            X: ndarray of shape (n_samples, n_features) of smoothed features.
+        """
+        check_is_fitted(self, "global_detector_")
+        return (
+            self.global_detector_.anomaly_score(X) + self.local_detector_.anomaly_score(X)
+        ) / 2.0
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Return ``threshold_ - anomaly_score(X)``. Negative means anomalous."""
+        check_is_fitted(self, "threshold_")
+        return self.threshold_ - self.anomaly_score(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Return 1 for normal and -1 for anomalous samples, shape (n_samples,)."""
+        check_is_fitted(self, "threshold_")
         return np.where(self.anomaly_score(X) > self.threshold_, -1, 1)

@@ -1,0 +1,44 @@
+"""Tests of the calibration job: which detector each kind scores with."""
+
+import numpy as np
+from fltrust_core.detectors import KindDetector, PersonalizedDetector
+from fltrust_core.model import FederationParams, GlobalModel
+from fltrust_edge.training import calibrate
+
+PARAMS = FederationParams(seed=3, rff_components=32, rff_gamma=0.5, n_clusters=3, local_epochs=5)
+
+
+def kind_data(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(200, 2))
+
+
+def global_model() -> GlobalModel:
+    model = GlobalModel(version=4, params=PARAMS)
+    model.kinds["pump"] = KindDetector(PARAMS).train(kind_data(9))
+    return model
+
+
+def test_calibrate_blends_global_and_local_by_default():
+    calibration = calibrate({"pump": kind_data(1)}, global_model(), PARAMS, 0.01)
+
+    detector = calibration.detectors["pump"]
+    assert isinstance(detector, PersonalizedDetector)
+    assert calibration.global_kinds == frozenset({"pump"})
+    assert calibration.model_version == 4
+
+
+def test_calibrate_global_only_when_not_personalized():
+    model = global_model()
+
+    calibration = calibrate({"pump": kind_data(1)}, model, PARAMS, 0.01, personalize=False)
+
+    detector = calibration.detectors["pump"]
+    assert isinstance(detector, KindDetector)
+    assert detector.model_ is model.kinds["pump"]
+
+
+def test_calibrate_kind_without_global_model_is_local():
+    calibration = calibrate({"fan": kind_data(2)}, global_model(), PARAMS, 0.01)
+
+    assert isinstance(calibration.detectors["fan"], KindDetector)
+    assert calibration.global_kinds == frozenset()
