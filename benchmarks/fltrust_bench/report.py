@@ -422,9 +422,10 @@ class Report:
                     "3 consistent updates, anything above 2 leaves no evidence. A sender with "
                     "atypical data is compared on a scale of its own: the round's usual distance "
                     "times the length of its baseline delta over the median length, and at least "
-                    "the length of the move that all nodes share. Updates left without evidence "
-                    "also leave the round's median and clip norm, which are then computed "
-                    "again. The centroids are not compared, because k-means centroids of honest "
+                    "the length of the move that all nodes share. A second pass over the updates "
+                    "that kept some evidence can only lower weights: an update keeps its weight "
+                    "only if it agrees with both medians, and the clip norm is the smaller of the "
+                    "two. The centroids are not compared, because k-means centroids of honest "
                     "nodes jump between modes of their data. Whatever the history, zero updates, "
                     "updates repeated from an earlier model version, near-identical updates of "
                     "different "
@@ -520,9 +521,10 @@ class Report:
                     "  Bulyan needs n >= 4f + 3 updates, so with 10 nodes of a kind it assumes "
                     "at most 1 attacker, and with 5 it assumes none and returns the plain mean.",
                     "- fltrust, personalized: fltrust's final global model, blended on each node "
-                    "with a model trained once on its own rows in its own normalization "
+                    "with a model trained on every other row of its own in its own normalization "
                     "(`PersonalizedDetector`, the edge node's default): the mean of the two "
-                    "calibrated scores, with the threshold calibrated on the mean.",
+                    "calibrated scores, with the threshold set on the rows the local model did "
+                    "not see.",
                     "- local-only: each node trains the same number of rounds on its own rows.",
                     "- centralized: one model per kind trained on the pooled training rows of all "
                     "nodes of the kind, and one on the pooled rows of the nodes whose data is "
@@ -900,6 +902,10 @@ class Report:
                     "release starts its history afresh.",
                     "- Attacks that stay within a node's own round-to-round variation cannot be "
                     "told from it, and their effect on the model is as small.",
+                    "- In a small kind with many attackers the two passes of the direction gate "
+                    "can disagree on every update; the kind's model is then kept for that round. "
+                    "This happened in the mixed federation's machine kind (5 nodes, 2 of them "
+                    "attackers) in the second attack round of some runs.",
                     "- Nodes have constant, honest heartbeats here; in a deployment the behaviour "
                     "and network signals add evidence.",
                     "- Flower's rules run in shadow mode with the true number of attackers, "

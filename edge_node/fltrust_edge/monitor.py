@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from fltrust_core.detectors import KindDetector, PersonalizedDetector
 from fltrust_core.preprocessing import FeatureExtractor
 
 from .config import DetectionConfig, DeviceConfig
+from .training import Detector
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class DeviceMonitor:
         self,
         values: np.ndarray,
         label: int | None,
-        detector: KindDetector | PersonalizedDetector | None,
+        detector: Detector | None,
     ) -> Reading:
         """Add one reading and return what it did."""
         features = self.extractor.update(values)

@@ -326,3 +326,29 @@ def test_personalized_detector_uses_given_local_model():
 def test_personalized_detector_requires_fit():
     with pytest.raises(NotFittedError):
         PersonalizedDetector(PARAMS).anomaly_score(normal_samples(5))
+
+
+def test_personalized_threshold_is_quantile_on_held_out_rows():
+    train = normal_samples(500, seed=1)
+    model = KindDetector(PARAMS).train(normal_samples(500, seed=4))
+
+    detector = PersonalizedDetector(PARAMS, target_fpr=0.05).fit(train, model=model)
+
+    held_out = train[1::2]
+    assert detector.threshold_ == pytest.approx(np.quantile(detector.anomaly_score(held_out), 0.95))
+    assert detector.local_detector_.model_.n_samples == 250
+
+
+def test_personalized_detector_rejects_feature_mismatch():
+    detector = PersonalizedDetector(PARAMS).fit(normal_samples(100, seed=1))
+
+    with pytest.raises(ValueError, match="features, expected 2"):
+        detector.anomaly_score(np.zeros((3, 3)))
+
+
+def test_personalized_detector_small_buffer_uses_all_rows():
+    train = normal_samples(5, seed=1)
+
+    detector = PersonalizedDetector(PARAMS).fit(train)
+
+    assert detector.local_detector_.model_.n_samples == 5

@@ -14,9 +14,11 @@ from fltrust_core.model import FeatureStats, KindModel
 from fltrust_core.scoring import (
     CLIP_RATIO,
     DEVIATION_TOLERATED,
+    DOUBTFUL_EVIDENCE,
     PROBATION_ROUNDS,
     PROBATION_TOLERATED,
     UpdateBaseline,
+    UpdateScore,
     learn_baseline,
     lower_median,
     near_duplicates,
@@ -306,6 +308,59 @@ def test_atypical_node_that_turns_loses_evidence(rng, base) -> None:
     assert all(s.evidence == 1.0 for s in last[1:])
 
 
+def run_long_atypical(rng, base, rounds: int, last=None):
+    """Score rounds in which node 0's deltas are five times longer, and vary five times more.
+
+    ``last`` alters node 0's update in the last round. Returns the last round's scores.
+    """
+    directions = np.tile(np.ones(N_COEF + 1) * 0.3, (8, 1))
+    baselines = [None] * 6
+    for round_number in range(rounds):
+        updates = honest_round(rng, base, 6, directions)
+        delta = 5 * (directions[0] + 0.1 * rng.normal(size=N_COEF + 1))
+        updates[0] = replace(
+            updates[0],
+            svm_coef=base.svm_coef + delta[:-1],
+            svm_offset=base.svm_offset + delta[-1],
+            stats=FeatureStats.from_samples(rng.normal(loc=60.0, size=(200, 2))),
+        )
+        if last is not None and round_number == rounds - 1:
+            updates[0] = last(updates[0])
+        parts = [update_parts(u, base) for u in updates]
+        results = score_updates(
+            parts,
+            baselines,
+            [False] * 6,
+            typical=typical_data([u.stats for u in updates], base.stats),
+        )
+        assert not results[0].typical
+        if last is None or round_number < rounds - 1:
+            assert results[0].evidence == 1.0
+        baselines = [
+            learn_baseline(b, p, s) for b, p, s in zip(baselines, parts, results, strict=True)
+        ]
+    return results
+
+
+def test_atypical_long_deltas_keep_evidence(rng, base) -> None:
+    results = run_long_atypical(rng, base, rounds=8)
+
+    assert results[0].evidence == 1.0
+
+
+def test_atypical_boosted_update_loses_evidence(rng, base) -> None:
+    def boost(update: KindModel) -> KindModel:
+        return replace(
+            update,
+            svm_coef=base.svm_coef + 2 * (update.svm_coef - base.svm_coef),
+            svm_offset=base.svm_offset + 2 * (update.svm_offset - base.svm_offset),
+        )
+
+    results = run_long_atypical(rng, base, rounds=8, last=boost)
+
+    assert results[0].evidence < DOUBTFUL_EVIDENCE
+
+
 def test_probation_after_an_inconsistent_update(rng, base, directions) -> None:
     baselines = [None] * 6
     for _ in range(5):
@@ -346,16 +401,86 @@ def test_probation_after_an_inconsistent_update(rng, base, directions) -> None:
     assert learn_baseline(baselines[0], parts[0], result).probation == PROBATION_ROUNDS
 
 
-def test_updates_without_evidence_leave_the_reference(rng, base, directions) -> None:
+def test_updates_without_evidence_do_not_move_the_reference(rng, base, directions) -> None:
     honest = honest_round(rng, base, 6, directions)
-    far = [replace(u, svm_coef=base.svm_coef + 80 * rng.normal(size=N_COEF)) for u in honest[:3]]
-    alone = score(honest, base)
-    mixed = score([*far, *honest], base)
-    assert all(s.evidence == 0.0 for s in mixed[:3])
-    for with_far, without in zip(mixed[3:], alone, strict=True):
-        assert with_far.cosine == pytest.approx(without.cosine)
-        assert with_far.clip == pytest.approx(without.clip)
-        assert with_far.weight == without.weight
+    noise = rng.normal(size=(3, N_COEF))
+
+    def with_far(size: float) -> list[UpdateScore]:
+        far = [
+            replace(u, svm_coef=base.svm_coef + size * n)
+            for u, n in zip(honest[:3], noise, strict=True)
+        ]
+        return score([*far, *honest], base)
+
+    near, farther = with_far(80.0), with_far(800.0)
+
+    assert all(s.evidence == 0.0 for s in near[:3] + farther[:3])
+    for a, b in zip(near[3:], farther[3:], strict=True):
+        assert a.cosine == pytest.approx(b.cosine)
+        assert a.clip == pytest.approx(b.clip)
+        assert a.weight == b.weight == 1.0
+
+
+def test_dropped_honest_update_gives_attackers_no_weight() -> None:
+    # Four honest senders and three that send the opposite of the shared
+    # direction from their first update on, so their history never betrays them.
+    rng = np.random.default_rng(2)
+    base = make_model(
+        rng.normal(size=N_COEF + 1), rng.normal(size=(2, 2)), rng.normal(size=(500, 2))
+    )
+    directions = [0.3 + 0.1 * rng.normal(size=N_COEF + 1) for _ in range(4)]
+    directions += [np.full(N_COEF + 1, -0.3)] * 3
+    baselines = [None] * 7
+    for round_number in range(6):
+        updates = []
+        for node, direction in enumerate(directions):
+            coef = base.svm_vector() + direction + 0.05 * rng.normal(size=N_COEF + 1)
+            # In the last round honest node 0's data moves, so it loses its evidence.
+            loc = 0.1 * node + (3.0 if node == 0 and round_number == 5 else 0.0)
+            centers = base.centers + 0.1 * direction[:4].reshape(2, 2)
+            updates.append(make_model(coef, centers, rng.normal(loc=loc, size=(200, 2))))
+        parts = [update_parts(u, base) for u in updates]
+        results = score_updates(
+            parts,
+            baselines,
+            [False] * 7,
+            typical=typical_data([u.stats for u in updates], base.stats),
+        )
+        baselines = [
+            learn_baseline(b, p, s) for b, p, s in zip(baselines, parts, results, strict=True)
+        ]
+
+    assert results[0].evidence == 0.0
+    assert all(s.evidence == 1.0 for s in results[4:])
+    assert all(s.weight == 0.0 for s in results[4:])
+
+
+def test_given_reference_is_kept_when_updates_lose_evidence(rng, base) -> None:
+    directions = np.ones((9, N_COEF + 1)) * 0.3 + 0.1 * rng.normal(size=(9, N_COEF + 1))
+    reference = [rng.normal(size=N_COEF + 1), np.ones(4)]
+    baselines = [None] * 9
+    for _ in range(3):
+        parts = [update_parts(u, base) for u in honest_round(rng, base, 9, directions)]
+        results = score_updates(parts, baselines, [False] * 9, reference=reference)
+        baselines = [
+            learn_baseline(b, p, s) for b, p, s in zip(baselines, parts, results, strict=True)
+        ]
+    updates = honest_round(rng, base, 9, directions)
+    updates[:3] = [
+        replace(u, svm_coef=u.svm_coef + 5 * rng.normal(size=N_COEF)) for u in updates[:3]
+    ]
+    parts = [update_parts(u, base) for u in updates]
+
+    results = score_updates(parts, baselines, [False] * 9, reference=reference)
+
+    assert all(s.evidence == 0.0 for s in results[:3])
+    svm = np.vstack([p[0] for p in parts])
+    norms = np.linalg.norm(svm, axis=1)
+    expected = svm @ reference[0] / (norms * np.linalg.norm(reference[0]))
+    np.testing.assert_allclose([s.cosine for s in results], expected)
+    np.testing.assert_allclose(
+        [s.norm_ratio for s in results], norms / np.linalg.norm(reference[0])
+    )
 
 
 def test_far_update_loses_evidence_without_history(rng, base, directions) -> None:

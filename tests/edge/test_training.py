@@ -19,10 +19,14 @@ def global_model() -> GlobalModel:
 
 
 def test_calibrate_blends_global_and_local_by_default():
-    calibration = calibrate({"pump": kind_data(1)}, global_model(), PARAMS, 0.01)
+    model = global_model()
+
+    calibration = calibrate({"pump": kind_data(1)}, model, PARAMS, 0.01)
 
     detector = calibration.detectors["pump"]
     assert isinstance(detector, PersonalizedDetector)
+    assert detector.global_detector_.model_ is model.kinds["pump"]
+    assert detector.local_detector_.model_ is not model.kinds["pump"]
     assert calibration.global_kinds == frozenset({"pump"})
     assert calibration.model_version == 4
 

@@ -431,8 +431,11 @@ class PersonalizedDetector(BaseEstimator):
     A model trained on the node's data alone, in its own normalization,
     resolves them but has seen fewer patterns. ``fit`` calibrates a
     ``KindDetector`` on each. The anomaly score is the mean of their combined
-    scores, both already standardized on the same calibration data, and the
-    threshold is its ``1 - target_fpr`` quantile there.
+    scores, each already standardized on calibration data, and the threshold
+    is its ``1 - target_fpr`` quantile on rows the local model was not
+    trained on. A model scores its own training rows lower than new ones, so
+    a threshold set on them would flag more new normal readings than
+    ``target_fpr``.
 
     Parameters:
         params: the federation's hyper-parameters; None means the defaults.
@@ -460,13 +463,26 @@ class PersonalizedDetector(BaseEstimator):
                 normal readings.
             model: the global model of this kind. Without one that fits, the
                 global detector trains a local model, as ``KindDetector`` does.
-            local_model: a model trained on this node's data alone. None trains
-                one on ``X``.
+            local_model: a model trained on this node's data alone, and not on
+                ``X``. None trains one on every other row of ``X`` and
+                calibrates on the rest. A model whose shapes do not fit is
+                replaced the same way.
         """
+        params = FederationParams() if self.params is None else self.params
+        X = _check_samples(X, min_samples=max(2, params.n_clusters))
+        held_out = X
+        if not model_fits(local_model, params, X.shape[1]):
+            train, held_out = X[0::2], X[1::2]
+            if min(train.shape[0], held_out.shape[0]) < max(2, params.n_clusters):
+                # Too few rows to split: train and calibrate on all of them.
+                train = held_out = X
+            local_model = KindDetector(self.params).train(train)
         self.global_detector_ = KindDetector(self.params, self.target_fpr).fit(X, model=model)
-        self.local_detector_ = KindDetector(self.params, self.target_fpr).fit(X, model=local_model)
+        self.local_detector_ = KindDetector(self.params, self.target_fpr).fit(
+            held_out, model=local_model
+        )
         self.n_features_in_ = self.global_detector_.n_features_in_
-        self.threshold_ = float(np.quantile(self.anomaly_score(X), 1.0 - self.target_fpr))
+        self.threshold_ = float(np.quantile(self.anomaly_score(held_out), 1.0 - self.target_fpr))
         return self
 
     def anomaly_score(self, X: np.ndarray) -> np.ndarray:
