@@ -230,6 +230,19 @@ def test_typical_data_first_round_uses_senders() -> None:
     assert typical_data(stats[:2]).all()
 
 
+def score_and_learn(updates: list[KindModel], base: KindModel, baselines: list):
+    """Score one round of ``updates`` and return the scores and the senders' next baselines."""
+    parts = [update_parts(u, base) for u in updates]
+    results = score_updates(
+        parts,
+        baselines,
+        [False] * len(updates),
+        typical=typical_data([u.stats for u in updates], base.stats),
+    )
+    baselines = [learn_baseline(b, p, s) for b, p, s in zip(baselines, parts, results, strict=True)]
+    return results, baselines
+
+
 def run_history(rng, base, directions, rounds: int, change=None):
     """Score ``rounds`` rounds of honest updates; ``change`` alters node 0's last update."""
     baselines = [None] * 6
@@ -238,16 +251,7 @@ def run_history(rng, base, directions, rounds: int, change=None):
         updates = honest_round(rng, base, 6, directions)
         if change is not None and round_number == rounds - 1:
             updates[0] = change(updates[0])
-        parts = [update_parts(u, base) for u in updates]
-        results = score_updates(
-            parts,
-            baselines,
-            [False] * 6,
-            typical=typical_data([u.stats for u in updates], base.stats),
-        )
-        baselines = [
-            learn_baseline(b, p, s) for b, p, s in zip(baselines, parts, results, strict=True)
-        ]
+        results, baselines = score_and_learn(updates, base, baselines)
     return results
 
 
@@ -273,16 +277,7 @@ def run_elsewhere_history(rng, base, rounds: int, change=None):
         )
         if change is not None and round_number == rounds - 1:
             updates[0] = change(updates[0])
-        parts = [update_parts(u, base) for u in updates]
-        results = score_updates(
-            parts,
-            baselines,
-            [False] * 6,
-            typical=typical_data([u.stats for u in updates], base.stats),
-        )
-        baselines = [
-            learn_baseline(b, p, s) for b, p, s in zip(baselines, parts, results, strict=True)
-        ]
+        results, baselines = score_and_learn(updates, base, baselines)
         history.append(results)
     return history
 
@@ -439,16 +434,7 @@ def test_dropped_honest_update_gives_attackers_no_weight() -> None:
             loc = 0.1 * node + (3.0 if node == 0 and round_number == 5 else 0.0)
             centers = base.centers + 0.1 * direction[:4].reshape(2, 2)
             updates.append(make_model(coef, centers, rng.normal(loc=loc, size=(200, 2))))
-        parts = [update_parts(u, base) for u in updates]
-        results = score_updates(
-            parts,
-            baselines,
-            [False] * 7,
-            typical=typical_data([u.stats for u in updates], base.stats),
-        )
-        baselines = [
-            learn_baseline(b, p, s) for b, p, s in zip(baselines, parts, results, strict=True)
-        ]
+        results, baselines = score_and_learn(updates, base, baselines)
 
     assert results[0].evidence == 0.0
     assert all(s.evidence == 1.0 for s in results[4:])
