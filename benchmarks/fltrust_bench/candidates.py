@@ -208,6 +208,8 @@ class CandidateCoordinator:
             reference=reference,
             proportional=candidate.proportional,
             clip_ratio=candidate.clip_ratio,
+            # ``by_node`` lists the updates in the order the coordinator received them.
+            arrival=[list(by_node).index(n) for n in senders],
         )
         scored = {}
         for i, node_id in enumerate(senders):

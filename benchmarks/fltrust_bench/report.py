@@ -427,10 +427,10 @@ class Report:
                     "only if it agrees with both medians, and the clip norm is the smaller of the "
                     "two. The centroids are not compared, because k-means centroids of honest "
                     "nodes jump between modes of their data. Whatever the history, zero updates, "
-                    "updates repeated from an earlier model version, near-identical updates of "
-                    "different "
-                    "nodes and SVM deltas more than 25 usual distances from the round's median get"
-                    " no evidence.",
+                    "updates repeated from an earlier model version, near copies of another "
+                    "node's update that arrived earlier (the first sender keeps its evidence, so "
+                    "a node cannot frame another by copying it) and SVM deltas more than 25 usual "
+                    "distances from the round's median get no evidence.",
                     "",
                     self.candidate_verdict(),
                     "",
@@ -900,13 +900,14 @@ class Report:
                         "[full/benchmarks.md](full/benchmarks.md)."
                     ),
                     "- In the `--full` grid an honest node of a kind's bulk (gps-1, 20 % "
-                    "malicious, seed 2) fell below the quarantine threshold in 7 of the 11 attack "
-                    "runs of that cell. Its updates pointed away "
-                    "from the round's median in some rounds, so the gate left them out, and from "
+                    "malicious, seed 2) fell below the quarantine threshold in most attack runs of "
+                    "that cell (the Trust section of that page lists them). Its updates pointed "
+                    "away from the round's median in some rounds, so the gate left them out, and "
+                    "from "
                     "the first attack round on they drifted 5 to 6 usual distances from its own "
                     "history. The probation tipped it: without probation it bottomed at 33.4 in "
                     "the free_zero run, just above the quarantine threshold of 30, while the "
-                    "default grid then missed 12 more attackers.",
+                    "default grid then missed about 12 more attackers.",
                     "- An attacker that poisons from its very first update has no honest history "
                     "to betray it. The direction gate and the clip factor limit it, and its trust "
                     "falls only for zero, repeated, copied or far-off updates (see the trust "

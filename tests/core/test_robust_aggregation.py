@@ -160,6 +160,31 @@ def test_huge_norm_is_clipped(rng, base, directions) -> None:
     assert np.linalg.norm(merged.svm_vector() - honest.svm_vector()) < min(norms)
 
 
+def test_copy_of_an_earlier_update_costs_the_copier(federation: Federation, now: float) -> None:
+    nodes = [NodeSimulator(f"node-{i}") for i in range(5)]
+    for node in nodes:
+        federation.handle_message(*node.heartbeat(now), now)
+    federation.start_round(now)
+    rng = np.random.default_rng(1)
+    models = [
+        make_model(
+            1.0 + 0.05 * rng.normal(size=PARAMS.rff_components + 1),
+            np.array([[-0.5], [0.5]]),
+            rng.normal(size=(50, 1)),
+        )
+        for _ in range(4)
+    ]
+    for node, model in zip(nodes, models, strict=False):
+        federation.handle_message(*node.update(1, model, now), now)
+    # node-4 read node-2's update off the broker and sends it as its own.
+    federation.handle_message(*nodes[4].update(1, models[2], now), now)
+
+    federation.close_round(now + 1)
+
+    assert federation.nodes["node-2"].last_integrity == 1.0
+    assert federation.nodes["node-4"].last_integrity == 0.0
+
+
 def test_nan_update_rejected_before_aggregation(federation: Federation, now: float) -> None:
     nodes = [NodeSimulator(f"node-{i}") for i in range(4)]
     for node in nodes:
@@ -524,6 +549,34 @@ def test_near_duplicates_needs_a_majority_of_distinct_updates() -> None:
     )
     assert not near_duplicates(np.tile(honest[0], (5, 1))).any()
     assert not near_duplicates(honest[:2]).any()
+
+
+def test_near_copy_costs_only_the_later_sender() -> None:
+    rng = np.random.default_rng(3)
+    honest = rng.normal(size=(6, 10))
+    # Row 6 copies row 2 after reading it; rows 7 and 8 are two colluders.
+    copy = honest[2] + 1e-9 * rng.normal(size=10)
+    colluders = np.tile(rng.normal(size=10), (2, 1))
+    deltas = np.vstack([honest, copy, colluders])
+
+    marked = near_duplicates(deltas, arrival=[0, 1, 2, 3, 4, 5, 6, 7, 8])
+
+    np.testing.assert_array_equal(marked, [False] * 6 + [True, False, True])
+    np.testing.assert_array_equal(
+        near_duplicates(deltas), [False, False, True] + [False] * 3 + [True] * 3
+    )
+
+
+def test_copied_update_keeps_first_sender_evidence(rng, base, directions) -> None:
+    updates = honest_round(rng, base, 6, directions)
+    updates[5] = replace(updates[1])
+    parts = [update_parts(u, base) for u in updates]
+
+    scores = score_updates(parts, [None] * 6, [False] * 6, arrival=[0, 1, 2, 3, 4, 5])
+
+    assert scores[1].evidence == 1.0
+    assert scores[5].evidence == 0.0
+    assert "near-identical" in scores[5].reason
 
 
 def test_lower_median_never_averages() -> None:

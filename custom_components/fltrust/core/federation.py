@@ -589,6 +589,7 @@ class Federation:
                 for digest, version in node.trust.update_digests.get(kind, []):
                     earlier.setdefault(digest, set()).add(version)
             repeated = [bool(earlier.get(d, set()) - {self.model.version}) for d in digests]
+            order = {node_id: rank for rank, node_id in enumerate(updates)}
             results = score_updates(
                 parts,
                 [self.nodes[n].trust.update_baseline(kind) for n in senders],
@@ -597,6 +598,7 @@ class Federation:
                     [model.stats for model in models],
                     None if previous is None else previous.stats,
                 ),
+                arrival=[order[n] for n in senders],
             )
             self._round_scores[kind] = dict(zip(senders, results, strict=True))
             for node_id, part, digest, result in zip(senders, parts, digests, results, strict=True):

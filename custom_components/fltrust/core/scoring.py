@@ -26,9 +26,9 @@
   the model has moved on, or that alternates with honest rounds, still costs
   all evidence. Senders with atypical data are compared with their own
   history in the same way, on a scale of their own. Zero updates,
-  updates repeated from an earlier model version, near-identical updates from
-  different senders and deltas that lie far from the round's median get no
-  evidence, whatever their history.
+  updates repeated from an earlier model version, near copies of an update
+  that arrived earlier from another sender and deltas that lie far from the
+  round's median get no evidence, whatever their history.
 
 The split matters for non-IID data. A node whose data is merely different
 points away from the majority in every round, so it weighs little or nothing
@@ -288,7 +288,11 @@ def clip_factors(deltas: np.ndarray, max_norm: float) -> np.ndarray:
     return factors
 
 
-def near_duplicates(deltas: np.ndarray, ratio: float = DUPLICATE_RATIO) -> np.ndarray:
+def near_duplicates(
+    deltas: np.ndarray,
+    ratio: float = DUPLICATE_RATIO,
+    arrival: Sequence[int] | None = None,
+) -> np.ndarray:
     """Return a mask of the rows whose nearest other row is far closer than usual.
 
     A row is marked when its distance to its nearest neighbour is below
@@ -297,6 +301,11 @@ def near_duplicates(deltas: np.ndarray, ratio: float = DUPLICATE_RATIO) -> np.nd
     colluding nodes that send copies of one update are. Fewer than three rows
     give no usual distance, and nothing is marked; nor is anything when most
     rows have an exact twin.
+
+    With ``arrival``, the rank of each row in arrival order, a row is marked
+    only when a row that arrived earlier is that close. A node that copies
+    another node's update off the broker must send it later, so the copy
+    costs only the copier.
     """
     n_rows = deltas.shape[0]
     if n_rows < 3:
@@ -313,7 +322,11 @@ def near_duplicates(deltas: np.ndarray, ratio: float = DUPLICATE_RATIO) -> np.nd
         # no robust statistic survives, or honest senders train identically on
         # identical data. The two cases cannot be distinguished here.
         return np.zeros(n_rows, dtype=bool)
-    return nearest < ratio * typical
+    close = distances < ratio * typical
+    if arrival is not None:
+        ranks = np.asarray(arrival)
+        close &= ranks[None, :] < ranks[:, None]
+    return close.any(axis=1)
 
 
 def _changes(
@@ -494,6 +507,7 @@ def score_updates(
     reference: Sequence[np.ndarray] | None = None,
     proportional: bool = False,
     clip_ratio: float | None = CLIP_RATIO,
+    arrival: Sequence[int] | None = None,
 ) -> list[UpdateScore]:
     """Score the updates of one kind in one round.
 
@@ -516,6 +530,9 @@ def score_updates(
         clip_ratio: bound each delta's pull to this multiple of the median norm
             (of the reference's norm when given); None bounds it to exactly
             that norm, the length to which FLTrust rescales updates.
+        arrival: for each update, its rank in arrival order; a near copy then
+            costs only the later sender (see ``near_duplicates``). None
+            marks every member of a group of copies.
 
     Returns:
         One UpdateScore per update, in order. Zero, repeated and copied
@@ -534,7 +551,7 @@ def score_updates(
     # Zero, repeated and copied updates are known bad: they lose all evidence
     # and stay out of every robust statistic of the round.
     zero = svm_norms <= 1e-12
-    copied = near_duplicates(svm)
+    copied = near_duplicates(svm, arrival=arrival)
     repeats = np.asarray(repeated, dtype=bool)
     suspect = zero | copied | repeats
     honest_bulk = in_bulk & ~suspect
