@@ -160,11 +160,17 @@ def test_huge_norm_is_clipped(rng, base, directions) -> None:
     assert np.linalg.norm(merged.svm_vector() - honest.svm_vector()) < min(norms)
 
 
-def test_copy_of_an_earlier_update_costs_the_copier(federation: Federation, now: float) -> None:
-    nodes = [NodeSimulator(f"node-{i}") for i in range(5)]
+def open_round(federation: Federation, now: float, n_nodes: int) -> list[NodeSimulator]:
+    """Announce ``n_nodes`` nodes by heartbeat, open a round and return the nodes."""
+    nodes = [NodeSimulator(f"node-{i}") for i in range(n_nodes)]
     for node in nodes:
         federation.handle_message(*node.heartbeat(now), now)
     federation.start_round(now)
+    return nodes
+
+
+def test_copy_of_an_earlier_update_costs_the_copier(federation: Federation, now: float) -> None:
+    nodes = open_round(federation, now, 5)
     rng = np.random.default_rng(1)
     models = [
         make_model(
@@ -186,10 +192,7 @@ def test_copy_of_an_earlier_update_costs_the_copier(federation: Federation, now:
 
 
 def test_nan_update_rejected_before_aggregation(federation: Federation, now: float) -> None:
-    nodes = [NodeSimulator(f"node-{i}") for i in range(4)]
-    for node in nodes:
-        federation.handle_message(*node.heartbeat(now), now)
-    federation.start_round(now)
+    nodes = open_round(federation, now, 4)
     rng = np.random.default_rng(1)
     for node in nodes[:3]:
         model = make_model(
