@@ -200,6 +200,8 @@ class CandidateCoordinator:
         reference = None
         if candidate.reference == "root" and root is not None:
             reference = update_parts(root, base)
+        # ``by_node`` lists the updates in the order the coordinator received them.
+        arrival = {node_id: rank for rank, node_id in enumerate(by_node)}
         results = score_updates(
             parts,
             baselines,
@@ -208,8 +210,7 @@ class CandidateCoordinator:
             reference=reference,
             proportional=candidate.proportional,
             clip_ratio=candidate.clip_ratio,
-            # ``by_node`` lists the updates in the order the coordinator received them.
-            arrival=[list(by_node).index(n) for n in senders],
+            arrival=[arrival[n] for n in senders],
         )
         scored = {}
         for i, node_id in enumerate(senders):

@@ -428,9 +428,10 @@ class Report:
                     "two. The centroids are not compared, because k-means centroids of honest "
                     "nodes jump between modes of their data. Whatever the history, zero updates, "
                     "updates repeated from an earlier model version, near copies of another "
-                    "node's update that arrived earlier (the first sender keeps its evidence, so "
-                    "a node cannot frame another by copying it) and SVM deltas more than 25 usual "
-                    "distances from the round's median get no evidence.",
+                    "node's update that arrived earlier and SVM deltas more than 25 usual "
+                    "distances from the round's median get no evidence. The first sender of a "
+                    "copied update keeps its evidence, so a node cannot frame another by copying "
+                    "it.",
                     "",
                     self.candidate_verdict(),
                     "",
@@ -521,10 +522,10 @@ class Report:
                     "  Bulyan needs n >= 4f + 3 updates, so with 10 nodes of a kind it assumes "
                     "at most 1 attacker, and with 5 it assumes none and returns the plain mean.",
                     "- fltrust, personalized: fltrust's final global model, blended on each node "
-                    "with a model trained on every other row of its own in its own normalization "
-                    "(`PersonalizedDetector`, the edge node's default): the mean of the two "
-                    "calibrated scores, with the threshold set on the rows the local model did "
-                    "not see.",
+                    "with a local model (`PersonalizedDetector`, the edge node's default). The "
+                    "local model learns every other training row of the node, in the node's own "
+                    "normalization. The score is the mean of the two calibrated scores, and the "
+                    "threshold is set on the rows the local model did not see.",
                     "- local-only: each node trains the same number of rounds on its own rows.",
                     "- centralized: one model per kind trained on the pooled training rows of all "
                     "nodes of the kind, and one on the pooled rows of the nodes whose data is "
@@ -888,11 +889,11 @@ class Report:
                 [
                     "## Limits",
                     "",
-                    "- The trust thresholds of `scoring.py` (3 and 6 usual distances, the cap of 3 "
-                    "for a node's own spread, probation at 2 for 3 updates, 10 standard deviations"
-                    " for atypical data) were set "
-                    "while developing this benchmark on these data sets. `--full` runs other "
-                    "seeds, more rounds and a fourth federation as a check"
+                    "- The trust thresholds of `scoring.py` were set while developing this "
+                    "benchmark on these data sets: 3 and 6 usual distances, the cap of 3 for a "
+                    "node's own spread, probation at 2 for 3 updates, and 10 standard deviations "
+                    "for atypical data. `--full` runs other seeds, more rounds and a fourth "
+                    "federation as a check"
                     + (
                         "."
                         if self.document.get("full")

@@ -423,7 +423,8 @@ def test_done_after_timeout(tmp_path, node_config):
         node.stop()
 
 
-def test_mqtt_device_samples(tmp_path, signer):
+def zigbee_config(tmp_path):
+    """Return a node configuration with one Zigbee2MQTT temperature sensor on z2m/kitchen."""
     data = base_config(tmp_path)
     data["devices"] = [
         {
@@ -438,8 +439,11 @@ def test_mqtt_device_samples(tmp_path, signer):
             },
         }
     ]
-    config = load_config(write_config(tmp_path, data))
-    node, link = make_offline_node(config)
+    return load_config(write_config(tmp_path, data))
+
+
+def test_mqtt_device_samples(tmp_path, signer):
+    node, link = make_offline_node(zigbee_config(tmp_path))
     rng = np.random.default_rng(0)
 
     for value in 21.0 + rng.normal(0, 0.1, 250):
@@ -701,21 +705,7 @@ def test_downlink_nested_near_recursion_limit_rejected(node_config, caplog):
 
 
 def test_deeply_nested_sensor_payload_skipped(tmp_path, caplog):
-    data = base_config(tmp_path)
-    data["devices"] = [
-        {
-            "id": "zigbee-1",
-            "kind": "temperature",
-            "features": ["temperature"],
-            "source": {
-                "type": "mqtt",
-                "topics": [
-                    {"topic": "z2m/kitchen", "feature": "temperature", "value_path": "temperature"}
-                ],
-            },
-        }
-    ]
-    node, _ = make_offline_node(load_config(write_config(tmp_path, data)))
+    node, _ = make_offline_node(zigbee_config(tmp_path))
 
     with caplog.at_level("WARNING"):
         send(node, "z2m/kitchen", b'{"a":' * 50_000)

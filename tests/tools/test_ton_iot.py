@@ -109,46 +109,35 @@ def test_rows_sorted_by_parsed_time(tmp_path: Path) -> None:
     assert data.labels.dtype == np.int64
 
 
-def test_word_in_numeric_column_rejected(tmp_path: Path) -> None:
-    write_device_file(
-        tmp_path,
-        "thermostat",
-        [
-            "date,time,current_temperature,thermostat_status,label,type",
-            "2-Apr-19,10:00:00,25,true,0,normal",
-        ],
-    )
-
-    with pytest.raises(ValueError, match=r":2: column 'thermostat_status' .*'true'"):
-        read_ton_iot(tmp_path, "thermostat")
+THERMOSTAT_HEADER = "date,time,current_temperature,thermostat_status,label,type"
 
 
-def test_unknown_word_rejected(tmp_path: Path) -> None:
-    write_device_file(
-        tmp_path,
-        "garage_door",
-        [
-            "date,time,door_state,sphone_signal,label,type",
-            "2-Apr-19,10:00:00,ajar,0,0,normal",
-        ],
-    )
+@pytest.mark.parametrize(
+    ("device", "lines", "message"),
+    [
+        (
+            "thermostat",
+            [THERMOSTAT_HEADER, "2-Apr-19,10:00:00,25,true,0,normal"],
+            r":2: column 'thermostat_status' .*'true'",
+        ),
+        (
+            "garage_door",
+            ["date,time,door_state,sphone_signal,label,type", "2-Apr-19,10:00:00,ajar,0,0,normal"],
+            r"'door_state' is neither a number nor one of open",
+        ),
+        (
+            "thermostat",
+            [THERMOSTAT_HEADER, "2-Apr-19,10:00:00,25,0,1,normal"],
+            r":2: label 1 contradicts type 'normal'",
+        ),
+    ],
+    ids=["word in numeric column", "unknown word", "label contradicts type"],
+)
+def test_bad_row_rejected(tmp_path: Path, device: str, lines: list[str], message: str) -> None:
+    write_device_file(tmp_path, device, lines)
 
-    with pytest.raises(ValueError, match=r"'door_state' is neither a number nor one of open"):
-        read_ton_iot(tmp_path, "garage_door")
-
-
-def test_label_contradicting_type_rejected(tmp_path: Path) -> None:
-    write_device_file(
-        tmp_path,
-        "thermostat",
-        [
-            "date,time,current_temperature,thermostat_status,label,type",
-            "2-Apr-19,10:00:00,25,0,1,normal",
-        ],
-    )
-
-    with pytest.raises(ValueError, match=r":2: label 1 contradicts type 'normal'"):
-        read_ton_iot(tmp_path, "thermostat")
+    with pytest.raises(ValueError, match=message):
+        read_ton_iot(tmp_path, device)
 
 
 @pytest.mark.parametrize("date", ["2019-04-02", "2-Avr-19", "31-Feb-19", "2-Apr"])
@@ -156,10 +145,7 @@ def test_invalid_date_rejected(tmp_path: Path, date: str) -> None:
     write_device_file(
         tmp_path,
         "thermostat",
-        [
-            "date,time,current_temperature,thermostat_status,label,type",
-            f"{date},10:00:00,25,0,0,normal",
-        ],
+        [THERMOSTAT_HEADER, f"{date},10:00:00,25,0,0,normal"],
     )
 
     with pytest.raises(ValueError, match=r":2: invalid date or time"):

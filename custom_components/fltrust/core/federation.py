@@ -578,6 +578,8 @@ class Federation:
         scores: dict[str, float] = {}
         self._round_scores = {}
         kinds = {kind for update in updates.values() for kind in update.kinds}
+        # ``updates`` keeps arrival order, which decides who copied whom.
+        order = {node_id: rank for rank, node_id in enumerate(updates)}
         for kind in sorted(kinds):
             senders = sorted(n for n, u in updates.items() if kind in u.kinds)
             previous = self.model.kinds.get(kind)
@@ -589,7 +591,6 @@ class Federation:
                 for digest, version in node.trust.update_digests.get(kind, []):
                     earlier.setdefault(digest, set()).add(version)
             repeated = [bool(earlier.get(d, set()) - {self.model.version}) for d in digests]
-            order = {node_id: rank for rank, node_id in enumerate(updates)}
             results = score_updates(
                 parts,
                 [self.nodes[n].trust.update_baseline(kind) for n in senders],

@@ -21,8 +21,8 @@
   baseline several times further than usual, once the move that all senders
   share (a change of the global model) is removed, loses evidence. After an
   update that lost most of its evidence the sender is on probation: until it
-  has sent a few consistent updates, any update that strays more than honest
-  ones almost ever do gets no evidence. An attack that looks smaller once
+  has sent a few consistent updates, any update that strays further than
+  99 % of honest updates did in the benchmark gets no evidence. An attack that looks smaller once
   the model has moved on, or that alternates with honest rounds, still costs
   all evidence. Senders with atypical data are compared with their own
   history in the same way, on a scale of their own. Zero updates,
@@ -440,7 +440,7 @@ def _deviations(
 
 @dataclass(frozen=True)
 class _Direction:
-    """The round's reference and what it makes of each update."""
+    """The round's reference direction, with the weight and clip factors it gives each update."""
 
     reference: np.ndarray
     norm: float
@@ -607,10 +607,10 @@ def score_updates(
 
     # Updates without evidence (far off, or unlike their sender's history)
     # still shifted the round's median and norms. A second pass without them
-    # can only lower weights and clip factors: an update keeps its weight only
-    # if it agrees with both references. So attackers gain nothing from it,
-    # even where honest updates lost their evidence and attackers make up half
-    # of the rest; then honest updates may weigh less for that round.
+    # can only lower weights and clip factors, because an update keeps its
+    # weight only if it agrees with both references. Attackers gain nothing
+    # from it even when they make up half of what is left. At worst, honest
+    # updates weigh less for that round.
     retained = honest_bulk & (evidence > 0)
     if reference is None and retained.sum() >= 3 and (retained != honest_bulk).any():
         second = _round_direction(svm, centers, retained, None, proportional, ratio)
