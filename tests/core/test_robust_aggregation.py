@@ -15,6 +15,7 @@ from fltrust_core.scoring import (
     CLIP_RATIO,
     DEVIATION_TOLERATED,
     DOUBTFUL_EVIDENCE,
+    LENGTH_EXPONENT,
     PROBATION_ROUNDS,
     PROBATION_TOLERATED,
     UpdateBaseline,
@@ -382,6 +383,47 @@ def test_atypical_boosted_update_loses_evidence(rng, base) -> None:
     results = run_long_atypical(rng, base, rounds=8, last=boost)
 
     assert results[0].evidence < DOUBTFUL_EVIDENCE
+
+
+def long_delta_history(rng, base, directions, rounds: int) -> tuple[list[KindModel], list]:
+    """Score ``rounds`` rounds in which node 0's deltas are four times longer than the others'.
+
+    Node 0's data stays typical. Returns the next round's updates and the senders' baselines.
+    """
+    directions = directions.copy()
+    directions[0] *= 4.0
+    baselines = [None] * 6
+    for _ in range(rounds):
+        _, baselines = score_and_learn(honest_round(rng, base, 6, directions), base, baselines)
+    return honest_round(rng, base, 6, directions), baselines
+
+
+def test_long_deltas_tolerate_more_change(rng, base, directions) -> None:
+    updates, baselines = long_delta_history(rng, base, directions, rounds=6)
+    step = 0.25 * rng.normal(size=N_COEF)
+    moved = [replace(u, svm_coef=u.svm_coef + step) if i < 2 else u for i, u in enumerate(updates)]
+    results = score(moved, base, baselines)
+
+    assert all(s.typical for s in results)
+    # The same change counts half as much for the sender whose deltas are four
+    # times longer than the round's median.
+    assert results[0].deviation == pytest.approx(
+        results[1].deviation * 4.0**-LENGTH_EXPONENT, rel=0.2
+    )
+    assert results[1].evidence < results[0].evidence == 1.0
+
+
+def test_boosted_update_gains_no_tolerance(rng, base, directions) -> None:
+    updates, baselines = long_delta_history(rng, base, directions, rounds=6)
+    boosted = replace(
+        updates[1],
+        svm_coef=base.svm_coef + 4.0 * (updates[1].svm_coef - base.svm_coef),
+        svm_offset=base.svm_offset + 4.0 * (updates[1].svm_offset - base.svm_offset),
+    )
+    results = score([updates[0], boosted, *updates[2:]], base, baselines)
+
+    assert results[0].evidence == 1.0
+    assert results[1].evidence == 0.0
 
 
 def test_probation_after_an_inconsistent_update(rng, base, directions) -> None:

@@ -19,7 +19,10 @@
   sender's data. The centroids are not compared, because k-means centroids
   jump between modes of honest data. An update that moves away from the
   baseline several times further than usual, once the move that all senders
-  share (a change of the global model) is removed, loses evidence. After an
+  share (a change of the global model) is removed, loses evidence. A sender
+  whose deltas are longer than most, because its data lies far from the
+  global model, is allowed more, since its delta changes more when the model
+  moves. After an
   update that lost most of its evidence the sender is on probation: until it
   has sent a few consistent updates, any update that strays further than
   99 % of honest updates did in the benchmark gets no evidence. An attack that looks smaller once
@@ -77,6 +80,13 @@ STATS_DEVIATION_FLOOR = 0.25
 # A sender's own usual distance raises its tolerance up to this multiple of the
 # round's usual distance; a sender without one gets that multiple.
 SPREAD_CAP = 3.0
+# A sender in the bulk whose baseline delta is longer than the round's median
+# delta has its tolerance raised by the ratio of the two lengths to this power.
+# In the benchmark, honest nodes far from the global model changed their deltas
+# up to 5 usual distances more than the shared move when the model moved away
+# from them, after attackers in their part of the data left it. An exponent of
+# 0.5 kept them trusted without missing more attackers, and 1 missed more.
+LENGTH_EXPONENT = 0.5
 # An update left with less evidence than this puts its sender on probation for
 # PROBATION_ROUNDS consistent updates. Meanwhile an update further than
 # PROBATION_TOLERATED usual distances from the baseline gets no evidence.
@@ -367,11 +377,12 @@ def _deviations(
     wise median of their moves) is removed first. The rest is divided by the
     larger of the round's usual distance (median over senders, with a floor)
     and the sender's own usual distance, the latter capped at ``SPREAD_CAP``
-    times the former. The centroid part is not compared. Senders with
-    atypical data take no part in the shared move and the usual distance of
-    the SVM delta. Their tolerance is scaled by the length of their baseline
-    delta over the round's median length. It is at least the length of the
-    shared move. ``suspect`` senders
+    times the former. The centroid part is not compared. A sender whose
+    baseline delta is longer than the round's median delta has its tolerance
+    scaled by the ratio of the lengths to the power ``LENGTH_EXPONENT``.
+    Senders with atypical data take no part in the shared move and the usual
+    distance of the SVM delta. Their tolerance is scaled by the ratio itself
+    and is at least the length of the shared move. ``suspect`` senders
     (zero, repeated or copied updates) are measured but left out of the shared
     move and the usual distance. A part with fewer than three compared senders
     in the bulk is skipped.
@@ -419,16 +430,21 @@ def _deviations(
         usual = max(lower_median(distance[clean]), floor, 1e-12)
         for i, value, in_round_bulk in zip(rows, distance, bulk, strict=True):
             scale = usual
-            if not in_round_bulk and median_norm > 0:
-                # Data in another regime gives longer deltas that vary more in
-                # absolute terms. The baseline's length, not the update's,
-                # scales the tolerance, so that a boosted update gains nothing.
-                # Nor does the shared move describe what a change of the model
-                # does to deltas that far off, so it bounds the scale from below.
-                scale = max(
-                    scale * max(1.0, np.linalg.norm(baselines[i].parts[part]) / median_norm),
-                    float(np.linalg.norm(shared)),
-                )
+            if median_norm > 0:
+                # The baseline's length, not the update's, scales the
+                # tolerance, so that a boosted update gains nothing.
+                length = max(1.0, float(np.linalg.norm(baselines[i].parts[part])) / median_norm)
+                if in_round_bulk:
+                    # When the model moves, the delta of a sender far from it
+                    # changes more than the others' deltas, and not by the
+                    # shared move alone.
+                    scale = usual * length**LENGTH_EXPONENT
+                else:
+                    # Data in another regime gives longer deltas that vary
+                    # more, in proportion to their length. Nor does the shared
+                    # move describe what a change of the model does to deltas
+                    # that far off, so it bounds the scale from below.
+                    scale = max(usual * length, float(np.linalg.norm(shared)))
             spreads = baselines[i].spreads
             own = math.nan if spreads is None else spreads[part]
             own = SPREAD_CAP * scale if math.isnan(own) else min(own, SPREAD_CAP * scale)
