@@ -85,7 +85,9 @@ SPREAD_CAP = 3.0
 # In the benchmark, honest nodes far from the global model changed their deltas
 # up to 5 usual distances more than the shared move when the model moved away
 # from them, after attackers in their part of the data left it. An exponent of
-# 0.5 kept them trusted without missing more attackers, and 1 missed more.
+# 0.5 kept them trusted without missing more attackers, and 1 missed more. A
+# sender that boosts its updates from its first round on buys the same leeway,
+# but the clip factor still bounds how far its updates pull the model.
 LENGTH_EXPONENT = 0.5
 # An update left with less evidence than this puts its sender on probation for
 # PROBATION_ROUNDS consistent updates. Meanwhile an update further than
