@@ -550,8 +550,11 @@ class Report:
                     "- fltrust, personalized: fltrust's final global model, blended on each node "
                     "with a local model (`PersonalizedDetector`, the edge node's default). The "
                     "local model learns every other training row of the node, in the node's own "
-                    "normalization. The score is the mean of the two calibrated scores, and the "
-                    "threshold is set on the rows the local model did not see.",
+                    "normalization. The score is a weighted mean of the two calibrated scores, "
+                    "with a quarter for the local one, and the threshold is set on the rows the "
+                    "local model did not see. A node whose data is atypical for its kind scores "
+                    "with the local model alone, because its updates take no part in the kind's "
+                    "model.",
                     "- local-only: each node trains the same number of rounds on its own rows.",
                     "- centralized: one model per kind trained on the pooled training rows of all "
                     "nodes of the kind, and one on the pooled rows of the nodes whose data is "

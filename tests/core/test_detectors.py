@@ -276,24 +276,27 @@ def test_kind_detector_deterministic():
     assert np.array_equal(first.centers, second.centers)
 
 
-def test_personalized_detector_averages_both_scores():
+def test_personalized_detector_weighs_both_scores():
     train = normal_samples(500, seed=1)
     model = KindDetector(PARAMS).train(normal_samples(500, seed=4))
     fresh = normal_samples(50, seed=5)
 
-    detector = PersonalizedDetector(PARAMS, target_fpr=0.05).fit(train, model=model)
+    detector = PersonalizedDetector(PARAMS, target_fpr=0.05, local_weight=0.25).fit(
+        train, model=model
+    )
 
     assert detector.global_detector_.model_ is model
     assert detector.local_detector_.model_ is not model
+    assert detector.local_weight_ == 0.25
     np.testing.assert_allclose(
         detector.anomaly_score(fresh),
-        (
-            detector.global_detector_.anomaly_score(fresh)
-            + detector.local_detector_.anomaly_score(fresh)
-        )
-        / 2,
+        0.75 * detector.global_detector_.anomaly_score(fresh)
+        + 0.25 * detector.local_detector_.anomaly_score(fresh),
     )
-    assert np.mean(detector.predict(train) == -1) <= 0.05 + 1e-3
+    # The threshold is the 95 % quantile of the held-out rows, so at most one
+    # row more than 5 % of them lies above it.
+    held_out = train[1::2]
+    assert np.mean(detector.predict(held_out) == -1) <= 0.05 + 1 / held_out.shape[0]
     np.testing.assert_allclose(
         detector.decision_function(fresh), detector.threshold_ - detector.anomaly_score(fresh)
     )
@@ -311,6 +314,27 @@ def test_personalized_detector_resolves_narrow_local_data():
 
     assert np.mean(global_only.predict(shifted) == -1) < 0.5
     assert np.mean(personalized.predict(shifted) == -1) > 0.9
+
+
+def test_personalized_detector_atypical_data_scores_locally():
+    rng = np.random.default_rng(0)
+    model = KindDetector(PARAMS).train(rng.normal(size=(1000, 2)))
+    # Fifty standard deviations of the kind away: another operating regime.
+    node = rng.normal(loc=[50.0, 0.0], size=(400, 2))
+    fresh = rng.normal(loc=[50.0, 0.0], size=(50, 2))
+
+    detector = PersonalizedDetector(PARAMS).fit(node, model=model)
+
+    assert detector.local_weight_ == 1.0
+    np.testing.assert_allclose(
+        detector.anomaly_score(fresh), detector.local_detector_.anomaly_score(fresh)
+    )
+
+
+@pytest.mark.parametrize("weight", [-0.1, 1.5])
+def test_personalized_detector_rejects_invalid_weight(weight):
+    with pytest.raises(ValueError, match="local_weight must be within"):
+        PersonalizedDetector(PARAMS, local_weight=weight).fit(normal_samples(100, seed=1))
 
 
 def test_personalized_detector_uses_given_local_model():

@@ -34,6 +34,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 
 from .model import FeatureStats, FederationParams, KindModel
 from .preprocessing import normalize, select_stats
+from .scoring import typical_data
 
 # scikit-learn's KMeans default, used when no global centroids exist yet.
 COLD_START_KMEANS_ITER = 300
@@ -430,28 +431,44 @@ class PersonalizedDetector(BaseEstimator):
     with little contrast.
     A model trained on the node's data alone, in its own normalization,
     resolves them but has seen fewer patterns. ``fit`` calibrates a
-    ``KindDetector`` on each. The anomaly score is the mean of their combined
-    scores, each already standardized on calibration data, and the threshold
-    is its ``1 - target_fpr`` quantile on rows the local model was not
-    trained on. A model scores its own training rows lower than new ones, so
-    a threshold set on them would flag more new normal readings than
+    ``KindDetector`` on each. The anomaly score is a weighted mean of their
+    combined scores, each already standardized on calibration data, and the
+    threshold is its ``1 - target_fpr`` quantile on rows the local model was
+    not trained on. A model scores its own training rows lower than new ones,
+    so a threshold set on them would flag more new normal readings than
     ``target_fpr``.
+
+    A node whose data is atypical for its kind (``scoring.typical_data``
+    against the global model's statistics) scores with its local model alone:
+    the coordinator leaves its updates out of the kind's model, so that model
+    describes other data.
 
     Parameters:
         params: the federation's hyper-parameters; None means the defaults.
         target_fpr: intended fraction of normal samples flagged as anomalous.
+        local_weight: weight in [0, 1] of the local model's score for data
+            typical of the kind. In the benchmark 0.25 gave a higher mean AUC
+            than 0.5 on pump and mixed federations and about the same on GPS
+            trackers.
 
     Attributes:
         global_detector_: the KindDetector of the global model.
         local_detector_: the KindDetector of the local model.
+        local_weight_: the weight of the local score used, 1 for atypical data.
         threshold_: anomaly scores above it are anomalous.
         n_features_in_: number of input features.
     """
 
-    def __init__(self, params: FederationParams | None = None, target_fpr: float = 0.01) -> None:
+    def __init__(
+        self,
+        params: FederationParams | None = None,
+        target_fpr: float = 0.01,
+        local_weight: float = 0.25,
+    ) -> None:
         """Store the hyper-parameters unchanged."""
         self.params = params
         self.target_fpr = target_fpr
+        self.local_weight = local_weight
 
     def fit(
         self, X: np.ndarray, model: KindModel | None = None, local_model: KindModel | None = None
@@ -468,6 +485,8 @@ class PersonalizedDetector(BaseEstimator):
                 calibrates on the rest. A model whose shapes do not fit is
                 replaced the same way.
         """
+        if not 0.0 <= self.local_weight <= 1.0:
+            raise ValueError(f"local_weight must be within [0, 1], got {self.local_weight}")
         params = FederationParams() if self.params is None else self.params
         X = _check_samples(X, min_samples=max(2, params.n_clusters))
         held_out = X
@@ -481,20 +500,26 @@ class PersonalizedDetector(BaseEstimator):
         self.local_detector_ = KindDetector(self.params, self.target_fpr).fit(
             held_out, model=local_model
         )
+        self.local_weight_ = self.local_weight
+        if (
+            model_fits(model, params, X.shape[1])
+            and not typical_data([FeatureStats.from_samples(X)], model.stats).all()
+        ):
+            self.local_weight_ = 1.0
         self.n_features_in_ = self.global_detector_.n_features_in_
         self.threshold_ = float(np.quantile(self.anomaly_score(held_out), 1.0 - self.target_fpr))
         return self
 
     def anomaly_score(self, X: np.ndarray) -> np.ndarray:
-        """Return the mean of both detectors' anomaly scores, shape (n_samples,).
+        """Return the weighted mean of both detectors' anomaly scores, shape (n_samples,).
 
         Parameters:
             X: ndarray of shape (n_samples, n_features) of smoothed features.
         """
         check_is_fitted(self, "global_detector_")
-        return (
-            self.global_detector_.anomaly_score(X) + self.local_detector_.anomaly_score(X)
-        ) / 2.0
+        global_score = self.global_detector_.anomaly_score(X)
+        local_score = self.local_detector_.anomaly_score(X)
+        return (1.0 - self.local_weight_) * global_score + self.local_weight_ * local_score
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Return ``threshold_ - anomaly_score(X)``. Negative means anomalous."""
