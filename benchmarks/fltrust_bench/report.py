@@ -445,7 +445,9 @@ class Report:
                     "distance and the node's own usual distance (capped at 3 times the round's). "
                     "Up to 3 costs nothing and 6 or more leaves no evidence. An update left with "
                     "less than half its evidence puts its sender on probation: until it has sent "
-                    "3 consistent updates, anything above 2 leaves no evidence. A sender with "
+                    "3 consistent updates, anything above 2 leaves no evidence. A sender in the "
+                    "bulk whose baseline delta is longer than the median has the usual distance "
+                    "scaled by the square root of the length ratio. A sender with "
                     "atypical data is compared on a scale of its own: the round's usual distance "
                     "times the length of its baseline delta over the median length, and at least "
                     "the length of the move that all nodes share. A second pass over the updates "
@@ -454,8 +456,11 @@ class Report:
                     "two. The centroids are not compared, because k-means centroids of honest "
                     "nodes jump between modes of their data. Whatever the history, zero updates, "
                     "updates repeated from an earlier model version, near copies of another "
-                    "node's update that arrived earlier and SVM deltas more than 25 usual "
-                    "distances from the round's median get no evidence. The first sender of a "
+                    "node's update that arrived earlier, SVM deltas more than 25 usual "
+                    "distances from the round's median, and SVM deltas closer than 0.35 usual "
+                    "distances to the mean of the other senders' deltas (an update computed "
+                    "from the others' rather than from the node's own data, as \"a little is "
+                    'enough" does) get no evidence. The first sender of a '
                     "copied update keeps its evidence, so a node cannot frame another by copying "
                     "it.",
                     "",

@@ -16,12 +16,15 @@ from fltrust_core.scoring import (
     DEVIATION_TOLERATED,
     DOUBTFUL_EVIDENCE,
     LENGTH_EXPONENT,
+    MIMIC_MIN_SENDERS,
+    MIMIC_RATIO,
     PROBATION_ROUNDS,
     PROBATION_TOLERATED,
     UpdateBaseline,
     UpdateScore,
     learn_baseline,
     lower_median,
+    mimic_ratios,
     near_duplicates,
     score_updates,
     typical_data,
@@ -550,6 +553,46 @@ def test_far_update_loses_evidence_without_history(rng, base, directions) -> Non
     assert scores[0].evidence == 0.0
     assert "further from the round's median" in scores[0].reason
     assert all(s.evidence == 1.0 for s in scores[1:])
+
+
+def test_mean_of_others_loses_evidence(rng, base, directions) -> None:
+    updates = honest_round(rng, base, 8, directions)
+    # "A little is enough": the mean of the others' updates, shifted a little.
+    others = np.mean([u.svm_vector() for u in updates[1:]], axis=0)
+    others += 0.05 * np.std([u.svm_vector() for u in updates[1:]], axis=0)
+    updates[0] = replace(updates[0], svm_coef=others[:-1], svm_offset=float(others[-1]))
+
+    scores = score(updates, base)
+
+    assert scores[0].mimic_ratio < MIMIC_RATIO
+    assert scores[0].evidence == 0.0
+    assert "mean of the other updates" in scores[0].reason
+    assert all(s.mimic_ratio > 0.5 for s in scores[1:])
+    assert all(s.evidence == 1.0 for s in scores[1:])
+
+
+def test_mimic_ratios_need_enough_senders(rng) -> None:
+    deltas = rng.normal(size=(MIMIC_MIN_SENDERS, 5))
+    everyone = np.ones(MIMIC_MIN_SENDERS, dtype=bool)
+    too_few = everyone.copy()
+    too_few[0] = False
+
+    assert np.isnan(mimic_ratios(deltas, too_few, everyone)).all()
+    ratios = mimic_ratios(deltas, everyone, everyone)
+    assert np.isfinite(ratios).all()
+    assert lower_median(ratios) == pytest.approx(1.0)
+
+
+def test_mimic_ratios_skip_rows_not_compared(rng) -> None:
+    deltas = rng.normal(size=(6, 5))
+    reference = np.ones(6, dtype=bool)
+    compared = reference.copy()
+    compared[2] = False
+
+    ratios = mimic_ratios(deltas, reference, compared)
+
+    assert np.isnan(ratios[2])
+    assert np.isfinite(np.delete(ratios, 2)).all()
 
 
 def test_sign_flip_after_history_loses_evidence(rng, base, directions) -> None:

@@ -30,8 +30,9 @@
   all evidence. Senders with atypical data are compared with their own
   history in the same way, on a scale of their own. Zero updates,
   updates repeated from an earlier model version, near copies of an update
-  that arrived earlier from another sender and deltas that lie far from the
-  round's median get no evidence, whatever their history.
+  that arrived earlier from another sender, deltas that lie far from the
+  round's median and deltas that sit at the mean of the other senders'
+  deltas get no evidence, whatever their history.
 
 The split matters for non-IID data. A node whose data is merely different
 points away from the majority in every round, so it weighs little or nothing
@@ -39,8 +40,8 @@ in the kind's model, but it stays consistent with itself and keeps its trust.
 An attacker changes what it sends when it starts attacking, which its own
 history exposes. An attacker that poisons from its very first update has no
 honest history to betray it. Unless its updates are blatant (zero, copied,
-repeated or far from the round's median), the aggregation weights alone
-limit it.
+repeated, far from the round's median or at the mean of the others), the
+aggregation weights alone limit it.
 
 The benchmark in ``docs/benchmarks.md`` measured this rule against FLTrust's
 own (cosine-proportional weights against an update the coordinator trains on
@@ -111,6 +112,13 @@ SPREAD_RATE = 0.3
 STATS_OUTLIER_LIMIT = 10.0
 STATS_OUTLIER_FACTOR = 10.0
 STATS_OUTLIER_MIN = 10.0
+# An SVM delta closer to the mean of the other senders' deltas than this share
+# of the usual such distance gets no evidence: it follows the round instead of
+# the sender's own data. In the benchmark no honest delta came closer than 0.59,
+# and half of the "a little is enough" updates came closer than 0.3. The check
+# needs at least MIMIC_MIN_SENDERS senders in the bulk.
+MIMIC_RATIO = 0.35
+MIMIC_MIN_SENDERS = 4
 # Two updates whose distance is below this share of the round's median
 # nearest-neighbour distance count as copies of each other.
 DUPLICATE_RATIO = 0.05
@@ -191,6 +199,9 @@ class UpdateScore:
             over the usual such distance; NaN without a round majority. It is
             measured against the first reference of the round, ``cosine`` and
             ``norm_ratio`` against the final one (see ``score_updates``).
+        mimic_ratio: distance of the SVM delta from the mean of the other
+            senders' deltas over the usual such distance; NaN where not
+            measured (see ``mimic_ratios``).
         reason: why the evidence is below 1, empty otherwise.
     """
 
@@ -204,6 +215,7 @@ class UpdateScore:
     typical: bool = True
     distances: tuple[float, ...] = ()
     distance_ratio: float = math.nan
+    mimic_ratio: float = math.nan
     reason: str = ""
 
 
@@ -339,6 +351,41 @@ def near_duplicates(
         ranks = np.asarray(arrival)
         close &= ranks[None, :] < ranks[:, None]
     return close.any(axis=1)
+
+
+def mimic_ratios(deltas: np.ndarray, reference: np.ndarray, compared: np.ndarray) -> np.ndarray:
+    """Return each row's distance from the mean of the other ``reference`` rows, over the usual one.
+
+    An honest node trains on data of its own, so its delta keeps a distance
+    from the mean of the others' deltas. A node that computes its update from
+    the others' ("a little is enough" sends their mean shifted by a fraction
+    of their spread) lands close to it. The usual distance is the lower
+    median over the ``reference`` rows.
+
+    Parameters:
+        deltas: ndarray of shape (n_updates, n_parameters).
+        reference: boolean mask of the rows that make up the means, for
+            example the typical senders without zero, repeated or copied updates.
+        compared: boolean mask of the rows to measure.
+
+    Returns:
+        ndarray of shape (n_updates,), NaN for rows not compared and for every
+        row when ``reference`` has fewer than ``MIMIC_MIN_SENDERS`` rows.
+    """
+    ratios = np.full(deltas.shape[0], np.nan)
+    count = int(reference.sum())
+    if count < MIMIC_MIN_SENDERS:
+        return ratios
+    total = deltas[reference].sum(axis=0)
+    distances = np.full(deltas.shape[0], np.nan)
+    for i in np.flatnonzero(compared | reference):
+        others = (total - deltas[i]) / (count - 1) if reference[i] else total / count
+        distances[i] = np.linalg.norm(deltas[i] - others)
+    usual = lower_median(distances[reference])
+    if usual <= 0:
+        return ratios
+    ratios[compared] = distances[compared] / usual
+    return ratios
 
 
 def _changes(
@@ -613,6 +660,15 @@ def score_updates(
             reasons[i] = (
                 f"{distance_ratios[i]:.0f} times further from the round's median update than usual"
             )
+    # Updates that already lost their evidence (boosted or flipped ones, say)
+    # would drag the mean of the others towards themselves.
+    mimic = mimic_ratios(svm, honest_bulk & (evidence > 0), in_bulk)
+    for i in np.flatnonzero(mimic < MIMIC_RATIO):
+        evidence[i] = 0.0
+        reasons[i] = (
+            f"{mimic[i]:.2f} of the usual distance from the mean of the other updates: "
+            "it follows the round, not its own data"
+        )
     for i in np.flatnonzero(copied):
         evidence[i] = 0.0
         reasons[i] = "near-identical to another node's update"
@@ -650,6 +706,7 @@ def score_updates(
             cosine=float(direction.cosines[i]),
             norm_ratio=float(svm_norms[i] / reference_norm),
             distance_ratio=float(distance_ratios[i]),
+            mimic_ratio=float(mimic[i]),
             deviation=float(deviations[i]),
             evidence=float(evidence[i]),
             weight=float(weights[i]),
