@@ -950,6 +950,10 @@ class Report:
                     "- An honest node whose data shifts abruptly by several standard deviations "
                     "looks like a data-poisoning attacker and loses trust. The operator's "
                     "release starts its history afresh.",
+                    "- The check against the mean of the other updates could be turned against "
+                    "an honest node: colluders that read its update off the broker, and stay "
+                    "consistent with their own history, could pull the mean onto it. The "
+                    "benchmark does not try this attack.",
                     "- Attacks that stay within a node's own round-to-round variation cannot be "
                     "told from it, and their effect on the model is as small.",
                     "- In a small kind with many attackers the two passes of the direction gate "

@@ -662,6 +662,8 @@ def score_updates(
             )
     # Updates that already lost their evidence (boosted or flipped ones, say)
     # would drag the mean of the others towards themselves.
+    # TODO: compare with the updates that arrived earlier only, so that colluders
+    # who read an honest update off the broker cannot pull the mean onto it.
     mimic = mimic_ratios(svm, honest_bulk & (evidence > 0), in_bulk)
     for i in np.flatnonzero(mimic < MIMIC_RATIO):
         evidence[i] = 0.0
