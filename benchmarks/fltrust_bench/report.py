@@ -456,11 +456,11 @@ class Report:
                     "two. The centroids are not compared, because k-means centroids of honest "
                     "nodes jump between modes of their data. Whatever the history, zero updates, "
                     "updates repeated from an earlier model version, near copies of another "
-                    "node's update that arrived earlier, SVM deltas more than 25 usual "
-                    "distances from the round's median, and SVM deltas closer than 0.35 usual "
-                    "distances to the mean of the other senders' deltas (an update computed "
-                    "from the others' rather than from the node's own data, as \"a little is "
-                    'enough" does) get no evidence. The first sender of a '
+                    "node's update that arrived earlier and SVM deltas more than 25 usual "
+                    "distances from the round's median get no evidence. Neither do SVM deltas "
+                    "closer than 0.35 usual distances to the mean of the other senders' deltas, "
+                    "because such an update is computed from the others' rather than from the "
+                    'node\'s own data, as "a little is enough" does. The first sender of a '
                     "copied update keeps its evidence, so a node cannot frame another by copying "
                     "it.",
                     "",
