@@ -333,7 +333,7 @@ def test_personalized_detector_atypical_data_scores_locally():
 
 @pytest.mark.parametrize("weight", [-0.1, 1.5])
 def test_personalized_detector_rejects_invalid_weight(weight):
-    with pytest.raises(ValueError, match="local_weight must be within"):
+    with pytest.raises(ValueError, match="invalid local_weight"):
         PersonalizedDetector(PARAMS, local_weight=weight).fit(normal_samples(100, seed=1))
 
 

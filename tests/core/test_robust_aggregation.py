@@ -413,7 +413,8 @@ def test_long_deltas_tolerate_more_change(rng, base, directions) -> None:
     assert results[0].deviation == pytest.approx(
         results[1].deviation * 4.0**-LENGTH_EXPONENT, rel=0.2
     )
-    assert results[1].evidence < results[0].evidence == 1.0
+    assert results[0].evidence == 1.0
+    assert results[1].evidence < 1.0
 
 
 def test_boosted_update_gains_no_tolerance(rng, base, directions) -> None:

@@ -486,7 +486,9 @@ class PersonalizedDetector(BaseEstimator):
                 replaced the same way.
         """
         if not 0.0 <= self.local_weight <= 1.0:
-            raise ValueError(f"local_weight must be within [0, 1], got {self.local_weight}")
+            raise ValueError(
+                f"invalid local_weight {self.local_weight}: expected a value between 0 and 1"
+            )
         params = FederationParams() if self.params is None else self.params
         X = _check_samples(X, min_samples=max(2, params.n_clusters))
         held_out = X
@@ -503,7 +505,7 @@ class PersonalizedDetector(BaseEstimator):
         self.local_weight_ = self.local_weight
         if (
             model_fits(model, params, X.shape[1])
-            and not typical_data([FeatureStats.from_samples(X)], model.stats).all()
+            and not typical_data([FeatureStats.from_samples(X)], model.stats)[0]
         ):
             self.local_weight_ = 1.0
         self.n_features_in_ = self.global_detector_.n_features_in_

@@ -20,18 +20,17 @@
   jump between modes of honest data. An update that moves away from the
   baseline several times further than usual, once the move that all senders
   share (a change of the global model) is removed, loses evidence. A sender
-  whose deltas are longer than most, because its data lies far from the
-  global model, is allowed more, since its delta changes more when the model
-  moves. After an
-  update that lost most of its evidence the sender is on probation: until it
-  has sent a few consistent updates, any update that strays further than
-  99 % of honest updates did in the benchmark gets no evidence. An attack that looks smaller once
-  the model has moved on, or that alternates with honest rounds, still costs
-  all evidence. Senders with atypical data are compared with their own
-  history in the same way, on a scale of their own. Zero updates,
-  updates repeated from an earlier model version, near copies of an update
-  that arrived earlier from another sender, deltas that lie far from the
-  round's median and deltas that sit at the mean of the other senders'
+  whose deltas are longer than most, because its data lies far from the global
+  model, is allowed more, since its delta changes more when the model moves.
+  After an update that lost most of its evidence the sender is on probation:
+  until it has sent a few consistent updates, any update that strays further
+  than 99 % of honest updates did in the benchmark gets no evidence. An attack
+  that looks smaller once the model has moved on, or that alternates with
+  honest rounds, still costs all evidence. Senders with atypical data are
+  compared with their own history in the same way, on a scale of their own.
+  Zero updates, updates repeated from an earlier model version, near copies of
+  an update that arrived earlier from another sender, deltas that lie far from
+  the round's median and deltas that sit at the mean of the other senders'
   deltas get no evidence, whatever their history.
 
 The split matters for non-IID data. A node whose data is merely different
@@ -81,14 +80,11 @@ STATS_DEVIATION_FLOOR = 0.25
 # A sender's own usual distance raises its tolerance up to this multiple of the
 # round's usual distance; a sender without one gets that multiple.
 SPREAD_CAP = 3.0
-# A sender in the bulk whose baseline delta is longer than the round's median
-# delta has its tolerance raised by the ratio of the two lengths to this power.
-# In the benchmark, honest nodes far from the global model changed their deltas
-# up to 5 usual distances more than the shared move when the model moved away
-# from them, after attackers in their part of the data left it. An exponent of
-# 0.5 kept them trusted without missing more attackers, and 1 missed more. A
-# sender that boosts its updates from its first round on buys the same leeway,
-# but the clip factor still bounds how far its updates pull the model.
+# Power of (baseline delta length / round's median length) that raises the
+# tolerance of a sender in the bulk. In the benchmark 0.5 kept honest nodes far
+# from the global model trusted without missing more attackers, and 1 missed
+# more. A sender that boosts every update from its first one gains the same
+# leeway, but the clip factor still bounds how far its updates pull the model.
 LENGTH_EXPONENT = 0.5
 # An update left with less evidence than this puts its sender on probation for
 # PROBATION_ROUNDS consistent updates. Meanwhile an update further than
@@ -113,11 +109,11 @@ STATS_OUTLIER_LIMIT = 10.0
 STATS_OUTLIER_FACTOR = 10.0
 STATS_OUTLIER_MIN = 10.0
 # An SVM delta closer to the mean of the other senders' deltas than this share
-# of the usual such distance gets no evidence: it follows the round instead of
-# the sender's own data. In the benchmark no honest delta came closer than 0.59,
-# and half of the "a little is enough" updates came closer than 0.3. The check
-# needs at least MIMIC_MIN_SENDERS senders in the bulk.
+# of the usual such distance gets no evidence, because it follows the round
+# rather than the sender's own data. In the benchmark no honest delta came closer
+# than 0.59, and half of the "a little is enough" updates came closer than 0.3.
 MIMIC_RATIO = 0.35
+# Fewer senders in the bulk than this give no usual distance for that check.
 MIMIC_MIN_SENDERS = 4
 # Two updates whose distance is below this share of the round's median
 # nearest-neighbour distance count as copies of each other.
@@ -660,8 +656,8 @@ def score_updates(
             reasons[i] = (
                 f"{distance_ratios[i]:.0f} times further from the round's median update than usual"
             )
-    # Updates that already lost their evidence (boosted or flipped ones, say)
-    # would drag the mean of the others towards themselves.
+    # Updates that already lost their evidence, boosted or flipped ones for
+    # example, would drag the mean of the others towards themselves.
     # TODO: compare with the updates that arrived earlier only, so that colluders
     # who read an honest update off the broker cannot pull the mean onto it.
     mimic = mimic_ratios(svm, honest_bulk & (evidence > 0), in_bulk)
