@@ -33,6 +33,7 @@ from fltrust_core.model import KindModel
 from fltrust_core.scoring import (
     UpdateBaseline,
     learn_baseline,
+    relapsed,
     score_updates,
     typical_data,
     update_digest,
@@ -89,8 +90,8 @@ class CandidateCoordinator:
         # node id -> [(round, score, status)]
         self.history: dict[str, list[tuple[int, float, str]]] = {}
         # node id -> [(round, deviation from its own history, distance from the
-        # round's median, reason of low evidence)]
-        self.deviations: dict[str, list[tuple[int, float, float, str]]] = {}
+        # round's median, distance from the others' mean, reason of low evidence)]
+        self.deviations: dict[str, list[tuple[int, float, float, float, str]]] = {}
         # kind -> fingerprint -> candidate rounds in which it arrived
         self.digests: dict[str, dict[str, set[int]]] = {}
         self.version = 0
@@ -216,8 +217,16 @@ class CandidateCoordinator:
         for i, node_id in enumerate(senders):
             result = results[i]
             self.deviations.setdefault(node_id, []).append(
-                (round_number, result.deviation, result.distance_ratio, result.reason)
+                (
+                    round_number,
+                    result.deviation,
+                    result.distance_ratio,
+                    result.mimic_ratio,
+                    result.reason,
+                )
             )
+            if candidate.evidence != "cosine" and relapsed(baselines[i], result):
+                self.state(node_id).trust.relapsed = True
             learned = learn_baseline(baselines[i], parts[i], result)
             if learned is None:
                 self.state(node_id).baselines.pop(kind, None)

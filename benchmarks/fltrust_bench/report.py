@@ -445,7 +445,8 @@ class Report:
                     "distance and the node's own usual distance (capped at 3 times the round's). "
                     "Up to 3 costs nothing and 6 or more leaves no evidence. An update left with "
                     "less than half its evidence puts its sender on probation: until it has sent "
-                    "3 consistent updates, anything above 2 leaves no evidence. A sender in the "
+                    "3 consistent updates, anything above 2 leaves no evidence, and an update "
+                    "without evidence quarantines it at once. A sender in the "
                     "bulk whose baseline delta is longer than the median has the usual distance "
                     "scaled by the square root of the length ratio. A sender with "
                     "atypical data is compared on a scale of its own: the round's usual distance "
@@ -458,9 +459,10 @@ class Report:
                     "updates repeated from an earlier model version, near copies of another "
                     "node's update that arrived earlier and SVM deltas more than 25 usual "
                     "distances from the round's median get no evidence. Neither do SVM deltas "
-                    "closer than 0.35 usual distances to the mean of the other senders' deltas, "
-                    "because such an update is computed from the others' rather than from the "
-                    'node\'s own data, as "a little is enough" does. The first sender of a '
+                    "closer than 0.35 usual distances to the line through the other senders' "
+                    "mean along their coordinate-wise spread, because such an update is "
+                    "computed from the others' rather than from the node's own data, as "
+                    '"a little is enough" does. The first sender of a '
                     "copied update keeps its evidence, so a node cannot frame another by copying "
                     "it.",
                     "",
@@ -794,11 +796,15 @@ class Report:
     def deviation_lines(self) -> list[str]:
         """Return how far honest and attacking updates strayed, as the core's checks measure it."""
         honest, attacking, honest_far, attacking_far = [], [], [], []
+        honest_mimic, lie_mimic = [], []
         for run in self.runs:
             start = run["spec"]["attack_start"]
+            lie = run["spec"]["attack"] == "lie"
             for node, history in run.get("deviations", {}).items():
                 malicious = node in run["malicious"]
-                for round_number, deviation, distance, _reason in history:
+                for round_number, deviation, distance, *rest in history:
+                    # Results saved before the mean-of-others figure have four fields.
+                    mimic = rest[0] if len(rest) == 2 else None
                     attack_round = malicious and round_number >= start
                     if deviation is not None:
                         (attacking if attack_round else honest).append(deviation)
@@ -806,6 +812,10 @@ class Report:
                         honest_far.append(distance)
                     if distance is not None and attack_round:
                         attacking_far.append(distance)
+                    if mimic is not None and not malicious:
+                        honest_mimic.append(mimic)
+                    if mimic is not None and attack_round and lie:
+                        lie_mimic.append(mimic)
         if not honest:
             return []
 
@@ -817,8 +827,7 @@ class Report:
                 f"maximum {_fmt(float(array.max()), 2)} over {array.size} updates"
             )
 
-        return [
-            "",
+        text = (
             "How far updates strayed, measured by the chosen candidate, which applies the "
             "core's rule to the same updates. Distance from the sender's own history, in "
             f"usual distances: honest {spread(honest)}; attacking updates 5th percentile "
@@ -827,8 +836,20 @@ class Report:
             "and copies, repeats and zero updates are caught by their own checks. Distance from "
             f"the round's median update, in usual distances: honest {spread(honest_far)}; "
             f"attacking median {_fmt(float(np.median(attacking_far)), 2)}. An update beyond 25 "
-            "loses all evidence whatever its history.",
-        ]
+            "loses all evidence whatever its history."
+        )
+        if honest_mimic and lie_mimic:
+            honest_array = np.array(honest_mimic)
+            text += (
+                " Distance from the line through the other updates' mean along their spread, "
+                f"in usual distances: honest minimum {_fmt(float(honest_array.min()), 2)}, "
+                f"1st percentile {_fmt(float(np.percentile(honest_array, 1)), 2)} over "
+                f'{honest_array.size} updates; "a little is enough" median '
+                f"{_fmt(float(np.median(lie_mimic)), 2)}, 95th percentile "
+                f"{_fmt(float(np.percentile(lie_mimic, 95)), 2)}. An update below 0.35 loses "
+                "all evidence."
+            )
+        return ["", text]
 
     def dynamics_lines(self) -> list[str]:
         """Return the trust-dynamics experiments: on-off, attacks from round 1, release."""
@@ -950,9 +971,9 @@ class Report:
                     "- An honest node whose data shifts abruptly by several standard deviations "
                     "looks like a data-poisoning attacker and loses trust. The operator's "
                     "release starts its history afresh.",
-                    "- The check against the mean of the other updates could be turned against "
-                    "an honest node: colluders that read its update off the broker, and stay "
-                    "consistent with their own history, could pull the mean onto it. The "
+                    "- The check against the other updates' mean and spread could be turned "
+                    "against an honest node: colluders that read its update off the broker, and "
+                    "stay consistent with their own history, could pull the mean onto it. The "
                     "benchmark does not try this attack.",
                     "- Attacks that stay within a node's own round-to-round variation cannot be "
                     "told from it, and their effect on the model is as small.",

@@ -129,8 +129,8 @@ def _compact(result: RunResult) -> dict[str, Any]:
     }
     deviations = {
         node: [
-            [r, _rounded(deviation), _rounded(distance), reason]
-            for r, deviation, distance, reason in history
+            [r, _rounded(deviation), _rounded(distance), _rounded(mimic), reason]
+            for r, deviation, distance, mimic, reason in history
         ]
         for node, history in result.deviations.get(CHOSEN, {}).items()
     }

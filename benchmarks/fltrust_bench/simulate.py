@@ -76,8 +76,8 @@ class RunResult:
     # method -> node id -> [(round, score, status)]
     trust: dict[str, dict[str, list[tuple[int, float, str]]]] = field(default_factory=dict)
     # candidate name -> node id -> [(round, deviation from its own history,
-    # distance from the round's median, reason)]
-    deviations: dict[str, dict[str, list[tuple[int, float, float, str]]]] = field(
+    # distance from the round's median, distance from the others' mean, reason)]
+    deviations: dict[str, dict[str, list[tuple[int, float, float, float, str]]]] = field(
         default_factory=dict
     )
 

@@ -430,6 +430,28 @@ def test_boosted_update_gains_no_tolerance(rng, base, directions) -> None:
     assert results[1].evidence == 0.0
 
 
+def test_senders_on_probation_do_not_set_the_usual_distance() -> None:
+    # Each sender moves along an axis of its own, so that no move is shared.
+    honest = [0.03, 0.04, 0.04, 0.05]
+    attackers = [0.09] * 4
+    sizes = honest + attackers
+    deltas = [size * np.eye(len(sizes))[i] for i, size in enumerate(sizes)]
+    parts = [[delta] for delta in deltas]
+    zero = np.zeros(len(sizes))
+    baselines = [
+        UpdateBaseline((zero,), (1e-6,), PROBATION_ROUNDS if i >= len(honest) else 0)
+        for i in range(len(sizes))
+    ]
+
+    results = score_updates(parts, baselines, [False] * len(sizes))
+
+    # Counted in, the attackers would lift the usual distance to the largest
+    # honest one, 0.05, and their 0.09 would stay within the probation's 2.
+    assert all(r.evidence == 1.0 for r in results[: len(honest)])
+    assert all(r.deviation > PROBATION_TOLERATED for r in results[len(honest) :])
+    assert all(r.evidence == 0.0 for r in results[len(honest) :])
+
+
 def test_probation_after_an_inconsistent_update(rng, base, directions) -> None:
     baselines = [None] * 6
     for _ in range(5):
@@ -570,6 +592,23 @@ def test_mean_of_others_loses_evidence(rng, base, directions) -> None:
     assert "mean of the other updates" in scores[0].reason
     assert all(s.mimic_ratio > 0.5 for s in scores[1:])
     assert all(s.evidence == 1.0 for s in scores[1:])
+
+
+@pytest.mark.parametrize("z", [-1.5, 0.5, 2.0])
+def test_mimic_ratios_see_any_multiple_of_the_spread(rng, z: float) -> None:
+    honest = rng.normal(size=(8, 200)) * rng.uniform(0.1, 2.0, size=200)
+    colluder = honest.mean(axis=0) + z * honest.std(axis=0)
+    deltas = np.vstack([colluder, honest])
+    everyone = np.ones(deltas.shape[0], dtype=bool)
+
+    ratios = mimic_ratios(deltas, everyone, everyone)
+
+    # Its plain distance from the others' mean grows with z; the ratio does not.
+    assert np.linalg.norm(colluder - honest.mean(axis=0)) > 0.3 * np.median(
+        np.linalg.norm(honest - honest.mean(axis=0), axis=1)
+    )
+    assert ratios[0] < 0.1
+    assert ratios[1:].min() > 0.5
 
 
 def test_mimic_ratios_need_enough_senders(rng) -> None:

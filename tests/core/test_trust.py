@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from fltrust_core.scoring import UpdateScore
 from fltrust_core.trust import (
     DeviceTrust,
     NodeTrust,
+    TrustChange,
     TrustConfig,
     TrustStatus,
 )
@@ -109,6 +112,60 @@ def test_on_off_attacker_loses_fast_regains_slowly() -> None:
     trust.observe_integrity(1.0)
     recovered = trust.close_round("n", 11, 0.0, CONFIG).score
     assert recovered - dropped < 10
+
+
+def _rounds(trust: NodeTrust, evidences: list[float]) -> list[TrustChange]:
+    """Close one round per evidence, each with one scored update of kind "k"."""
+    changes = []
+    for evidence in evidences:
+        score = UpdateScore(
+            cosine=1.0,
+            norm_ratio=1.0,
+            deviation=1.0 if evidence >= 1.0 else 5.0,
+            evidence=evidence,
+            weight=1.0,
+            clip=1.0,
+            center_clip=1.0,
+            distances=(0.1,),
+        )
+        round_number = len(trust.history) + 1
+        trust.observe_update("k", [np.ones(3)], score, f"digest-{round_number}", 1)
+        trust.observe_integrity(evidence)
+        changes.append(trust.close_round("n", round_number, 0.0, CONFIG))
+    return changes
+
+
+def test_inconsistent_update_on_probation_quarantines_at_once() -> None:
+    trust = NodeTrust()
+    _warm(trust)
+    _rounds(trust, [1.0] * 5)
+
+    # Less than half the evidence: a drop, and probation.
+    [first] = _rounds(trust, [0.4])
+    assert first.status == TrustStatus.TRUSTED
+    assert trust.update_baseline("k").probation > 0
+
+    # The score alone would stay above the quarantine threshold.
+    alone = NodeTrust.from_dict(trust.to_dict())
+    alone.update_baselines = {}
+    alone.observe_integrity(0.0)
+    assert alone.close_round("n", 7, 0.0, CONFIG).score > CONFIG.quarantine_threshold
+
+    [second] = _rounds(trust, [0.0])
+    assert second.status == TrustStatus.QUARANTINED
+    assert second.score <= CONFIG.quarantine_threshold
+    assert second.reasons[0] == "inconsistent update again while on probation"
+
+
+def test_consistent_updates_end_probation_without_quarantine() -> None:
+    trust = NodeTrust()
+    _warm(trust)
+    _rounds(trust, [1.0, 1.0, 1.0, 0.4, 1.0, 1.0, 1.0])
+    assert trust.update_baseline("k").probation == 0
+
+    [change] = _rounds(trust, [0.0])
+    assert change.status == TrustStatus.REAUTH_REQUIRED
+    assert "relapsed" not in trust.to_dict()
 
 
 def test_storage_round_trip() -> None:

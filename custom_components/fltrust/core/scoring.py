@@ -30,8 +30,9 @@
   compared with their own history in the same way, on a scale of their own.
   Zero updates, updates repeated from an earlier model version, near copies of
   an update that arrived earlier from another sender, deltas that lie far from
-  the round's median and deltas that sit at the mean of the other senders'
-  deltas get no evidence, whatever their history.
+  the round's median and deltas that sit on the others' mean shifted along
+  their spread get no evidence, whatever their history. A sender that loses
+  all evidence again while on probation is quarantined (``relapsed``).
 
 The split matters for non-IID data. A node whose data is merely different
 points away from the majority in every round, so it weighs little or nothing
@@ -39,7 +40,7 @@ in the kind's model, but it stays consistent with itself and keeps its trust.
 An attacker changes what it sends when it starts attacking, which its own
 history exposes. An attacker that poisons from its very first update has no
 honest history to betray it. Unless its updates are blatant (zero, copied,
-repeated, far from the round's median or at the mean of the others), the
+repeated, far from the round's median or on the others' mean and spread), the
 aggregation weights alone limit it.
 
 The benchmark in ``docs/benchmarks.md`` measured this rule against FLTrust's
@@ -108,10 +109,10 @@ SPREAD_RATE = 0.3
 STATS_OUTLIER_LIMIT = 10.0
 STATS_OUTLIER_FACTOR = 10.0
 STATS_OUTLIER_MIN = 10.0
-# An SVM delta closer to the mean of the other senders' deltas than this share
-# of the usual such distance gets no evidence, because it follows the round
-# rather than the sender's own data. In the benchmark no honest delta came closer
-# than 0.59, and half of the "a little is enough" updates came closer than 0.3.
+# An SVM delta closer than this share of the usual such distance to the line
+# through the other senders' mean along their spread gets no evidence, because
+# it follows the round rather than the sender's own data. docs/benchmarks.md
+# reports how close honest and "a little is enough" updates came.
 MIMIC_RATIO = 0.35
 # Fewer senders in the bulk than this give no usual distance for that check.
 MIMIC_MIN_SENDERS = 4
@@ -195,9 +196,9 @@ class UpdateScore:
             over the usual such distance; NaN without a round majority. It is
             measured against the first reference of the round, ``cosine`` and
             ``norm_ratio`` against the final one (see ``score_updates``).
-        mimic_ratio: distance of the SVM delta from the mean of the other
-            senders' deltas over the usual such distance; NaN where not
-            measured (see ``mimic_ratios``).
+        mimic_ratio: distance of the SVM delta from the line through the
+            other senders' mean along their spread, over the usual such
+            distance; NaN where not measured (see ``mimic_ratios``).
         reason: why the evidence is below 1, empty otherwise.
     """
 
@@ -350,13 +351,17 @@ def near_duplicates(
 
 
 def mimic_ratios(deltas: np.ndarray, reference: np.ndarray, compared: np.ndarray) -> np.ndarray:
-    """Return each row's distance from the mean of the other ``reference`` rows, over the usual one.
+    """Return each row's distance from the others' mean and spread, over the usual such distance.
 
     An honest node trains on data of its own, so its delta keeps a distance
     from the mean of the others' deltas. A node that computes its update from
-    the others' ("a little is enough" sends their mean shifted by a fraction
-    of their spread) lands close to it. The usual distance is the lower
-    median over the ``reference`` rows.
+    the others' lands close to it: "a little is enough" sends their mean
+    shifted by a multiple of their coordinate-wise standard deviation. The
+    distance is therefore taken from the line through the others' mean along
+    their standard deviations, which holds every such update whatever the
+    multiple. Removing one direction changes little for an honest delta with
+    many parameters. The usual distance is the lower median over the
+    ``reference`` rows.
 
     Parameters:
         deltas: ndarray of shape (n_updates, n_parameters).
@@ -373,10 +378,23 @@ def mimic_ratios(deltas: np.ndarray, reference: np.ndarray, compared: np.ndarray
     if count < MIMIC_MIN_SENDERS:
         return ratios
     total = deltas[reference].sum(axis=0)
+    squares = (deltas[reference] ** 2).sum(axis=0)
     distances = np.full(deltas.shape[0], np.nan)
     for i in np.flatnonzero(compared | reference):
-        others = (total - deltas[i]) / (count - 1) if reference[i] else total / count
-        distances[i] = np.linalg.norm(deltas[i] - others)
+        if reference[i]:
+            others = count - 1
+            mean = (total - deltas[i]) / others
+            second = (squares - deltas[i] ** 2) / others
+        else:
+            others = count
+            mean = total / others
+            second = squares / others
+        spread = np.sqrt(np.maximum(second - mean**2, 0.0))
+        offset = deltas[i] - mean
+        length = float(spread @ spread)
+        if length > 0:
+            offset = offset - (offset @ spread) / length * spread
+        distances[i] = np.linalg.norm(offset)
     usual = lower_median(distances[reference])
     if usual <= 0:
         return ratios
@@ -428,9 +446,9 @@ def _deviations(
     Senders with atypical data take no part in the shared move and the usual
     distance of the SVM delta. Their tolerance is scaled by the ratio itself
     and is at least the length of the shared move. ``suspect`` senders
-    (zero, repeated or copied updates) are measured but left out of the shared
-    move and the usual distance. A part with fewer than three compared senders
-    in the bulk is skipped.
+    (zero, repeated or copied updates, senders on probation) are measured but
+    left out of the shared move and the usual distance. A part with fewer
+    than three compared senders in the bulk is skipped.
 
     Returns:
         (ratios of shape (n_updates,), the largest over parts and NaN where
@@ -627,7 +645,11 @@ def score_updates(
     ratio = 1.0 if clip_ratio is None else clip_ratio
     direction = _round_direction(svm, centers, honest_bulk, reference, proportional, ratio)
 
-    deviations, distances = _deviations(parts, baselines, in_bulk, suspect)
+    # A sender on probation lost its evidence in an earlier round. Its moves
+    # would set the round's shared move and usual distance, and enough
+    # attackers that keep attacking would hide each other behind them.
+    on_probation = np.array([b is not None and b.probation > 0 for b in baselines], dtype=bool)
+    deviations, distances = _deviations(parts, baselines, in_bulk, suspect | on_probation)
     evidence = np.ones(n_updates)
     reasons = [""] * n_updates
     for i, deviation in enumerate(deviations):
@@ -657,15 +679,15 @@ def score_updates(
                 f"{distance_ratios[i]:.0f} times further from the round's median update than usual"
             )
     # Updates that already lost their evidence, boosted or flipped ones for
-    # example, would drag the mean of the others towards themselves.
+    # example, would drag the others' mean and spread towards themselves.
     # TODO: compare with the updates that arrived earlier only, so that colluders
     # who read an honest update off the broker cannot pull the mean onto it.
     mimic = mimic_ratios(svm, honest_bulk & (evidence > 0), in_bulk)
     for i in np.flatnonzero(mimic < MIMIC_RATIO):
         evidence[i] = 0.0
         reasons[i] = (
-            f"{mimic[i]:.2f} of the usual distance from the mean of the other updates: "
-            "it follows the round, not its own data"
+            f"{mimic[i]:.2f} of the usual distance from the mean of the other updates "
+            "shifted along their spread: it follows the round, not its own data"
         )
     for i in np.flatnonzero(copied):
         evidence[i] = 0.0
@@ -716,6 +738,16 @@ def score_updates(
         )
         for i in range(n_updates)
     ]
+
+
+def relapsed(baseline: UpdateBaseline | None, score: UpdateScore) -> bool:
+    """Return whether an update lost all its evidence while its sender was on probation.
+
+    ``baseline`` is the sender's baseline before the update. A sender that
+    strays again before it has sent ``PROBATION_ROUNDS`` consistent updates
+    is attacking on and off rather than having an odd round.
+    """
+    return baseline is not None and baseline.probation > 0 and score.evidence <= 0.0
 
 
 def learn_baseline(

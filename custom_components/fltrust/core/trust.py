@@ -16,7 +16,10 @@ mean, so one signal near zero pulls the score down however good the others are.
 The published score follows the raw score quickly downwards and slowly upwards,
 which makes a node that behaves well for a while and then attacks lose trust
 fast, and a released node regain it only over several rounds. Thresholds have a
-hysteresis band so that a score hovering near a threshold does not flap.
+hysteresis band so that a score hovering near a threshold does not flap. A node
+whose update loses all evidence while it is on probation after an earlier
+inconsistent update is quarantined at once, whatever its score: one odd round
+can be an accident, a second one so soon is an attack that comes and goes.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .scoring import UpdateBaseline, UpdateScore, learn_baseline
+from .scoring import UpdateBaseline, UpdateScore, learn_baseline, relapsed
 
 SIGNALS = ("behaviour", "network", "integrity", "security")
 MAX_EVENTS = 100
@@ -128,6 +131,9 @@ class NodeTrust:
     update_baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Kind -> [fingerprint, global model version at arrival] of recent updates, oldest first.
     update_digests: dict[str, list[list[Any]]] = field(default_factory=dict)
+    # Whether an update of this round lost all evidence while on probation
+    # (``scoring.relapsed``); the round's close quarantines the node for it.
+    relapsed: bool = False
 
     def signals(self, now: float, config: TrustConfig) -> dict[str, float]:
         """Return the four signals as of ``now``."""
@@ -222,7 +228,9 @@ class NodeTrust:
         ``scoring.score_updates``. ``version`` is the global model version
         when the update arrived.
         """
-        baseline = learn_baseline(self.update_baseline(kind), parts, score)
+        previous = self.update_baseline(kind)
+        self.relapsed = self.relapsed or relapsed(previous, score)
+        baseline = learn_baseline(previous, parts, score)
         if baseline is None:
             self.update_baselines.pop(kind, None)
         else:
@@ -247,8 +255,14 @@ class NodeTrust:
         self.score = min(100.0, max(0.0, self.score + rate * (raw - self.score)))
 
         previous_status = self.status
+        relapse = self.relapsed and self.status != TrustStatus.QUARANTINED
+        self.relapsed = False
+        if relapse:
+            # A second inconsistent update so soon is no accident, whatever the
+            # score: the node is quarantined at once.
+            self.score = min(self.score, config.quarantine_threshold)
         if self.status != TrustStatus.QUARANTINED:
-            if self.score < config.quarantine_threshold:
+            if relapse or self.score < config.quarantine_threshold:
                 self.status = TrustStatus.QUARANTINED
                 self.quarantined_round = round_number
                 self.record_event(now, "quarantined", 1.0, f"score {self.score:.1f}")
@@ -266,6 +280,8 @@ class NodeTrust:
             for name, value in sorted(signals.items(), key=lambda x: x[1])
             if value < 0.9
         ]
+        if relapse:
+            reasons.insert(0, "inconsistent update again while on probation")
         return TrustChange(
             node_id, previous, self.score, previous_status, self.status, signals, reasons
         )
@@ -303,6 +319,8 @@ class NodeTrust:
         data = asdict(self)
         data["status"] = self.status.value
         data["history"] = [list(item) for item in self.history]
+        # It lives for one round only, between scoring and the round's close.
+        del data["relapsed"]
         # A node that never sent an update keeps the stored form it had before
         # update histories existed; from_dict fills in the empty defaults.
         for name in ("update_baselines", "update_digests"):
