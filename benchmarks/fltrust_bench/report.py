@@ -462,9 +462,10 @@ class Report:
                     "closer than 0.35 usual distances to the line through the other senders' "
                     "mean along their coordinate-wise spread, because such an update is "
                     "computed from the others' rather than from the node's own data, as "
-                    '"a little is enough" does. The first sender of a '
-                    "copied update keeps its evidence, so a node cannot frame another by copying "
-                    "it.",
+                    '"a little is enough" does. This check starts in a kind\'s second round, '
+                    "because before that an update is a whole model rather than a change. "
+                    "The first sender of a copied update keeps its evidence, so a node cannot "
+                    "frame another by copying it.",
                     "",
                     self.candidate_verdict(),
                     "",

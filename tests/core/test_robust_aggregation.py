@@ -430,7 +430,7 @@ def test_boosted_update_gains_no_tolerance(rng, base, directions) -> None:
     assert results[1].evidence == 0.0
 
 
-def test_senders_on_probation_do_not_set_the_usual_distance() -> None:
+def test_probation_senders_excluded_from_usual_distance() -> None:
     # Each sender moves along an axis of its own, so that no move is shared.
     honest = [0.03, 0.04, 0.04, 0.05]
     attackers = [0.09] * 4
@@ -592,6 +592,20 @@ def test_mean_of_others_loses_evidence(rng, base, directions) -> None:
     assert "mean of the other updates" in scores[0].reason
     assert all(s.mimic_ratio > 0.5 for s in scores[1:])
     assert all(s.evidence == 1.0 for s in scores[1:])
+
+
+def test_first_round_models_skip_mean_of_others(rng, base, directions) -> None:
+    updates = honest_round(rng, base, 8, directions)
+    others = np.mean([u.svm_vector() for u in updates[1:]], axis=0)
+    updates[0] = replace(updates[0], svm_coef=others[:-1], svm_offset=float(others[-1]))
+    # Without a previous model the only part is the whole SVM vector.
+    parts = [update_parts(u, None) for u in updates]
+
+    scores = score_updates(parts, [None] * 8, [False] * 8)
+
+    assert all(len(p) == 1 for p in parts)
+    assert all(np.isnan(s.mimic_ratio) for s in scores)
+    assert scores[0].evidence == 1.0
 
 
 @pytest.mark.parametrize("z", [-1.5, 0.5, 2.0])

@@ -358,7 +358,7 @@ def mimic_ratios(deltas: np.ndarray, reference: np.ndarray, compared: np.ndarray
     the others' lands close to it: "a little is enough" sends their mean
     shifted by a multiple of their coordinate-wise standard deviation. The
     distance is therefore taken from the line through the others' mean along
-    their standard deviations, which holds every such update whatever the
+    their standard deviations, which contains every such update, whatever the
     multiple. Removing one direction changes little for an honest delta with
     many parameters. The usual distance is the lower median over the
     ``reference`` rows.
@@ -682,7 +682,11 @@ def score_updates(
     # example, would drag the others' mean and spread towards themselves.
     # TODO: compare with the updates that arrived earlier only, so that colluders
     # who read an honest update off the broker cannot pull the mean onto it.
-    mimic = mimic_ratios(svm, honest_bulk & (evidence > 0), in_bulk)
+    # Without a previous model (a kind's first round) the SVM part is the whole
+    # model, not a delta. Models trained from scratch on data of one kind share
+    # most of their weights, so honest ones sit close to the others' mean too.
+    has_delta = np.array([len(p) > SVM_PART + 1 for p in parts], dtype=bool)
+    mimic = mimic_ratios(svm, honest_bulk & (evidence > 0) & has_delta, in_bulk & has_delta)
     for i in np.flatnonzero(mimic < MIMIC_RATIO):
         evidence[i] = 0.0
         reasons[i] = (

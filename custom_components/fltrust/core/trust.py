@@ -18,8 +18,8 @@ which makes a node that behaves well for a while and then attacks lose trust
 fast, and a released node regain it only over several rounds. Thresholds have a
 hysteresis band so that a score hovering near a threshold does not flap. A node
 whose update loses all evidence while it is on probation after an earlier
-inconsistent update is quarantined at once, whatever its score: one odd round
-can be an accident, a second one so soon is an attack that comes and goes.
+inconsistent update is quarantined at once, whatever its score. One odd round
+can be an accident, but a second one so soon is an attack that comes and goes.
 """
 
 from __future__ import annotations
