@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 from fltrust_core import protocol, security
-from fltrust_core.federation import Federation
+from fltrust_core.federation import Federation, FederationEvent
 from fltrust_core.trust import TrustStatus
 
 from .conftest import PARAMS, PREFIX, NodeSimulator, kind_model
@@ -77,14 +78,22 @@ def test_round_waits_for_quorum(federation: Federation, now: float) -> None:
     assert federation.model.version == 0
 
 
-def test_poisoning_node_quarantined_within_three_rounds(federation: Federation, now: float) -> None:
-    honest = [NodeSimulator(f"honest-{i}") for i in range(3)]
-    attacker = NodeSimulator("attacker")
-    nodes = [*honest, attacker]
-    rng = np.random.RandomState(1)
-    events: list[tuple[int, str, str]] = []
+def _play_rounds(
+    federation: Federation,
+    nodes: list[NodeSimulator],
+    rounds: int,
+    now: float,
+    attacking: Callable[[NodeSimulator, int], bool],
+    seed: int,
+) -> list[tuple[int, FederationEvent]]:
+    """Play rounds of honest steps, with a sign-flipped, boosted step where ``attacking`` says.
+
+    Returns each round's events with the round number.
+    """
+    rng = np.random.RandomState(seed)
+    events = []
     clock = now
-    for round_number in range(1, 7):
+    for round_number in range(1, rounds + 1):
         clock += 10
         for node in nodes:
             _deliver(federation, node.heartbeat(clock), clock)
@@ -98,18 +107,31 @@ def test_poisoning_node_quarantined_within_three_rounds(federation: Federation, 
             if federation.nodes[node.node_id].trust.status == TrustStatus.QUARANTINED:
                 continue
             step = 0.1 + 0.01 * rng.normal(size=9)
-            vector = base + step
-            if node is attacker and round_number >= 3:
-                vector = base - 10 * step
+            vector = base - 10 * step if attacking(node, round_number) else base + step
             _deliver(
                 federation,
                 node.update(round_number, kind_model(vector[:-1], vector[-1]), clock + 1),
                 clock + 1,
             )
         outcome = federation.close_round(clock + 2)
-        events += [(round_number, e.kind, e.data.get("node_id", "")) for e in outcome.events]
+        events += [(round_number, event) for event in outcome.events]
+    return events
 
-    quarantined = [(r, n) for r, kind, n in events if kind == "quarantined"]
+
+def test_poisoning_node_quarantined_within_three_rounds(federation: Federation, now: float) -> None:
+    honest = [NodeSimulator(f"honest-{i}") for i in range(3)]
+    attacker = NodeSimulator("attacker")
+
+    events = _play_rounds(
+        federation,
+        [*honest, attacker],
+        6,
+        now,
+        lambda node, round_number: node is attacker and round_number >= 3,
+        seed=1,
+    )
+
+    quarantined = [(r, e.data["node_id"]) for r, e in events if e.kind == "quarantined"]
     assert quarantined and quarantined[0][1] == "attacker"
     # The attack starts in round 3; rounds 3, 4 and 5 are the three rounds allowed.
     assert quarantined[0][0] <= 5
@@ -117,8 +139,30 @@ def test_poisoning_node_quarantined_within_three_rounds(federation: Federation, 
     assert "attacker" not in federation.model.contributors
     for node in honest:
         assert federation.nodes[node.node_id].trust.status == TrustStatus.TRUSTED
-    dropped = [n for r, kind, n in events if kind == "trust_dropped"]
+    dropped = [e.data["node_id"] for _, e in events if e.kind == "trust_dropped"]
     assert dropped and set(dropped) == {"attacker"}
+
+
+def test_on_off_attacker_quarantined_when_it_strays_again(
+    federation: Federation, now: float
+) -> None:
+    honest = [NodeSimulator(f"honest-{i}") for i in range(3)]
+    attacker = NodeSimulator("attacker")
+
+    # Attacks in rounds 3 and 5, honest in between.
+    events = _play_rounds(
+        federation,
+        [*honest, attacker],
+        5,
+        now,
+        lambda node, round_number: node is attacker and round_number in (3, 5),
+        seed=2,
+    )
+
+    [(round_number, event)] = [(r, e) for r, e in events if e.kind == "quarantined"]
+    assert round_number == 5
+    assert event.data["node_id"] == "attacker"
+    assert event.data["reasons"][0] == "inconsistent update again while on probation"
 
 
 def test_quarantined_update_dropped_and_release(federation: Federation, now: float) -> None:
