@@ -898,9 +898,11 @@ class Report:
         lines += [
             "",
             "Trust falls quickly (60 % of the gap to the round's raw score per round) and rises "
-            "slowly (10 %). A quarantined node stays quarantined until the operator releases "
-            "it. It then restarts just below the re-authentication threshold, must respond to "
-            "a challenge, and is compared only with its history from after the release. "
+            "slowly (10 %). A node whose update loses all evidence while it is on probation "
+            "after an inconsistent one is quarantined at once, whatever its score. A "
+            "quarantined node stays quarantined until the operator releases it. It then "
+            "restarts just below the re-authentication threshold, must respond to a "
+            "challenge, and is compared only with its history from after the release. "
             "Security events fade with a half-life of 6 hours. The benchmark's rounds take one "
             "simulated minute, so within a run they do not fade.",
         ]
@@ -938,8 +940,27 @@ class Report:
             )
         )
 
+    def honest_deviations(self) -> np.ndarray:
+        """Return every honest update's distance from its sender's history, in usual distances."""
+        values = [
+            entry[1]
+            for run in self.runs
+            for node, history in run.get("deviations", {}).items()
+            if node not in run["malicious"]
+            for entry in history
+            if entry[1] is not None
+        ]
+        return np.array(values, dtype=float)
+
     def limits(self) -> None:
         """Add what the benchmark does not show."""
+        honest = self.honest_deviations()
+        beyond = (
+            f", and {_fmt(1000 * float((honest > 2).mean()), 1)} in 1000 honest updates of this "
+            "run went beyond 2"
+            if honest.size
+            else ""
+        )
         self.sections.append(
             "\n".join(
                 [
@@ -978,6 +999,12 @@ class Report:
                     "benchmark does not try this attack.",
                     "- Attacks that stay within a node's own round-to-round variation cannot be "
                     "told from it, and their effect on the model is as small.",
+                    "- An on-off attacker whose first attack round keeps more than half its "
+                    "evidence (within 4.5 usual distances) is not put on probation. Its next "
+                    "attack round does that, and the one after its honest pause quarantines it, "
+                    "4 rounds after it started. Probation after any loss of evidence would catch "
+                    "it a round earlier. But then an honest node with one update beyond 3 would "
+                    "be quarantined by any of its next three updates beyond 2" + beyond + ".",
                     "- In a small kind with many attackers the two passes of the direction gate "
                     "can disagree on every update; the kind's model is then kept for that round. "
                     "This happened in the mixed federation's machine kind (5 nodes, 2 of them "
