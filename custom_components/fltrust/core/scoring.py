@@ -678,15 +678,16 @@ def score_updates(
             reasons[i] = (
                 f"{distance_ratios[i]:.0f} times further from the round's median update than usual"
             )
-    # Updates that already lost their evidence, boosted or flipped ones for
-    # example, would drag the others' mean and spread towards themselves.
-    # TODO: compare with the updates that arrived earlier only, so that colluders
-    # who read an honest update off the broker cannot pull the mean onto it.
     # Without a previous model (a kind's first round) the SVM part is the whole
     # model, not a delta. Models trained from scratch on data of one kind share
     # most of their weights, so honest ones sit close to the others' mean too.
     has_delta = np.array([len(p) > SVM_PART + 1 for p in parts], dtype=bool)
-    mimic = mimic_ratios(svm, honest_bulk & (evidence > 0) & has_delta, in_bulk & has_delta)
+    # Updates that lost most of their evidence, boosted or flipped ones for
+    # example, would drag the others' mean and spread towards themselves.
+    # TODO: compare with the updates that arrived earlier only, so that colluders
+    # who read an honest update off the broker cannot pull the mean onto it.
+    trusted_rows = honest_bulk & (evidence >= DOUBTFUL_EVIDENCE) & has_delta
+    mimic = mimic_ratios(svm, trusted_rows, in_bulk & has_delta)
     for i in np.flatnonzero(mimic < MIMIC_RATIO):
         evidence[i] = 0.0
         reasons[i] = (
