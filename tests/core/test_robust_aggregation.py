@@ -594,6 +594,41 @@ def test_mean_of_others_loses_evidence(rng, base, directions) -> None:
     assert all(s.evidence == 1.0 for s in scores[1:])
 
 
+def test_doubtful_updates_stay_out_of_mean_of_others(rng, base, directions) -> None:
+    baselines = [None] * 8
+    for _ in range(5):
+        _, baselines = score_and_learn(honest_round(rng, base, 8, directions), base, baselines)
+    updates = honest_round(rng, base, 8, directions)
+
+    def boosted(factor: float) -> list[KindModel]:
+        return [
+            replace(u, svm_coef=base.svm_coef + factor * (u.svm_coef - base.svm_coef))
+            if i < 2
+            else u
+            for i, u in enumerate(updates)
+        ]
+
+    def scored(factor: float):
+        parts = [update_parts(u, base) for u in boosted(factor)]
+        return parts, score_updates(parts, baselines, [False] * 8)
+
+    # Boost two updates just enough to keep some, but less than half, of their evidence.
+    factor = next(
+        f
+        for f in np.linspace(1.0, 4.0, 301)
+        if all(0.0 < r.evidence < DOUBTFUL_EVIDENCE for r in scored(f)[1][:2])
+    )
+    parts, results = scored(factor)
+
+    svm = np.vstack([p[0] for p in parts])
+    everyone = np.ones(8, dtype=bool)
+    without = everyone.copy()
+    without[:2] = False
+    expected = mimic_ratios(svm, without, everyone)
+    np.testing.assert_allclose([r.mimic_ratio for r in results[2:]], expected[2:])
+    assert not np.allclose(expected[2:], mimic_ratios(svm, everyone, everyone)[2:])
+
+
 def test_first_round_models_skip_mean_of_others(rng, base, directions) -> None:
     updates = honest_round(rng, base, 8, directions)
     others = np.mean([u.svm_vector() for u in updates[1:]], axis=0)
