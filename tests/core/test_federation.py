@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Collection
 
 import numpy as np
 import pytest
@@ -78,18 +78,23 @@ def test_round_waits_for_quorum(federation: Federation, now: float) -> None:
     assert federation.model.version == 0
 
 
+HONEST = [f"honest-{i}" for i in range(3)]
+
+
 def _play_rounds(
     federation: Federation,
-    nodes: list[NodeSimulator],
-    rounds: int,
     now: float,
-    attacking: Callable[[NodeSimulator, int], bool],
+    rounds: int,
+    attack_rounds: Collection[int],
     seed: int,
 ) -> list[tuple[int, FederationEvent]]:
-    """Play rounds of honest steps, with a sign-flipped, boosted step where ``attacking`` says.
+    """Play rounds of three honest nodes and one "attacker", each with the round's events.
 
-    Returns each round's events with the round number.
+    Every node sends a step from the global model; in ``attack_rounds`` the
+    attacker sends the step flipped and boosted tenfold.
     """
+    attacker = NodeSimulator("attacker")
+    nodes = [*(NodeSimulator(node_id) for node_id in HONEST), attacker]
     rng = np.random.RandomState(seed)
     events = []
     clock = now
@@ -107,7 +112,8 @@ def _play_rounds(
             if federation.nodes[node.node_id].trust.status == TrustStatus.QUARANTINED:
                 continue
             step = 0.1 + 0.01 * rng.normal(size=9)
-            vector = base - 10 * step if attacking(node, round_number) else base + step
+            attacking = node is attacker and round_number in attack_rounds
+            vector = base - 10 * step if attacking else base + step
             _deliver(
                 federation,
                 node.update(round_number, kind_model(vector[:-1], vector[-1]), clock + 1),
@@ -119,17 +125,7 @@ def _play_rounds(
 
 
 def test_poisoning_node_quarantined_within_three_rounds(federation: Federation, now: float) -> None:
-    honest = [NodeSimulator(f"honest-{i}") for i in range(3)]
-    attacker = NodeSimulator("attacker")
-
-    events = _play_rounds(
-        federation,
-        [*honest, attacker],
-        6,
-        now,
-        lambda node, round_number: node is attacker and round_number >= 3,
-        seed=1,
-    )
+    events = _play_rounds(federation, now, 6, range(3, 7), seed=1)
 
     quarantined = [(r, e.data["node_id"]) for r, e in events if e.kind == "quarantined"]
     assert quarantined and quarantined[0][1] == "attacker"
@@ -137,8 +133,8 @@ def test_poisoning_node_quarantined_within_three_rounds(federation: Federation, 
     assert quarantined[0][0] <= 5
     assert all(n == "attacker" for _, n in quarantined)
     assert "attacker" not in federation.model.contributors
-    for node in honest:
-        assert federation.nodes[node.node_id].trust.status == TrustStatus.TRUSTED
+    for node_id in HONEST:
+        assert federation.nodes[node_id].trust.status == TrustStatus.TRUSTED
     dropped = [e.data["node_id"] for _, e in events if e.kind == "trust_dropped"]
     assert dropped and set(dropped) == {"attacker"}
 
@@ -146,18 +142,8 @@ def test_poisoning_node_quarantined_within_three_rounds(federation: Federation, 
 def test_on_off_attacker_quarantined_when_it_strays_again(
     federation: Federation, now: float
 ) -> None:
-    honest = [NodeSimulator(f"honest-{i}") for i in range(3)]
-    attacker = NodeSimulator("attacker")
-
     # Attacks in rounds 3 and 5, honest in between.
-    events = _play_rounds(
-        federation,
-        [*honest, attacker],
-        5,
-        now,
-        lambda node, round_number: node is attacker and round_number in (3, 5),
-        seed=2,
-    )
+    events = _play_rounds(federation, now, 5, (3, 5), seed=2)
 
     [(round_number, event)] = [(r, e) for r, e in events if e.kind == "quarantined"]
     assert round_number == 5
