@@ -994,8 +994,12 @@ class Report:
                     "looks like a data-poisoning attacker and loses trust. The operator's "
                     "release starts its history afresh.",
                     "- The check against the other updates' mean and spread could be turned "
-                    "against an honest node: colluders that read its update off the broker, and "
-                    "stay consistent with their own history, could pull the mean onto it. The "
+                    "against an honest node. Colluders that know its update could place theirs so "
+                    "that the line passes through it. An honest update changes little from round "
+                    "to round, so its previous one, read off the broker, is a good guess. The "
+                    "colluders must stay consistent with their own history and within 25 usual "
+                    "distances of the round's median. Per-node broker ACLs, which would stop "
+                    "nodes from reading each other's updates, are not in place yet. The "
                     "benchmark does not try this attack.",
                     "- Attacks that stay within a node's own round-to-round variation cannot be "
                     "told from it, and their effect on the model is as small.",

@@ -684,8 +684,10 @@ def score_updates(
     has_delta = np.array([len(p) > SVM_PART + 1 for p in parts], dtype=bool)
     # Updates that lost most of their evidence, boosted or flipped ones for
     # example, would drag the others' mean and spread towards themselves.
-    # TODO: compare with the updates that arrived earlier only, so that colluders
-    # who read an honest update off the broker cannot pull the mean onto it.
+    # TODO: colluders that know an honest update can place the others' mean and
+    # spread onto it, and an honest update changes little from round to round.
+    # Per-node broker ACLs, so that nodes cannot read each other's updates,
+    # would leave them guessing.
     trusted_rows = honest_bulk & (evidence >= DOUBTFUL_EVIDENCE) & has_delta
     mimic = mimic_ratios(svm, trusted_rows, in_bulk & has_delta)
     for i in np.flatnonzero(mimic < MIMIC_RATIO):
