@@ -63,6 +63,17 @@ ATTACKS: dict[str, AttackSpec] = {
         AttackSpec("replay", "resends its own update of the first round", {}),
     )
 }
+# Attacks of the trust-dynamics section only. Framing attacks an honest node's
+# trust rather than the model, so the grid's detection and quarantine targets
+# do not apply to it.
+DYNAMICS_ATTACKS: dict[str, AttackSpec] = {
+    "frame": AttackSpec(
+        "frame",
+        "colluders put the mean of the others on an honest node's update",
+        {"relative_noise": 0.3},
+    ),
+}
+ALL_ATTACKS = {**ATTACKS, **DYNAMICS_ATTACKS}
 
 
 @dataclass
@@ -78,6 +89,9 @@ class AttackContext:
     retrain: Callable[[str, Callable[[np.ndarray], np.ndarray]], KindModel]
     nodes: dict[str, NodeData]
     rng: np.random.Generator
+    # Nodes whose data is atypical for their kind; the coordinator leaves them
+    # out of its robust statistics, and so does an attacker that knows the rule.
+    atypical: frozenset[str] = frozenset()
 
 
 def active(spec: AttackSpec, round_number: int, start: int) -> bool:
@@ -146,6 +160,20 @@ def craft(spec: AttackSpec, context: AttackContext) -> dict[str, KindModel]:
         return {n: context.submitted[n][-1] for n in malicious}
     elif name == "replay":
         return {n: attacks.replay(context.submitted[n]) for n in malicious}
+    elif name == "frame":
+        # The first honest node with typical data is framed; the colluders see
+        # the round's honest updates, as for LIE.
+        typical = [n for n in benign if n not in context.atypical]
+        if len(typical) < 2:
+            return {}
+        target, *others = typical
+        poisoned = attacks.frame(
+            np.vstack([model_vector(context.honest[n]) - base for n in others]),
+            model_vector(context.honest[target]) - base,
+            len(malicious),
+            params["relative_noise"],
+            context.rng,
+        )
     else:
         raise ValueError(f"unknown attack {name!r}")
     return {

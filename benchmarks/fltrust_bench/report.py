@@ -458,14 +458,16 @@ class Report:
                     "nodes jump between modes of their data. Whatever the history, zero updates, "
                     "updates repeated from an earlier model version, near copies of another "
                     "node's update that arrived earlier and SVM deltas more than 25 usual "
-                    "distances from the round's median get no evidence. Neither do SVM deltas "
-                    "closer than 0.35 usual distances to the line through the other senders' "
-                    "mean along their coordinate-wise spread, because such an update is "
-                    "computed from the others' rather than from the node's own data, as "
-                    '"a little is enough" does. This check starts in a kind\'s second round, '
-                    "because before that an update is a whole model rather than a change. "
-                    "The first sender of a copied update keeps its evidence, so a node cannot "
-                    "frame another by copying it.",
+                    "distances from the round's median get no evidence. Nor do SVM deltas that "
+                    "moved more than 1.5 usual distances from their sender's history onto the "
+                    "line through the other senders' mean along their coordinate-wise spread "
+                    "(closer than 0.35 usual distances to it). Such an update is computed from "
+                    "the others' rather than from the node's own data, as \"a little is enough\" "
+                    "does, while an honest update that colluders framed by placing theirs around "
+                    "it has not moved. This check starts in a kind's second round, because "
+                    "before that an update is a whole model rather than a change. The first "
+                    "sender of a copied update keeps its evidence, so a node cannot frame another "
+                    "by copying it.",
                     "",
                     self.candidate_verdict(),
                     "",
@@ -847,8 +849,8 @@ class Report:
                 f"1st percentile {_fmt(float(np.percentile(honest_array, 1)), 2)} over "
                 f'{honest_array.size} updates; "a little is enough" median '
                 f"{_fmt(float(np.median(lie_mimic)), 2)}, 95th percentile "
-                f"{_fmt(float(np.percentile(lie_mimic, 95)), 2)}. An update below 0.35 loses "
-                "all evidence."
+                f"{_fmt(float(np.percentile(lie_mimic, 95)), 2)}. An update below 0.35 that "
+                "also moved more than 1.5 from its sender's history loses all evidence."
             )
         return ["", text]
 
@@ -873,6 +875,12 @@ class Report:
             benign = [
                 n for n, h in histories.items() if n not in run["malicious"] and quarantine_round(h)
             ]
+            lowest = min(
+                score
+                for n, history in histories.items()
+                if n not in run["malicious"]
+                for _, score, _ in history
+            )
             rows.append(
                 [
                     description,
@@ -882,6 +890,7 @@ class Report:
                     ),
                     ", ".join(_fmt(v, 0) for v in final),
                     str(len(benign)),
+                    _fmt(lowest, 0),
                 ]
             )
         lines.append(
@@ -891,11 +900,20 @@ class Report:
                     "attack rounds until quarantine",
                     "final trust of the attackers",
                     "benign quarantined",
+                    "lowest benign trust",
                 ],
                 rows,
             )
         )
         lines += [
+            "",
+            "In the frame run the colluders see the round's honest updates, as LIE assumes, and "
+            "send whatever puts the mean of the others on the update of the first honest node "
+            "with typical data. The check against the others' mean and spread applies only to "
+            "an update that also moved away from its sender's history, so the framed node keeps "
+            "its evidence. Without that condition the same colluders had it quarantined, in a "
+            "run made while developing this benchmark. The colluders keep their trust too: their "
+            "updates look honest.",
             "",
             "Trust falls quickly (60 % of the gap to the round's raw score per round) and rises "
             "slowly (10 %). A node whose update loses all evidence while it is on probation "
@@ -993,14 +1011,13 @@ class Report:
                     "- An honest node whose data shifts abruptly by several standard deviations "
                     "looks like a data-poisoning attacker and loses trust. The operator's "
                     "release starts its history afresh.",
-                    "- The check against the other updates' mean and spread could be turned "
-                    "against an honest node. Colluders that know its update could place theirs so "
-                    "that the line passes through it. An honest update changes little from round "
-                    "to round, so its previous one, read off the broker, is a good guess. The "
-                    "colluders must stay consistent with their own history and within 25 usual "
-                    "distances of the round's median. Per-node broker ACLs, which would stop "
-                    "nodes from reading each other's updates, are not in place yet. The "
-                    "benchmark does not try this attack.",
+                    "- Colluders that know an honest node's update can place theirs so that the "
+                    "line through the others' mean and spread passes through it (the frame run "
+                    "of the trust-dynamics table). The node loses evidence only in a round in "
+                    "which its own update also moved more than 1.5 usual distances from its "
+                    "history, which 1 % of honest updates do. Two such rounds within its "
+                    "probation would quarantine it. Per-node broker ACLs, which would stop nodes "
+                    "from reading each other's updates, are not in place yet.",
                     "- Attacks that stay within a node's own round-to-round variation cannot be "
                     "told from it, and their effect on the model is as small.",
                     "- An on-off attacker whose first attack round keeps more than half its "

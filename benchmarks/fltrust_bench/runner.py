@@ -251,6 +251,7 @@ def dynamics_specs(config: GridConfig) -> list[RunSpec]:
 
     - on-off attackers with longer honest pauses;
     - attackers that attack from the first round, before any honest history;
+    - colluders that frame an honest node from the first round;
     - attackers that stop after quarantine and are released by the operator.
     """
     rounds = max(config.rounds, 14)
@@ -259,6 +260,7 @@ def dynamics_specs(config: GridConfig) -> list[RunSpec]:
         RunSpec(attack="on_off", fraction=0.3, attack_start=config.attack_start, **common),
         RunSpec(attack="sign_flip", fraction=0.3, attack_start=1, **common),
         RunSpec(attack="mislabel", fraction=0.3, attack_start=1, **common),
+        RunSpec(attack="frame", fraction=0.3, attack_start=1, **common),
         RunSpec(
             attack="sign_flip",
             fraction=0.3,

@@ -33,7 +33,7 @@ from fltrust_core.trust import TrustConfig
 from fltrust_edge.evaluation import device_metrics
 
 from .analysis import PERSONALIZED
-from .attacking import ATTACKS, AttackContext, craft
+from .attacking import ALL_ATTACKS, AttackContext, craft
 from .candidates import CANDIDATES, CandidateCoordinator
 from .federations import FederationSpec
 from .flower import FLOWER_RULES, aggregate_with
@@ -236,11 +236,12 @@ class Simulation:
         """Set up the nodes, the coordinator and the methods that aggregate in shadow mode."""
         self.federation = federation
         self.spec = spec
-        self.attack = ATTACKS[spec.attack] if spec.attack != "none" else None
+        self.attack = ALL_ATTACKS[spec.attack] if spec.attack != "none" else None
         self.malicious = (
             choose_malicious(federation, spec.fraction, spec.seed) if self.attack else []
         )
         self.honest_ids = [n.node_id for n in federation.nodes if n.node_id not in self.malicious]
+        self.atypical = frozenset(federation.atypical())
         self.nodes = {
             n.node_id: SimulatedNode(n, i, federation, spec.seed)
             for i, n in enumerate(federation.nodes)
@@ -336,6 +337,7 @@ class Simulation:
                 retrain=retrain,
                 nodes={n: nodes[n].data for n in of_kind},
                 rng=self.rng,
+                atypical=self.atypical,
             )
             sending.update(craft(self.attack, context))
         return sending

@@ -94,6 +94,38 @@ def test_lie_stays_inside_honest_spread() -> None:
     assert np.all(poisoned <= benign.max(axis=0))
 
 
+def test_frame_puts_mean_of_others_on_target() -> None:
+    rng = np.random.default_rng(5)
+    benign = rng.normal(size=(6, 20))
+    target = rng.normal(size=20)
+
+    colluders = attacks.frame(benign, target, n_malicious=3, random_state=1)
+
+    assert colluders.shape == (3, 20)
+    np.testing.assert_allclose(np.vstack([benign, colluders]).mean(axis=0), target)
+    # The noise keeps them apart, so that they are no copies of each other.
+    assert np.linalg.norm(colluders[0] - colluders[1]) > 0.1
+    np.testing.assert_array_equal(
+        attacks.frame(benign, target, n_malicious=3, random_state=1), colluders
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "n_malicious", "relative_noise", "message"),
+    [
+        (np.zeros(4), 2, 0.3, "target has shape"),
+        (np.zeros(20), 0, 0.3, "n_malicious"),
+        (np.zeros(20), 2, -1.0, "relative_noise"),
+    ],
+)
+def test_frame_rejects_bad_parameters(
+    target: np.ndarray, n_malicious: int, relative_noise: float, message: str
+) -> None:
+    benign = np.random.default_rng(6).normal(size=(6, 20))
+    with pytest.raises(ValueError, match=message):
+        attacks.frame(benign, target, n_malicious, relative_noise)
+
+
 def test_shift_features_moves_means_by_std() -> None:
     X = np.random.default_rng(4).normal(loc=5.0, scale=2.0, size=(300, 3))
     original = X.copy()

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from fltrust_core import protocol
+from fltrust_core import attacks, protocol
 from fltrust_core.aggregation import aggregate_kind
 from fltrust_core.federation import Federation
 from fltrust_core.model import FeatureStats, KindModel
@@ -17,6 +17,7 @@ from fltrust_core.scoring import (
     DOUBTFUL_EVIDENCE,
     LENGTH_EXPONENT,
     MIMIC_MIN_SENDERS,
+    MIMIC_MOVE,
     MIMIC_RATIO,
     PROBATION_ROUNDS,
     PROBATION_TOLERATED,
@@ -579,19 +580,45 @@ def test_far_update_loses_evidence_without_history(rng, base, directions) -> Non
 
 
 def test_mean_of_others_loses_evidence(rng, base, directions) -> None:
+    baselines = [None] * 8
+    for _ in range(5):
+        _, baselines = score_and_learn(honest_round(rng, base, 8, directions), base, baselines)
     updates = honest_round(rng, base, 8, directions)
     # "A little is enough": the mean of the others' updates, shifted a little.
     others = np.mean([u.svm_vector() for u in updates[1:]], axis=0)
     others += 0.05 * np.std([u.svm_vector() for u in updates[1:]], axis=0)
     updates[0] = replace(updates[0], svm_coef=others[:-1], svm_offset=float(others[-1]))
 
-    scores = score(updates, base)
+    scores, _ = score_and_learn(updates, base, baselines)
 
     assert scores[0].mimic_ratio < MIMIC_RATIO
+    assert scores[0].deviation > MIMIC_MOVE
     assert scores[0].evidence == 0.0
     assert "mean of the other updates" in scores[0].reason
     assert all(s.mimic_ratio > 0.5 for s in scores[1:])
     assert all(s.evidence == 1.0 for s in scores[1:])
+
+
+def test_framed_update_keeps_evidence(rng, base, directions) -> None:
+    baselines = [None] * 8
+    for _ in range(5):
+        _, baselines = score_and_learn(honest_round(rng, base, 8, directions), base, baselines)
+    updates = honest_round(rng, base, 8, directions)
+    # Colluders 6 and 7 send whatever puts the mean of the others on node 0's update.
+    deltas = [u.svm_vector() - base.svm_vector() for u in updates]
+    colluders = attacks.frame(np.array(deltas[1:6]), deltas[0], 2, random_state=0)
+    for index, delta in zip((6, 7), colluders, strict=True):
+        vector = base.svm_vector() + delta
+        updates[index] = replace(updates[index], svm_coef=vector[:-1], svm_offset=float(vector[-1]))
+
+    # Colluders that framed from their first update have a history of such updates.
+    baselines[6] = baselines[7] = None
+
+    scores, _ = score_and_learn(updates, base, baselines)
+
+    assert scores[0].mimic_ratio < MIMIC_RATIO
+    assert scores[0].deviation < MIMIC_MOVE
+    assert scores[0].evidence == 1.0
 
 
 def test_doubtful_updates_stay_out_of_mean_of_others(rng, base, directions) -> None:

@@ -28,6 +28,9 @@ robust federated learning:
 - ``on_off_active``: the schedule of an on-off attacker that alternates
   attack rounds with honest rounds.
 - ``replay``: resend an update from an earlier round.
+- ``frame``: colluders send whatever puts the mean of everyone else on an
+  honest node's update, so that a defence which distrusts updates at the mean
+  of the others turns against that node.
 """
 
 from __future__ import annotations
@@ -289,3 +292,42 @@ def replay(history: Sequence[T], lag: int | None = None) -> T:
     if not 1 <= lag <= len(history):
         raise ValueError(f"lag must be between 1 and {len(history)}, got {lag}")
     return history[-lag]
+
+
+def frame(
+    benign: np.ndarray,
+    target: np.ndarray,
+    n_malicious: int,
+    relative_noise: float = 0.3,
+    random_state: int | np.random.Generator | None = None,
+) -> np.ndarray:
+    """Return colluder deltas that put the mean of everyone but ``target`` on ``target``.
+
+    The colluders' deltas sum to ``(n_benign + n_malicious) * target - benign.sum(axis=0)``.
+    Each one gets Gaussian noise of ``relative_noise`` times the benign
+    coordinate-wise standard deviation, centred over the colluders so that the
+    sum stays exact, so that they are not near copies of each other.
+
+    Parameters:
+        benign: ndarray of shape (n_benign, n_parameters), the other honest
+            deltas of the round (the framed node's excluded).
+        target: ndarray of shape (n_parameters,), the framed node's delta.
+        n_malicious: number of colluders.
+        relative_noise: noise per colluder, in benign standard deviations.
+        random_state: seed or generator of the noise.
+
+    Returns:
+        ndarray of shape (n_malicious, n_parameters).
+    """
+    benign = _as_updates(benign)
+    target = np.asarray(target, dtype=float)
+    if target.shape != benign.shape[1:]:
+        raise ValueError(f"target has shape {target.shape}, expected ({benign.shape[1]},)")
+    if n_malicious < 1:
+        raise ValueError(f"n_malicious must be at least 1, got {n_malicious}")
+    if relative_noise < 0:
+        raise ValueError(f"relative_noise must not be negative, got {relative_noise}")
+    total = (benign.shape[0] + n_malicious) * target - benign.sum(axis=0)
+    noise = _rng(random_state).normal(size=(n_malicious, target.size)) * benign.std(axis=0)
+    noise = relative_noise * (noise - noise.mean(axis=0))
+    return total / n_malicious + noise

@@ -29,10 +29,11 @@
   honest rounds, still costs all evidence. Senders with atypical data are
   compared with their own history in the same way, on a scale of their own.
   Zero updates, updates repeated from an earlier model version, near copies of
-  an update that arrived earlier from another sender, deltas that lie far from
-  the round's median and deltas that sit on the others' mean shifted along
-  their spread get no evidence, whatever their history. A sender that loses
-  all evidence again while on probation is quarantined (``relapsed``).
+  an update that arrived earlier from another sender and deltas that lie far
+  from the round's median get no evidence, whatever their history. Nor do
+  deltas that moved away from their sender's history onto the others' mean
+  shifted along their spread. A sender that loses all evidence again while on
+  probation is quarantined (``relapsed``).
 
 The split matters for non-IID data. A node whose data is merely different
 points away from the majority in every round, so it weighs little or nothing
@@ -40,8 +41,8 @@ in the kind's model, but it stays consistent with itself and keeps its trust.
 An attacker changes what it sends when it starts attacking, which its own
 history exposes. An attacker that poisons from its very first update has no
 honest history to betray it. Unless its updates are blatant (zero, copied,
-repeated, far from the round's median or on the others' mean and spread), the
-aggregation weights alone limit it.
+repeated or far from the round's median), the aggregation weights alone limit
+it.
 
 The benchmark in ``docs/benchmarks.md`` measured this rule against FLTrust's
 own (cosine-proportional weights against an update the coordinator trains on
@@ -114,6 +115,11 @@ STATS_OUTLIER_MIN = 10.0
 # it follows the round rather than the sender's own data. docs/benchmarks.md
 # reports how close honest and "a little is enough" updates came.
 MIMIC_RATIO = 0.35
+# The check applies only to an update that also moved further than this from its
+# sender's history, in usual distances. An honest update that colluders framed
+# by placing their own around it has not moved; one that jumped onto the
+# others' mean has. In the benchmark 99 % of honest updates moved less than 1.5.
+MIMIC_MOVE = 1.5
 # Fewer senders in the bulk than this give no usual distance for that check.
 MIMIC_MIN_SENDERS = 4
 # Two updates whose distance is below this share of the round's median
@@ -684,13 +690,13 @@ def score_updates(
     has_delta = np.array([len(p) > SVM_PART + 1 for p in parts], dtype=bool)
     # Updates that lost most of their evidence, boosted or flipped ones for
     # example, would drag the others' mean and spread towards themselves.
-    # TODO: colluders that know an honest update can place the others' mean and
-    # spread onto it, and an honest update changes little from round to round.
-    # Per-node broker ACLs, so that nodes cannot read each other's updates,
-    # would leave them guessing.
+    # TODO: colluders that know an honest update can still place the others'
+    # mean and spread onto it in the rare round in which it moved more than
+    # MIMIC_MOVE. Per-node broker ACLs, so that nodes cannot read each other's
+    # updates, would leave them guessing.
     trusted_rows = honest_bulk & (evidence >= DOUBTFUL_EVIDENCE) & has_delta
     mimic = mimic_ratios(svm, trusted_rows, in_bulk & has_delta)
-    for i in np.flatnonzero(mimic < MIMIC_RATIO):
+    for i in np.flatnonzero((mimic < MIMIC_RATIO) & (deviations > MIMIC_MOVE)):
         evidence[i] = 0.0
         reasons[i] = (
             f"{mimic[i]:.2f} of the usual distance from the mean of the other updates "
