@@ -90,7 +90,7 @@ class AttackContext:
     nodes: dict[str, NodeData]
     rng: np.random.Generator
     # Nodes whose data is atypical for their kind; the coordinator leaves them
-    # out of its robust statistics, and so does an attacker that knows the rule.
+    # out of its robust statistics, and so does an attacker that applies the same rule.
     atypical: frozenset[str] = frozenset()
 
 
