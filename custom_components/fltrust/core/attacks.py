@@ -305,8 +305,9 @@ def frame(
 
     The colluders' deltas sum to ``(n_benign + n_malicious) * target - benign.sum(axis=0)``.
     Each one gets Gaussian noise of ``relative_noise`` times the benign
-    coordinate-wise standard deviation, centred over the colluders so that the
-    sum stays exact, so that they are not near copies of each other.
+    coordinate-wise standard deviation, so that the colluders are not near
+    copies of each other. The noise is centred over the colluders, which keeps
+    the sum exact.
 
     Parameters:
         benign: ndarray of shape (n_benign, n_parameters), the other honest
