@@ -855,7 +855,7 @@ class Report:
         return ["", text]
 
     def dynamics_lines(self) -> list[str]:
-        """Return the trust-dynamics experiments: on-off, attacks from round 1, release."""
+        """Return the trust-dynamics experiments: on-off, attacks from round 1, framing, release."""
         lines = ["", "### Trust dynamics", ""]
         rows = []
         for run in self.document.get("dynamics", []):
