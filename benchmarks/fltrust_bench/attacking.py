@@ -89,8 +89,8 @@ class AttackContext:
     retrain: Callable[[str, Callable[[np.ndarray], np.ndarray]], KindModel]
     nodes: dict[str, NodeData]
     rng: np.random.Generator
-    # Nodes whose data is atypical for their kind; the coordinator leaves them
-    # out of its robust statistics, and so does an attacker that applies the same rule.
+    # Nodes whose data is atypical for their kind. The coordinator leaves them
+    # out of its robust statistics, and an attacker that applies its rule does too.
     atypical: frozenset[str] = frozenset()
 
 

@@ -914,9 +914,9 @@ class Report:
             "its evidence. Without that condition the same colluders had it quarantined, in a "
             "run made while developing this benchmark. The colluders keep their trust too: their "
             'updates look honest. The condition also spares "a little is enough" attackers '
-            "whose honest updates already lay close to the others' mean, so that their jump onto "
-            "it stayed under 1.5: in the default grid, 6 more of them went unquarantined within 3 "
-            "rounds than without it.",
+            "whose honest updates already lay close to the others' mean, because their jump onto "
+            "it stayed under 1.5. In the default grid, 6 more of them went unquarantined within "
+            "3 rounds than without it.",
             "",
             "Trust falls quickly (60 % of the gap to the round's raw score per round) and rises "
             "slowly (10 %). A node whose update loses all evidence while it is on probation "

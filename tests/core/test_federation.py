@@ -88,9 +88,9 @@ def _play_rounds(
     attack_rounds: Collection[int],
     seed: int,
 ) -> list[tuple[int, FederationEvent]]:
-    """Play rounds of three honest nodes and one "attacker", each with the round's events.
+    """Play rounds of three honest nodes and one "attacker" and return every event with its round.
 
-    Every node sends a step from the global model; in ``attack_rounds`` the
+    Every node sends a step from the global model. In ``attack_rounds`` the
     attacker sends the step flipped and boosted tenfold.
     """
     attacker = NodeSimulator("attacker")
@@ -139,9 +139,7 @@ def test_poisoning_node_quarantined_within_three_rounds(federation: Federation, 
     assert dropped and set(dropped) == {"attacker"}
 
 
-def test_on_off_attacker_quarantined_when_it_strays_again(
-    federation: Federation, now: float
-) -> None:
+def test_on_off_attacker_quarantined_on_relapse(federation: Federation, now: float) -> None:
     # Attacks in rounds 3 and 5, honest in between.
     events = _play_rounds(federation, now, 5, (3, 5), seed=2)
 

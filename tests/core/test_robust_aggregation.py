@@ -579,11 +579,16 @@ def test_far_update_loses_evidence_without_history(rng, base, directions) -> Non
     assert all(s.evidence == 1.0 for s in scores[1:])
 
 
-def test_mean_of_others_loses_evidence(rng, base, directions) -> None:
+def round_after_history(rng, base, directions):
+    """Return 8 senders' baselines after 5 honest rounds, and their honest updates of the next."""
     baselines = [None] * 8
     for _ in range(5):
         _, baselines = score_and_learn(honest_round(rng, base, 8, directions), base, baselines)
-    updates = honest_round(rng, base, 8, directions)
+    return baselines, honest_round(rng, base, 8, directions)
+
+
+def test_mean_of_others_loses_evidence(rng, base, directions) -> None:
+    baselines, updates = round_after_history(rng, base, directions)
     # "A little is enough": the mean of the others' updates, shifted a little.
     others = np.mean([u.svm_vector() for u in updates[1:]], axis=0)
     others += 0.05 * np.std([u.svm_vector() for u in updates[1:]], axis=0)
@@ -600,10 +605,7 @@ def test_mean_of_others_loses_evidence(rng, base, directions) -> None:
 
 
 def test_framed_update_keeps_evidence(rng, base, directions) -> None:
-    baselines = [None] * 8
-    for _ in range(5):
-        _, baselines = score_and_learn(honest_round(rng, base, 8, directions), base, baselines)
-    updates = honest_round(rng, base, 8, directions)
+    baselines, updates = round_after_history(rng, base, directions)
     # Colluders 6 and 7 send whatever puts the mean of the others on node 0's update.
     deltas = [u.svm_vector() - base.svm_vector() for u in updates]
     colluders = attacks.frame(np.array(deltas[1:6]), deltas[0], 2, random_state=0)
@@ -622,10 +624,7 @@ def test_framed_update_keeps_evidence(rng, base, directions) -> None:
 
 
 def test_doubtful_updates_stay_out_of_mean_of_others(rng, base, directions) -> None:
-    baselines = [None] * 8
-    for _ in range(5):
-        _, baselines = score_and_learn(honest_round(rng, base, 8, directions), base, baselines)
-    updates = honest_round(rng, base, 8, directions)
+    baselines, updates = round_after_history(rng, base, directions)
 
     def boosted(factor: float) -> list[KindModel]:
         return [

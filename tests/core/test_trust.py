@@ -135,7 +135,7 @@ def _rounds(trust: NodeTrust, evidences: list[float]) -> list[TrustChange]:
     return changes
 
 
-def test_inconsistent_update_on_probation_quarantines_at_once() -> None:
+def test_relapse_on_probation_quarantines_at_once() -> None:
     trust = NodeTrust()
     _warm(trust)
     _rounds(trust, [1.0] * 5)
@@ -157,7 +157,7 @@ def test_inconsistent_update_on_probation_quarantines_at_once() -> None:
     assert second.reasons[0] == "inconsistent update again while on probation"
 
 
-def test_consistent_updates_end_probation_without_quarantine() -> None:
+def test_consistent_updates_end_probation() -> None:
     trust = NodeTrust()
     _warm(trust)
     _rounds(trust, [1.0, 1.0, 1.0, 0.4, 1.0, 1.0, 1.0])

@@ -132,7 +132,7 @@ class NodeTrust:
     # Kind -> [fingerprint, global model version at arrival] of recent updates, oldest first.
     update_digests: dict[str, list[list[Any]]] = field(default_factory=dict)
     # Whether an update of this round lost all evidence while on probation
-    # (``scoring.relapsed``); the round's close quarantines the node for it.
+    # (``scoring.relapsed``). The round's close quarantines the node for it.
     relapsed: bool = False
 
     def signals(self, now: float, config: TrustConfig) -> dict[str, float]:
