@@ -45,7 +45,7 @@ ATTACKS: dict[str, AttackSpec] = {
         AttackSpec("shift", "trains on its normal rows shifted by 3 std", {"shift": 3.0}),
         AttackSpec(
             "mislabel",
-            "trains on rows of which 50 % are its anomalies labelled normal",
+            "trains on rows of which 50 % are anomalies of its kind labelled normal",
             {"fraction": 0.5},
         ),
         AttackSpec("free_zero", "sends the global model back unchanged", {}),
@@ -132,12 +132,13 @@ def craft(spec: AttackSpec, context: AttackContext) -> dict[str, KindModel]:
             for n in malicious
         }
     elif name in ("mislabel", "sybil"):
+        # The anomalies of every node of the kind: some nodes have none in
+        # their own test rows, and some have anomalies that lie within their
+        # normal range, so their own would poison nothing.
+        anomalies = np.vstack([d.X_anomalous for d in context.nodes.values()])
         poisoned_models = {
             n: context.retrain(
-                n,
-                lambda X, n=n: attacks.mislabel(
-                    X, context.nodes[n].X_anomalous, params["fraction"], context.rng
-                ),
+                n, lambda X: attacks.mislabel(X, anomalies, params["fraction"], context.rng)
             )
             for n in (malicious if name == "mislabel" else malicious[:1])
         }

@@ -443,10 +443,10 @@ class Report:
                     "standard deviations) are compared with it once the move that all nodes share "
                     "is removed. The distance is divided by the larger of the round's usual "
                     "distance and the node's own usual distance (capped at 3 times the round's). "
-                    "Up to 3 costs nothing and 6 or more leaves no evidence. An update left with "
-                    "less than half its evidence puts its sender on probation: until it has sent "
-                    "3 consistent updates, anything above 2 leaves no evidence, and an update "
-                    "without evidence quarantines it at once. A sender in the "
+                    "Up to 3 costs nothing and 6 or more leaves no evidence. An update that lost "
+                    "any evidence puts its sender on probation: until it has sent 3 consistent "
+                    "updates, anything above 2 leaves no evidence, and an update without "
+                    "evidence quarantines it at once. A sender in the "
                     "bulk whose baseline delta is longer than the median has the usual distance "
                     "scaled by the square root of the length ratio. A sender with "
                     "atypical data is compared on a scale of its own: the round's usual distance "
@@ -461,10 +461,12 @@ class Report:
                     "distances from the round's median get no evidence. Nor do SVM deltas that "
                     "moved more than 1.5 usual distances from their sender's history onto the "
                     "line through the other senders' mean along their coordinate-wise spread "
-                    "(closer than 0.35 usual distances to it). Such an update is computed from "
+                    "(closer than 0.35 usual distances to it), or more than 1 while their sender "
+                    "is on probation. Such an update is computed from "
                     "the others' rather than from the node's own data, as \"a little is enough\" "
                     "does, while an honest update that colluders framed by placing theirs around "
-                    "it has not moved. This check starts in a kind's second round, because "
+                    "it has not moved. Senders with atypical data are measured against the "
+                    "bulk's line too. This check starts in a kind's second round, because "
                     "before that an update is a whole model rather than a change. The first "
                     "sender of a copied update keeps its evidence, so a node cannot frame another "
                     "by copying it.",
@@ -850,7 +852,8 @@ class Report:
                 f'{honest_array.size} updates; "a little is enough" median '
                 f"{_fmt(float(np.median(lie_mimic)), 2)}, 95th percentile "
                 f"{_fmt(float(np.percentile(lie_mimic, 95)), 2)}. An update below 0.35 that "
-                "also moved more than 1.5 from its sender's history loses all evidence."
+                "also moved more than 1.5 from its sender's history (1 on probation) loses all "
+                "evidence."
             )
         return ["", text]
 
@@ -913,10 +916,9 @@ class Report:
             "an update that also moved away from its sender's history, so the framed node keeps "
             "its evidence. Without that condition the same colluders had it quarantined, in a "
             "run made while developing this benchmark. The colluders keep their trust too: their "
-            'updates look honest. The condition also spares "a little is enough" attackers '
-            "whose honest updates already lay close to the others' mean, because their jump onto "
-            "it stayed under 1.5. In the default grid, 6 more of them went unquarantined within "
-            "3 rounds than without it.",
+            'updates look honest. The condition also spares an update of "a little is '
+            "enough\" whose jump onto the others' mean stayed under 1.5 usual distances. Once "
+            "its sender is on probation, a jump of 1 is enough.",
             "",
             "Trust falls quickly (60 % of the gap to the round's raw score per round) and rises "
             "slowly (10 %). A node whose update loses all evidence while it is on probation "
@@ -976,9 +978,16 @@ class Report:
     def limits(self) -> None:
         """Add what the benchmark does not show."""
         honest = self.honest_deviations()
-        beyond = (
-            f", and {_fmt(1000 * float((honest > 2).mean()), 1)} in 1000 honest updates of this "
-            "run went beyond 2"
+        moved = (
+            f", which {_fmt(100 * float((honest > 1.5).mean()), 1)} % of honest updates of this "
+            f"run did ({_fmt(100 * float((honest > 1).mean()), 0)} % moved more than 1)"
+            if honest.size
+            else ""
+        )
+        strayed = (
+            f" The honest updates of this run strayed at most {_fmt(float(honest.max()), 2)} "
+            f"usual distances, and {_fmt(1000 * float((honest > 2).mean()), 1)} in 1000 went "
+            "beyond 2, so a lower threshold for probation would put honest nodes on it."
             if honest.size
             else ""
         )
@@ -990,9 +999,10 @@ class Report:
                     "- The trust thresholds of `scoring.py` were set while developing this "
                     "benchmark on these data sets. They are 3 and 6 usual distances, the cap of 3 "
                     "for a node's own spread, the square root of a sender's delta length over the "
-                    "median, probation at 2 for 3 updates, and 10 standard deviations for "
-                    "atypical data. `--full` runs other seeds, more rounds and a fourth "
-                    "federation as a check"
+                    "median, probation at 2 for 3 updates, 0.35 of the usual distance from the "
+                    "others' mean and spread after a move of 1.5 (1 on probation), and 10 "
+                    "standard deviations for atypical data. `--full` runs other seeds, more "
+                    "rounds and a fourth federation as a check"
                     + (
                         "."
                         if self.document.get("full")
@@ -1018,17 +1028,16 @@ class Report:
                     "line through the others' mean and spread passes through it (the frame run "
                     "of the trust-dynamics table). The node loses evidence only in a round in "
                     "which its own update also moved more than 1.5 usual distances from its "
-                    "history, which 1 % of honest updates do. Two such rounds within its "
-                    "probation would quarantine it. Per-node broker ACLs, which would stop nodes "
-                    "from reading each other's updates, are not in place yet.",
+                    "history" + moved + ". A second such round within the probation that "
+                    "follows, with a move of more than 1, would quarantine it. Per-node broker "
+                    "ACLs, which would stop nodes from reading each other's updates, are not in "
+                    "place yet.",
                     "- Attacks that stay within a node's own round-to-round variation cannot be "
                     "told from it, and their effect on the model is as small.",
-                    "- An on-off attacker whose first attack round keeps more than half its "
-                    "evidence (within 4.5 usual distances) is not put on probation. Its next "
+                    "- An on-off attacker whose first attack round stays within 3 usual distances "
+                    "of its history keeps all its evidence and is not put on probation. Its next "
                     "attack round does that, and the one after its honest pause quarantines it, "
-                    "4 rounds after it started. Probation after any loss of evidence would catch "
-                    "it a round earlier. But then an honest node with one update beyond 3 would "
-                    "be quarantined by any of its next three updates beyond 2" + beyond + ".",
+                    "4 rounds after it started." + strayed,
                     "- In a small kind with many attackers the two passes of the direction gate "
                     "can disagree on every update; the kind's model is then kept for that round. "
                     "This happened in the mixed federation's machine kind (5 nodes, 2 of them "

@@ -18,6 +18,7 @@ from fltrust_core.scoring import (
     LENGTH_EXPONENT,
     MIMIC_MIN_SENDERS,
     MIMIC_MOVE,
+    MIMIC_MOVE_ON_PROBATION,
     MIMIC_RATIO,
     PROBATION_ROUNDS,
     PROBATION_TOLERATED,
@@ -493,6 +494,25 @@ def test_probation_after_an_inconsistent_update(rng, base, directions) -> None:
     assert learn_baseline(baselines[0], parts[0], result).probation == PROBATION_ROUNDS
 
 
+def test_any_lost_evidence_starts_probation(rng, base, directions) -> None:
+    baselines, updates = round_after_history(rng, base, directions)
+    step = rng.normal(size=N_COEF)
+
+    def strayed(size: float) -> list[list[np.ndarray]]:
+        moved = replace(updates[0], svm_coef=updates[0].svm_coef + size * step)
+        return [update_parts(u, base) for u in [moved, *updates[1:]]]
+
+    # An update that keeps most, but not all, of its evidence.
+    parts = next(
+        parts
+        for parts in map(strayed, np.linspace(0.0, 1.0, 201))
+        if DOUBTFUL_EVIDENCE < score_updates(parts, baselines, [False] * 8)[0].evidence < 1.0
+    )
+    result = score_updates(parts, baselines, [False] * 8)[0]
+
+    assert learn_baseline(baselines[0], parts[0], result).probation == PROBATION_ROUNDS
+
+
 def test_updates_without_evidence_do_not_move_the_reference(rng, base, directions) -> None:
     honest = honest_round(rng, base, 6, directions)
     noise = rng.normal(size=(3, N_COEF))
@@ -587,12 +607,16 @@ def round_after_history(rng, base, directions):
     return baselines, honest_round(rng, base, 8, directions)
 
 
+def mean_of_others(updates: list[KindModel]) -> KindModel:
+    """Return node 0's update as "a little is enough": the others' mean, shifted a little."""
+    vectors = [u.svm_vector() for u in updates[1:]]
+    lie = np.mean(vectors, axis=0) + 0.05 * np.std(vectors, axis=0)
+    return replace(updates[0], svm_coef=lie[:-1], svm_offset=float(lie[-1]))
+
+
 def test_mean_of_others_loses_evidence(rng, base, directions) -> None:
     baselines, updates = round_after_history(rng, base, directions)
-    # "A little is enough": the mean of the others' updates, shifted a little.
-    others = np.mean([u.svm_vector() for u in updates[1:]], axis=0)
-    others += 0.05 * np.std([u.svm_vector() for u in updates[1:]], axis=0)
-    updates[0] = replace(updates[0], svm_coef=others[:-1], svm_offset=float(others[-1]))
+    updates[0] = mean_of_others(updates)
 
     scores, _ = score_and_learn(updates, base, baselines)
 
@@ -621,6 +645,64 @@ def test_framed_update_keeps_evidence(rng, base, directions) -> None:
     assert scores[0].mimic_ratio < MIMIC_RATIO
     assert scores[0].deviation < MIMIC_MOVE
     assert scores[0].evidence == 1.0
+
+
+def baseline_moved_by(baselines: list, updates: list[KindModel], base: KindModel, low, high):
+    """Return node 0's baseline moved towards its update until the update moved ``low`` to ``high``.
+
+    The distance is in usual distances, as ``UpdateScore.deviation`` measures it.
+    """
+    parts = [update_parts(u, base) for u in updates]
+    for share in np.linspace(0.0, 1.0, 401):
+        moved = replace(
+            baselines[0],
+            parts=tuple(
+                b + share * (p - b) for b, p in zip(baselines[0].parts, parts[0], strict=True)
+            ),
+        )
+        deviation = score_updates(parts, [moved, *baselines[1:]], [False] * len(parts))[0]
+        if low < deviation.deviation < high:
+            return moved
+    raise AssertionError("no share of the way gives a move in range")
+
+
+def test_probation_catches_small_jump_to_mean(rng, base, directions) -> None:
+    baselines, updates = round_after_history(rng, base, directions)
+    updates[0] = mean_of_others(updates)
+    baselines[0] = baseline_moved_by(baselines, updates, base, MIMIC_MOVE_ON_PROBATION, MIMIC_MOVE)
+    parts = [update_parts(u, base) for u in updates]
+
+    trusted = score_updates(parts, baselines, [False] * 8)[0]
+    doubtful = replace(baselines[0], probation=PROBATION_ROUNDS)
+    on_probation = score_updates(parts, [doubtful, *baselines[1:]], [False] * 8)[0]
+
+    assert trusted.mimic_ratio < MIMIC_RATIO
+    assert trusted.evidence == 1.0
+    assert on_probation.evidence == 0.0
+    assert "mean of the other updates" in on_probation.reason
+
+
+def test_atypical_lie_update_loses_evidence(rng, base, directions) -> None:
+    baselines = [None] * 8
+    far = FeatureStats.from_samples(rng.normal(loc=60.0, size=(200, 2)))
+    history = []
+    for _ in range(6):
+        updates = honest_round(rng, base, 8, directions)
+        updates[0] = replace(updates[0], stats=far)
+        results, baselines = score_and_learn(updates, base, baselines)
+        history.append(results[0])
+    updates = honest_round(rng, base, 8, directions)
+    updates[0] = replace(mean_of_others(updates), stats=far)
+    # A jump that the history check alone lets pass.
+    baselines[0] = baseline_moved_by(baselines, updates, base, MIMIC_MOVE, DEVIATION_TOLERATED)
+
+    result = score_and_learn(updates, base, baselines)[0][0]
+
+    assert all(not r.typical and r.evidence == 1.0 for r in history)
+    assert all(r.mimic_ratio > 0.5 for r in history[1:])
+    assert not result.typical
+    assert result.mimic_ratio < MIMIC_RATIO
+    assert result.evidence == 0.0
 
 
 def test_doubtful_updates_stay_out_of_mean_of_others(rng, base, directions) -> None:
