@@ -161,7 +161,7 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         stored = await self._store.async_load()
         try:
             self._federation = await self.hass.async_add_executor_job(
-                Federation, self.settings, stored
+                Federation, self.settings, stored, self._now()
             )
         except (KeyError, TypeError, ValueError) as err:
             # Starting empty would silently lift quarantines and forget replay counters.

@@ -181,13 +181,30 @@ def test_state_survives_restart(federation: Federation, now: float) -> None:
     federation.nodes["node-1"].trust.record_event(now, "bad_signature", 0.5)
     stored = json.loads(json.dumps(federation.to_dict()))
 
-    restored = Federation(federation.settings, stored)
+    restored = Federation(federation.settings, stored, now=now)
 
     assert restored.nodes["node-1"].trust.to_dict() == federation.nodes["node-1"].trust.to_dict()
     assert restored.replay.counters == federation.replay.counters
     assert set(restored.nodes["node-1"].devices) == {"node-1-dev"}
     outcome = _deliver(restored, replayed, now)
     assert outcome.events[0].data["reason"] == "replayed"
+
+
+def test_unsaved_message_not_replayed_after_restart(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    stored = json.loads(json.dumps(federation.to_dict()))
+    # Accepted after the last save, then lost with the unsaved counters.
+    unsaved = node.heartbeat(now + 1)
+    _deliver(federation, unsaved, now + 1)
+
+    restored = Federation(federation.settings, stored, now=now + 30)
+    trust = restored.nodes["node-1"].trust.score
+    outcome = _deliver(restored, unsaved, now + 31)
+
+    assert outcome.events[0].data["reason"] == "stale"
+    assert restored.nodes["node-1"].trust.score == trust
+    assert "rejected" not in _kinds(_deliver(restored, node.heartbeat(now + 31), now + 31))
 
 
 @pytest.mark.parametrize(

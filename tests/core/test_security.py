@@ -68,6 +68,17 @@ def test_replay_guard() -> None:
     guard.check("a", 6, 1000.0, 1010.0)
 
 
+def test_replay_guard_rejects_before_restore() -> None:
+    guard = security.ReplayGuard(max_skew=60, counters={"a": 5}, not_before=1005.0)
+
+    with pytest.raises(MessageRejected) as err:
+        guard.check("a", 6, 1000.0, 1010.0)
+
+    assert err.value.reason == RejectReason.STALE
+    assert "restored" in err.value.detail
+    guard.check("a", 6, 1005.0, 1010.0)
+
+
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [

@@ -186,8 +186,18 @@ def _check_state_topic(topic: str, body: dict[str, Any]) -> None:
 class Federation:
     """State and rules of one federation's coordinator."""
 
-    def __init__(self, settings: FederationSettings, stored: dict[str, Any] | None = None) -> None:
-        """Create the engine, restoring ``stored`` state from a previous run when given."""
+    def __init__(
+        self,
+        settings: FederationSettings,
+        stored: dict[str, Any] | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Create the engine, restoring ``stored`` state from a previous run when given.
+
+        ``now`` is the time of the restore, by default the system clock. Messages
+        sent before it are rejected, because the stored replay counters may
+        predate them.
+        """
         self.settings = settings
         self._signing_key = derive_coordinator_private_key(settings.federation_key)
         self.nodes: dict[str, NodeRecord] = {}
@@ -206,6 +216,7 @@ class Federation:
         self._counter = 0
         if stored:
             self._restore(stored)
+            self.replay.not_before = time.time() if now is None else now
 
     # Downlink.
 

@@ -172,14 +172,18 @@ def verify_ed25519(public_key: Ed25519PublicKey, envelope: dict[str, Any]) -> No
 
 @dataclass
 class ReplayGuard:
-    """Last accepted counter per sender, and the allowed clock skew.
+    """Last accepted counter per sender, the allowed clock skew and the earliest timestamp.
 
     The counters are part of the state that must survive a restart: without
-    them a recorded message would be accepted again.
+    them a recorded message would be accepted again. They are saved some time
+    after they change, so a receiver that restores them also sets
+    ``not_before`` to the time it restored them. A message sent before then
+    may have been accepted after the last save, and is rejected.
     """
 
     max_skew: float = DEFAULT_MAX_SKEW
     counters: dict[str, int] = field(default_factory=dict)
+    not_before: float = -math.inf
 
     def check(self, sender: str, counter: int, timestamp: float, now: float) -> None:
         """Raise MessageRejected if the message is replayed or outside the time window."""
@@ -187,6 +191,12 @@ class ReplayGuard:
             raise MessageRejected(
                 RejectReason.STALE,
                 f"timestamp {timestamp} is more than {self.max_skew:.0f} s from the receiver clock",
+            )
+        if timestamp < self.not_before:
+            raise MessageRejected(
+                RejectReason.STALE,
+                f"timestamp {timestamp} is before the receiver restored its replay counters at "
+                f"{self.not_before}; check the sender's clock if this repeats",
             )
         last = self.counters.get(sender)
         if last is not None and counter <= last:
