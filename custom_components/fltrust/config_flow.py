@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, override
 
@@ -92,6 +93,19 @@ def _round_settings(user_input: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _number_errors(user_input: Mapping[str, Any]) -> dict[str, str]:
+    """Return a form error for each round or trust field that is not a finite number.
+
+    The form's number boxes rule these out, but the flow can also be driven
+    through the REST API.
+    """
+    return {
+        str(field): "not_a_number"
+        for field in ROUND_FIELDS
+        if not math.isfinite(float(user_input[str(field)]))
+    }
+
+
 def _round_errors(settings: Mapping[str, Any]) -> dict[str, str]:
     """Return the form errors of round and trust settings, by field."""
     errors: dict[str, str] = {}
@@ -104,7 +118,9 @@ def _round_errors(settings: Mapping[str, Any]) -> dict[str, str]:
 
 def _is_valid_prefix(prefix: str) -> bool:
     """Return whether ``prefix`` can be the first levels of every fltrust topic."""
-    if not prefix or prefix.startswith("/") or prefix.endswith("/"):
+    # Brokers keep topics that start with $ for themselves and drop what clients
+    # publish there.
+    if not prefix or prefix.startswith(("/", "$")) or prefix.endswith("/"):
         return False
     try:
         mqtt.valid_publish_topic(prefix)
@@ -136,13 +152,17 @@ class FltrustConfigFlow(ConfigFlow, domain=DOMAIN):
         errors: dict[str, str] = {}
         if user_input is not None:
             prefix = user_input[CONF_TOPIC_PREFIX].strip()
-            key = user_input.get(CONF_FEDERATION_KEY, "").strip().lower()
-            settings = _round_settings(user_input)
+            # A key pasted in groups, with spaces or line breaks, is still the same key.
+            key = "".join(user_input.get(CONF_FEDERATION_KEY, "").split()).lower()
             if not _is_valid_prefix(prefix):
                 errors[CONF_TOPIC_PREFIX] = "invalid_topic_prefix"
             if key and not _is_valid_key(key):
                 errors[CONF_FEDERATION_KEY] = "invalid_federation_key"
-            errors.update(_round_errors(settings))
+            number_errors = _number_errors(user_input)
+            errors.update(number_errors)
+            if not number_errors:
+                settings = _round_settings(user_input)
+                errors.update(_round_errors(settings))
             if not errors:
                 await self.async_set_unique_id(prefix)
                 self._abort_if_unique_id_configured()
@@ -189,8 +209,10 @@ class FltrustConfigFlow(ConfigFlow, domain=DOMAIN):
         entry = self._get_reconfigure_entry()
         errors: dict[str, str] = {}
         if user_input is not None:
-            settings = _round_settings(user_input)
-            errors = _round_errors(settings)
+            errors = _number_errors(user_input)
+            if not errors:
+                settings = _round_settings(user_input)
+                errors = _round_errors(settings)
             if not errors:
                 return self.async_update_reload_and_abort(entry, data_updates=settings)
 

@@ -163,7 +163,7 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
             self._federation = await self.hass.async_add_executor_job(
                 Federation, self.settings, stored, self._now()
             )
-        except (KeyError, TypeError, ValueError) as err:
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
             # Starting empty would silently lift quarantines and forget replay counters.
             LOGGER.error(
                 "%s: stored federation state in %s is invalid: %s",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .const import CONNECTED_HEARTBEATS
+from .const import CONNECTED_HEARTBEATS, MAX_CONNECTED_INTERVAL
 from .core.federation import Federation, NodeRecord
 
 
@@ -88,7 +88,7 @@ def _node_data(federation: Federation, node: NodeRecord, now: float) -> NodeData
         rejected=node.rejected,
         last_rejection=node.last_rejection,
         last_seen=node.last_seen,
-        connected_timeout=CONNECTED_HEARTBEATS * float(interval),
+        connected_timeout=CONNECTED_HEARTBEATS * min(float(interval), MAX_CONNECTED_INTERVAL),
         software=node.software,
         model_version=node.model_version,
         authenticated=node.authenticated,

@@ -210,13 +210,14 @@ class EdgeNode:
         devices: tuple[protocol.DeviceInfo, ...] | None = None,
         anomalies: int = 1,
         peers_unknown: int = 0,
+        interval: float = 30.0,
     ) -> bytes:
         """Send a heartbeat that announces ``devices`` (one temperature sensor by default)."""
         if devices is None:
             devices = (self.device("thermostat", "temperature", "Hall thermostat"),)
         heartbeat = protocol.Heartbeat(
             devices=devices,
-            interval=30.0,
+            interval=interval,
             samples=100,
             anomalies=anomalies,
             peers_known=2,

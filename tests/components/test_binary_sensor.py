@@ -93,3 +93,18 @@ async def test_silent_node_disconnected(
     await hass.async_block_till_done()
     assert hass.states.get("binary_sensor.node_1_connectivity").state == STATE_ON
     assert hass.states.get("binary_sensor.hall_thermostat_anomaly").state == STATE_ON
+
+
+async def test_claimed_long_interval_capped(
+    hass: HomeAssistant, init_integration: MockConfigEntry, frozen_time: FrozenDateTimeFactory
+) -> None:
+    """Test a heartbeat that claims a huge interval keeps its node connected for 3 hours at most."""
+    node = EdgeNode(hass, "node-1")
+    node.send_heartbeat(interval=1e308)
+    await hass.async_block_till_done()
+
+    await advance(hass, frozen_time, 3 * 3600 - 60)
+    assert hass.states.get("binary_sensor.node_1_connectivity").state == STATE_ON
+
+    await advance(hass, frozen_time, 120)
+    assert hass.states.get("binary_sensor.node_1_connectivity").state == STATE_OFF

@@ -85,6 +85,20 @@ async def test_user_flow_creates_entry(hass: HomeAssistant, mock_setup_entry: As
 
 
 @pytest.mark.usefixtures("mqtt_mock", "mock_setup_entry")
+async def test_user_flow_joins_grouped_key(hass: HomeAssistant) -> None:
+    """Test a key pasted in groups of eight characters is stored without the spaces."""
+    result = await _start_user_flow(hass)
+    grouped = " ".join(FEDERATION_KEY[i : i + 8] for i in range(0, 64, 8)).upper()
+
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {**USER_INPUT, CONF_FEDERATION_KEY: grouped}
+    )
+
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"][CONF_FEDERATION_KEY] == FEDERATION_KEY
+
+
+@pytest.mark.usefixtures("mqtt_mock", "mock_setup_entry")
 async def test_user_flow_generates_key(hass: HomeAssistant) -> None:
     """Test an empty federation key is replaced by a new random one."""
     result = await _start_user_flow(hass)
@@ -145,6 +159,9 @@ async def test_mqtt_not_configured(hass: HomeAssistant) -> None:
         ({CONF_TOPIC_PREFIX: "home/+/x"}, CONF_TOPIC_PREFIX, "invalid_topic_prefix"),
         ({CONF_TOPIC_PREFIX: "home/#"}, CONF_TOPIC_PREFIX, "invalid_topic_prefix"),
         ({CONF_TOPIC_PREFIX: "   "}, CONF_TOPIC_PREFIX, "invalid_topic_prefix"),
+        ({CONF_TOPIC_PREFIX: "$SYS/fltrust"}, CONF_TOPIC_PREFIX, "invalid_topic_prefix"),
+        ({CONF_ROUND_INTERVAL: float("nan")}, CONF_ROUND_INTERVAL, "not_a_number"),
+        ({CONF_QUARANTINE_THRESHOLD: float("nan")}, CONF_QUARANTINE_THRESHOLD, "not_a_number"),
         ({CONF_FEDERATION_KEY: "abc123"}, CONF_FEDERATION_KEY, "invalid_federation_key"),
         ({CONF_FEDERATION_KEY: "zz" * 32}, CONF_FEDERATION_KEY, "invalid_federation_key"),
         ({CONF_FEDERATION_KEY: "00" * 33}, CONF_FEDERATION_KEY, "invalid_federation_key"),

@@ -158,19 +158,30 @@ async def test_state_restored_after_restart(
     await hass.async_block_till_done()
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"round": "seven", "nodes": {}},
+        {"nodes": []},
+        {"replay": []},
+        {"nodes": {"node-1": {"trust": {"score": "x"}}}},
+    ],
+    ids=["round", "nodes", "replay", "score"],
+)
 async def test_invalid_stored_state(
     hass: HomeAssistant,
     mqtt_mock: MagicMock,
     mock_config_entry: MockConfigEntry,
     hass_storage: dict[str, Any],
     caplog: pytest.LogCaptureFixture,
+    data: dict[str, Any],
 ) -> None:
     """Test the entry fails instead of starting empty when the stored state is invalid."""
     hass_storage[STORAGE_KEY] = {
         "version": 1,
         "minor_version": 1,
         "key": STORAGE_KEY,
-        "data": {"round": "seven", "nodes": {}},
+        "data": data,
     }
     mock_config_entry.add_to_hass(hass)
     await hass.config_entries.async_setup(mock_config_entry.entry_id)
@@ -178,7 +189,7 @@ async def test_invalid_stored_state(
 
     assert mock_config_entry.state is ConfigEntryState.SETUP_ERROR
     assert "stored federation state" in caplog.text
-    assert hass_storage[STORAGE_KEY]["data"]["round"] == "seven"
+    assert hass_storage[STORAGE_KEY]["data"] == data
 
 
 async def test_invalid_federation_key(

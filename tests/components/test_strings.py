@@ -31,6 +31,7 @@ def test_flow_errors_and_aborts_translated() -> None:
         "invalid_federation_key",
         "timeout_not_below_interval",
         "quarantine_not_below_reauth",
+        "not_a_number",
     }
     assert set(config["abort"]) == {
         "already_configured",

@@ -39,6 +39,17 @@ def _published_model(outcome) -> dict:
     return envelope["body"]
 
 
+def _round_one_update(federation: Federation, now: float) -> tuple[NodeSimulator, dict]:
+    """Join node-1, open round 1 and return the node with a valid update body for it."""
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    federation.start_round(now)
+    body = protocol.update_body(
+        protocol.ModelUpdate(1, 0, {"temperature": kind_model(np.ones(8), 1.0)})
+    )
+    return node, body
+
+
 def test_round_aggregates_weighted_mean(federation: Federation, now: float) -> None:
     nodes = [NodeSimulator(f"node-{i}") for i in range(3)]
     _join(federation, nodes, now)
@@ -230,12 +241,7 @@ def test_envelope_rejections(federation: Federation, now: float, mutate, reason:
 
 
 def test_signed_nan_update_rejected_and_charged(federation: Federation, now: float) -> None:
-    node = NodeSimulator("node-1")
-    _join(federation, [node], now)
-    federation.start_round(now)
-    body = protocol.update_body(
-        protocol.ModelUpdate(1, 0, {"temperature": kind_model(np.ones(8), 1.0)})
-    )
+    node, body = _round_one_update(federation, now)
     body["kinds"]["temperature"]["svm"]["coef"][3] = float("nan")
     envelope = node.envelope("update", body, now)
     payload = json.dumps(envelope, allow_nan=True).encode()
@@ -245,6 +251,79 @@ def test_signed_nan_update_rejected_and_charged(federation: Federation, now: flo
     assert outcome.events[0].data["reason"] == "non_finite"
     assert federation.nodes["node-1"].trust.events[-1].severity == 1.0
     assert not federation.updates
+
+
+@pytest.mark.parametrize(
+    ("part", "key", "value"),
+    [
+        ("svm", "coef", [1.0] * 7 + [10**400]),
+        ("kmeans", "centers", [[True], [False]]),
+        ("svm", "offset", 10**400),
+    ],
+    ids=["huge-coefficient", "boolean-centers", "huge-offset"],
+)
+def test_signed_update_with_non_numbers_rejected(
+    federation: Federation, now: float, part: str, key: str, value
+) -> None:
+    node, body = _round_one_update(federation, now)
+    body["kinds"]["temperature"][part][key] = value
+    message = node.message("update", body, now)
+
+    outcome = _deliver(federation, message, now)
+
+    assert outcome.events[0].data["reason"] == "schema"
+    assert key in outcome.events[0].data["detail"]
+    assert federation.nodes["node-1"].trust.events[-1].reason == "schema"
+    assert not federation.updates
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("model_version", 2**64), ("traffic_bytes", 10**400), ("interval", 10**400)],
+    ids=["model_version", "traffic_bytes", "interval"],
+)
+def test_signed_huge_integer_rejected_and_charged(
+    federation: Federation, now: float, field: str, value: int
+) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    _, payload = node.heartbeat(now)
+    envelope = json.loads(payload)
+    envelope["body"][field] = value
+    envelope["sig"] = security.hmac_tag(node.key, envelope)
+
+    outcome = _deliver(
+        federation,
+        (protocol.node_topic(PREFIX, "node-1", "heartbeat"), protocol.encode(envelope)),
+        now,
+    )
+
+    assert outcome.events[0].data["reason"] == "schema"
+    assert field in outcome.events[0].data["detail"]
+    assert federation.nodes["node-1"].trust.events[-1].reason == "schema"
+    assert federation.nodes["node-1"].model_version == 0
+    # Home Assistant's storage writes only integers that fit 64 bits.
+    stack = [federation.to_dict()]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, int):
+            assert abs(item) < 2**63
+
+
+def test_huge_counter_rejected_and_not_stored(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    last = federation.replay.counters["node-1"]
+    node.counter = iter([2**64])
+
+    outcome = _deliver(federation, node.heartbeat(now), now)
+
+    assert outcome.events[0].data["reason"] == "schema"
+    assert federation.replay.counters["node-1"] == last
 
 
 def test_unknown_node_with_bad_signature_not_created(federation: Federation, now: float) -> None:
@@ -279,12 +358,7 @@ def test_update_shape_checked_against_params(federation: Federation, now: float)
 def test_update_counts_must_be_consistent(
     federation: Federation, now: float, field: str, value, expected: str
 ) -> None:
-    node = NodeSimulator("node-1")
-    _join(federation, [node], now)
-    federation.start_round(now)
-    body = protocol.update_body(
-        protocol.ModelUpdate(1, 0, {"temperature": kind_model(np.ones(8), 1.0)})
-    )
+    node, body = _round_one_update(federation, now)
     model = body["kinds"]["temperature"]
     if field == "n_samples":
         model["n_samples"] = value

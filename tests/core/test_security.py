@@ -46,7 +46,7 @@ def test_ed25519_only_coordinator_can_sign() -> None:
         security.verify_ed25519(public, envelope)
 
 
-@pytest.mark.parametrize("value", ["zz" * 32, "ab", 12])
+@pytest.mark.parametrize("value", ["zz" * 32, "ab", 12, "00 " * 32, "00" * 31 + "0\n0"])
 def test_parse_key_rejects_bad_keys(value) -> None:
     with pytest.raises(ValueError, match="key"):
         security.parse_key(value)
@@ -89,6 +89,17 @@ def test_replay_guard_rejects_before_restore() -> None:
         (b'{"v": 1, "type": "heartbeat", "sender": "BAD ID"}', RejectReason.SCHEMA),
         (b" " * (protocol.MAX_PAYLOAD_BYTES + 1), RejectReason.TOO_LARGE),
         (b'{"v": 1, "body": ' + b'{"a": ' * 50000 + b"1" + b"}" * 50001, RejectReason.MALFORMED),
+        (
+            b'{"v": 1, "type": "heartbeat", "sender": "a", "counter": 1, "ts": 1'
+            + b"0" * 400
+            + b', "body": {}, "sig": ""}',
+            RejectReason.SCHEMA,
+        ),
+        (
+            b'{"v": 1, "type": "heartbeat", "sender": "a", "counter": 18446744073709551616, '
+            b'"ts": 1.0, "body": {}, "sig": ""}',
+            RejectReason.SCHEMA,
+        ),
     ],
 )
 def test_decode_envelope_rejections(payload: bytes, reason: RejectReason) -> None:

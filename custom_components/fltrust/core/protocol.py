@@ -52,6 +52,10 @@ MAX_DEPTH = 16
 # Samples behind one update; far above any node's training buffer, so a larger
 # claim can only be an attempt to dominate the sample-weighted average.
 MAX_SAMPLES = 10_000_000
+# Largest integer a message may carry, in any field. Integers up to 2**53 are
+# exact as floats and fit the 64-bit integers of Home Assistant's storage.
+# Counters taken from the clock in microseconds stay below it until 2255.
+MAX_INTEGER = 2**53
 
 COORDINATOR_SENDER = "coordinator"
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -188,12 +192,17 @@ def decode_envelope(payload: bytes | str) -> Envelope:
         raise MessageRejected(
             RejectReason.SCHEMA, f"envelope field 'sender' is invalid: {sender!r}"
         )
+    # A counter above MAX_INTEGER would not fit the receiver's stored state. It
+    # is rejected before the signature check, so the sender is not charged: a
+    # charge would be repeated by anyone replaying the message.
     if not _is_int(counter) or counter < 0:
         raise MessageRejected(
-            RejectReason.SCHEMA, f"envelope field 'counter' is invalid: {counter!r}"
+            RejectReason.SCHEMA, f"envelope field 'counter' is invalid: {counter!r:.40}"
         )
     if not _is_number(timestamp):
-        raise MessageRejected(RejectReason.SCHEMA, f"envelope field 'ts' is invalid: {timestamp!r}")
+        raise MessageRejected(
+            RejectReason.SCHEMA, f"envelope field 'ts' is invalid: {timestamp!r:.40}"
+        )
     if not isinstance(body, dict):
         raise MessageRejected(RejectReason.SCHEMA, "envelope field 'body' is not an object")
     if not isinstance(data.get("sig"), str):
@@ -234,11 +243,27 @@ def _exceeds_depth(data: object, limit: int) -> bool:
 
 
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_INTEGER
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return _is_int(value) or isinstance(value, float)
+
+
+def _all_numbers(value: list[Any]) -> bool:
+    """Return whether every leaf of the nested lists ``value`` passes ``_is_number``.
+
+    NumPy would read true and false as 1 and 0, and integers too large for a
+    float would raise OverflowError while converting.
+    """
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif not _is_number(item):
+            return False
+    return True
 
 
 def _field(body: dict[str, Any], key: str, path: str) -> Any:
@@ -252,7 +277,8 @@ def _int_field(body: dict[str, Any], key: str, path: str = "", minimum: int = 0)
     if not _is_int(value) or value < minimum:
         raise MessageRejected(
             RejectReason.SCHEMA,
-            f"field '{path}{key}' must be an integer >= {minimum}, got {value!r}",
+            f"field '{path}{key}' must be an integer from {minimum} to {MAX_INTEGER}, "
+            f"got {value!r:.40}",
         )
     return value
 
@@ -260,7 +286,11 @@ def _int_field(body: dict[str, Any], key: str, path: str = "", minimum: int = 0)
 def _float_field(body: dict[str, Any], key: str, path: str = "") -> float:
     value = _field(body, key, path)
     if not _is_number(value):
-        raise MessageRejected(RejectReason.SCHEMA, f"field '{path}{key}' must be a number")
+        raise MessageRejected(
+            RejectReason.SCHEMA,
+            f"field '{path}{key}' must be a number, integers within {MAX_INTEGER}, "
+            f"got {value!r:.40}",
+        )
     if not math.isfinite(value):
         raise MessageRejected(RejectReason.NON_FINITE, f"field '{path}{key}' is {value}")
     return float(value)
@@ -273,11 +303,16 @@ def _array_field(
     value = _field(body, key, path)
     if not isinstance(value, list):
         raise MessageRejected(RejectReason.SCHEMA, f"field '{path}{key}' must be a list")
+    if not _all_numbers(value):
+        raise MessageRejected(
+            RejectReason.SCHEMA,
+            f"field '{path}{key}' must contain only numbers, integers within {MAX_INTEGER}",
+        )
     try:
         array = np.asarray(value, dtype=float)
     except (TypeError, ValueError) as err:
         raise MessageRejected(
-            RejectReason.SCHEMA, f"field '{path}{key}' must contain only numbers"
+            RejectReason.SCHEMA, f"field '{path}{key}' must be a regular array of numbers"
         ) from err
     if array.ndim != len(shape) or any(
         (want is not None and got != want) or got == 0

@@ -89,7 +89,12 @@ def generate_federation_key() -> str:
 
 
 def parse_key(key_hex: str, label: str = "key") -> bytes:
-    """Decode a 32-byte key from hexadecimal, raising ValueError that names ``label``."""
+    """Decode a 32-byte key from hexadecimal, raising ValueError that names ``label``.
+
+    Unlike ``bytes.fromhex``, it rejects whitespace, so that a stored key has one form.
+    """
+    if isinstance(key_hex, str) and any(char.isspace() for char in key_hex):
+        raise ValueError(f"{label} must be hexadecimal without spaces")
     try:
         key = bytes.fromhex(key_hex)
     except (TypeError, ValueError) as err:

@@ -339,8 +339,32 @@ class NodeTrust:
             kind: [list(item) for item in items]
             for kind, items in values.get("update_digests", {}).items()
         }
+        for key in ("score", "behaviour", "network", "integrity", *_BASELINE_FIELDS):
+            if key in values:
+                values[key] = _finite(values[key], key)
+        if "heartbeats" in values:
+            values["heartbeats"] = int(values["heartbeats"])
         known = set(cls.__dataclass_fields__)
         return cls(**{key: value for key, value in values.items() if key in known})
+
+
+_BASELINE_FIELDS = (
+    "anomaly_rate_mean",
+    "anomaly_rate_var",
+    "unknown_peers_mean",
+    "traffic_rate_mean",
+)
+
+
+def _finite(value: Any, name: str) -> float:
+    """Return ``value`` as a finite float, or raise ValueError naming the stored field."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ValueError(f"stored trust field {name!r} is {value!r:.40}")
+    return number
 
 
 @dataclass
