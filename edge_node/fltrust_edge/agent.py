@@ -73,10 +73,11 @@ MAX_REPORTED_SCORE = 1e9
 
 @dataclass(frozen=True)
 class ReplayEnded:
-    """A CSV replay emitted its last row."""
+    """A CSV replay emitted its last row, or an error ended it early."""
 
     device_id: str
     rows: int
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,8 @@ class EdgeNode:
         self._params = FederationParams()
         self.quarantined = self._store.state.quarantined
         self.rounds_joined: list[int] = []
+        self._replay_errors: dict[str, str] = {}
+        self._results_error: str | None = None
         self._training_round: int | None = None
         self._last_round = 0
         self._replays_running = len(self._replays)
@@ -184,6 +187,20 @@ class EdgeNode:
         """Whether the MQTT link is up."""
         return self._link.connected
 
+    @property
+    def errors(self) -> list[str]:
+        """Errors that leave the run incomplete: replays ended early, results not written.
+
+        A failed write of the results file counts until a later write succeeds.
+        """
+        errors = [
+            f"replay of {device_id} ended early: {error}"
+            for device_id, error in self._replay_errors.items()
+        ]
+        if self._results_error is not None:
+            errors.append(self._results_error)
+        return errors
+
     def detector(self, kind: str) -> Detector | None:
         """Return the detector that scores readings of ``kind``, if any."""
         return self._detectors.get(kind)
@@ -207,6 +224,13 @@ class EdgeNode:
             self.config.mqtt.host,
             self.config.mqtt.port,
         )
+        if self.quarantined:
+            _LOGGER.warning(
+                "%s: starting quarantined, as recorded in %s, so the node skips rounds until "
+                "the coordinator releases it",
+                self.node_id,
+                self._store.state_dir,
+            )
         self._link.start()
         self._spawn(self._run, "fltrust-main")
         for replay in self._replays:
@@ -235,13 +259,14 @@ class EdgeNode:
         thread.start()
 
     def _replay(self, replay: CsvReplay) -> None:
+        error = None
         try:
-            rows = replay.run(self._events.put, self._stop)
+            replay.run(self._events.put, self._stop)
         except (OSError, ValueError) as err:
-            _LOGGER.error("%s: CSV replay failed: %s", replay.device_id, err)
-            rows = 0
+            # The main loop logs the error with the number of rows replayed.
+            error = str(err)
         if not self._stop.is_set():
-            self._events.put(ReplayEnded(replay.device_id, rows))
+            self._events.put(ReplayEnded(replay.device_id, replay.emitted, error))
 
     def _run(self) -> None:
         interval = self.config.detection.heartbeat_interval
@@ -357,9 +382,17 @@ class EdgeNode:
     def _on_replay_ended(self, event: ReplayEnded) -> None:
         self._monitors[event.device_id].replay_ended = True
         self._replays_running -= 1
-        _LOGGER.info(
-            "%s: replay of %s ended after %s rows", self.node_id, event.device_id, event.rows
-        )
+        if event.error is None:
+            _LOGGER.info(
+                "%s: replay of %s ended after %s rows", self.node_id, event.device_id, event.rows
+            )
+        else:
+            message = (
+                f"replay of {event.device_id} stopped after {event.rows} rows, "
+                f"and the rest of the file was not replayed: {event.error}"
+            )
+            _LOGGER.error("%s: %s", self.node_id, message)
+            self._replay_errors[event.device_id] = event.error
         if self._replays_running > 0:
             return
         _LOGGER.info("%s: all replays ended", self.node_id)
@@ -691,6 +724,7 @@ class EdgeNode:
                     model=model_source,
                     n_rows=monitor.n_test,
                     n_train_rows=monitor.n_train,
+                    replay_error=self._replay_errors.get(device.id),
                 )
             )
         return build_results(self.node_id, self.rounds_joined, self.model_version, devices)
@@ -701,10 +735,12 @@ class EdgeNode:
         try:
             write_results(self.results_path, self.evaluate())
         except OSError as err:
-            _LOGGER.error(
-                "%s: cannot write results to %s: %s", self.node_id, self.results_path, err
+            self._results_error = (
+                f"cannot write results to {self.results_path}: {err.strerror or err}"
             )
+            _LOGGER.error("%s: %s", self.node_id, self._results_error)
             return
+        self._results_error = None
         _LOGGER.info(
             "%s: wrote results for model version %s to %s",
             self.node_id,

@@ -1,7 +1,8 @@
 """Command line of the edge node: ``fltrust-edge run | keys | check-config``.
 
-Exit codes: 0 on success, 1 when the node failed at run time, 2 for an
-invalid configuration or invalid arguments.
+Exit codes: 0 on success, 1 when the node failed at run time (including a
+CSV replay that an error ended early and a results file that could not be
+written), 2 for an invalid configuration or invalid arguments.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from fltrust_core.security import (
 )
 
 from . import __version__
-from .config import ConfigError, NodeConfig, load_config
+from .config import ConfigError, NodeConfig, check_can_create_files, load_config
 
 _LOGGER = logging.getLogger("fltrust_edge")
 EXIT_OK = 0
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--results",
         type=Path,
-        help="JSON file for the detection metrics of the CSV replays, written when they end",
+        help="JSON file for the detection metrics of the CSV replays, written when they end; "
+        "its directory must exist",
     )
     run.add_argument(
         "--exit-when-done",
@@ -141,14 +143,20 @@ def _run(args: argparse.Namespace) -> int:
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.wait_timeout > 0:
+        _error(f"--wait-timeout must be positive, got {args.wait_timeout}")
+        return EXIT_USAGE
+    # Checked before the configuration, which creates state_dir.
+    if args.results is not None:
+        problem = _check_results_path(args.results)
+        if problem is not None:
+            _error(f"--results: {problem}")
+            return EXIT_USAGE
     config = _load(args.config)
     if config is None:
         return EXIT_USAGE
     if args.exit_when_done and not config.csv_devices:
         _error("--exit-when-done needs at least one device with a CSV source")
-        return EXIT_USAGE
-    if not args.wait_timeout > 0:
-        _error(f"--wait-timeout must be positive, got {args.wait_timeout}")
         return EXIT_USAGE
 
     from .agent import EdgeNode
@@ -174,7 +182,27 @@ def _run(args: argparse.Namespace) -> int:
                 break
     finally:
         node.stop()
-    return EXIT_OK
+    errors = node.errors
+    for error in errors:
+        _LOGGER.error("%s: run incomplete: %s", config.node_id, error)
+    return EXIT_FAILURE if errors else EXIT_OK
+
+
+def _check_results_path(path: Path) -> str | None:
+    """Return why the results cannot be written to ``path``, or None if they can."""
+    if path.is_dir():
+        return f"{path} is a directory, expected a file name such as {path / 'results.json'}"
+    if path.exists() and not path.is_file():
+        # The results replace the file by rename, which would replace a device such as /dev/null.
+        return f"{path} exists and is not a regular file"
+    directory = path.parent
+    if not directory.is_dir():
+        return f"directory not found: {directory}"
+    try:
+        check_can_create_files(directory)
+    except OSError as err:
+        return f"cannot create files in {directory}: {err.strerror or err}"
+    return None
 
 
 if __name__ == "__main__":

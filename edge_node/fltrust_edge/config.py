@@ -9,7 +9,6 @@ edge node documents every key.
 
 from __future__ import annotations
 
-import csv
 import ipaddress
 import math
 import tempfile
@@ -23,6 +22,7 @@ from fltrust_core import protocol
 from fltrust_core.preprocessing import EXTRA_FEATURES
 from fltrust_core.security import KEY_BYTES, load_public_key
 
+from .csvfile import CsvFormatError, open_csv, read_records
 from .labels import MissingSeriesError, load_label_windows
 
 POISON_METHODS = ("sign_flip", "scale", "noise")
@@ -37,6 +37,13 @@ MAX_TRAIN_ROWS = 100_000
 # MQTT 3.1.1 (section 1.5.3) limits strings, topics included, to 65535 bytes of
 # UTF-8 and forbids the character U+0000 in them.
 MAX_MQTT_STRING_BYTES = 65_535
+# Bounds of detection.heartbeat_interval in seconds. Every heartbeat is followed
+# by one state message per device, so a short interval floods the broker. A
+# long one hides the node: Home Assistant's integration counts it as connected
+# for three heartbeat intervals (CONNECTED_HEARTBEATS) after its last message.
+# The upper bound matches the largest mqtt.keepalive.
+MIN_HEARTBEAT_INTERVAL = 1.0
+MAX_HEARTBEAT_INTERVAL = 3600.0
 
 
 class ConfigError(ValueError):
@@ -236,11 +243,7 @@ def _parse_mqtt(table: _Table, node_id: str) -> MqttConfig:
     username = table.string("username", default=None) or None
     password = table.string("password", default=None) or None
     prefix = table.string("prefix", default="fltrust")
-    if not prefix or any(char in prefix for char in "+#") or prefix[0] == "/" or prefix[-1] == "/":
-        raise ConfigError(
-            f"{table.key('prefix')}: invalid topic prefix {prefix!r}, "
-            "expected no wildcards and no leading or trailing '/'"
-        )
+    _check_prefix(table.key("prefix"), prefix)
     tls = table.boolean("tls", default=False)
     client_id = table.string("client_id", default=f"fltrust-edge-{node_id}")
     keepalive = table.integer("keepalive", default=30, minimum=5, maximum=3600)
@@ -252,8 +255,28 @@ def _parse_mqtt(table: _Table, node_id: str) -> MqttConfig:
     ):
         if value is not None:
             _check_mqtt_string(table.key(name), value)
+            if name != "password":
+                # MQTT 3.1.1 passwords are binary data, so any character may appear in them.
+                _check_mqtt_characters(table.key(name), value)
     table.reject_unknown()
     return MqttConfig(host, port, username, password, prefix, tls, client_id, keepalive)
+
+
+def _check_prefix(key: str, prefix: str) -> None:
+    """Raise ConfigError unless ``prefix`` can start every topic that the node publishes to."""
+    problem = None
+    if not prefix:
+        problem = "must not be empty"
+    elif prefix.startswith("$"):
+        # MQTT 3.1.1 (section 4.7.2) reserves these topics for the broker.
+        # Mosquitto (checked with 2.0.11) drops client publishes to them without an error.
+        problem = "must not start with '$', because brokers reserve such topics"
+    elif "+" in prefix or "#" in prefix:
+        problem = "must not contain the MQTT wildcards '+' or '#'"
+    elif "" in prefix.split("/"):
+        problem = "must not have empty levels: no leading, trailing or double '/'"
+    if problem is not None:
+        raise ConfigError(f"{key}: invalid topic prefix {_shorten(prefix)}: {problem}")
 
 
 def _check_host(key: str, host: str) -> None:
@@ -283,6 +306,25 @@ def _check_mqtt_string(key: str, value: str) -> None:
         raise ConfigError(
             f"{key}: {size} bytes in UTF-8, above the MQTT limit of {MAX_MQTT_STRING_BYTES}"
         )
+
+
+def _check_mqtt_characters(key: str, value: str) -> None:
+    """Raise ConfigError if ``value`` contains a character that MQTT 3.1.1 advises against.
+
+    Section 1.5.3 of MQTT 3.1.1 advises against control characters and
+    Unicode non-characters in strings. Mosquitto (checked with 2.0.11) closes
+    the connection of a client that sends one in a topic, client id or user name.
+    """
+    for position, char in enumerate(value):
+        code = ord(char)
+        is_control = code <= 0x1F or 0x7F <= code <= 0x9F
+        is_noncharacter = 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE
+        if is_control or is_noncharacter:
+            kind = "control character" if is_control else "Unicode non-character"
+            raise ConfigError(
+                f"{key}: contains the {kind} U+{code:04X} at character {position + 1}, "
+                "which MQTT brokers such as Mosquitto reject"
+            )
 
 
 def _check_topic_lengths(mqtt: MqttConfig, node_id: str, devices: tuple[DeviceConfig, ...]) -> None:
@@ -325,12 +367,17 @@ def _prepare_state_dir(key: str, state_dir: Path) -> None:
         raise ConfigError(f"{key}: cannot create directory {state_dir}: {_reason(err)}") from err
     try:
         # The node writes its state files through temporary files in this directory.
-        with tempfile.NamedTemporaryFile(dir=state_dir, prefix=".write-check-"):
-            pass
+        check_can_create_files(state_dir)
     except OSError as err:
         raise ConfigError(
             f"{key}: cannot create files in directory {state_dir}: {_reason(err)}"
         ) from err
+
+
+def check_can_create_files(directory: Path) -> None:
+    """Create and delete a temporary file in ``directory``, raising OSError if that fails."""
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
+        pass
 
 
 def _parse_detection(table: _Table) -> DetectionConfig:
@@ -367,9 +414,10 @@ def _parse_detection(table: _Table) -> DetectionConfig:
         "train_rows", default=defaults.train_rows, minimum=20, maximum=MAX_TRAIN_ROWS
     )
     heartbeat_interval = table.number("heartbeat_interval", default=defaults.heartbeat_interval)
-    if not heartbeat_interval > 0:
+    if not MIN_HEARTBEAT_INTERVAL <= heartbeat_interval <= MAX_HEARTBEAT_INTERVAL:
         raise ConfigError(
-            f"{table.key('heartbeat_interval')}: must be positive seconds, got {heartbeat_interval}"
+            f"{table.key('heartbeat_interval')}: must be from {MIN_HEARTBEAT_INTERVAL:g} to "
+            f"{MAX_HEARTBEAT_INTERVAL:g} seconds, got {heartbeat_interval:g}"
         )
 
     known_peers = table.string_list("known_peers", default=[], allow_empty=True)
@@ -501,7 +549,7 @@ def _parse_csv_source(table: _Table, features: list[str], base_dir: Path) -> Csv
         raise ConfigError(f"{table.key('label_windows_key')}: needs label_windows")
     table.reject_unknown()
 
-    header = _read_header(path, delimiter, table.key("path"))
+    header, data_rows = _scan_csv(path, delimiter, table.key("path"))
     named_columns = [("value_columns", column) for column in value_columns]
     named_columns += [("timestamp_column", timestamp_column), ("label_column", label_column)]
     for key, column in named_columns:
@@ -510,6 +558,13 @@ def _parse_csv_source(table: _Table, features: list[str], base_dir: Path) -> Csv
                 f"{table.key(key)}: column {column!r} not found in {path}, "
                 f"whose header is: {', '.join(header)}"
             )
+    if data_rows == 0:
+        raise ConfigError(f"{table.key('path')}: {path} has no data rows after the header")
+    if start_row >= data_rows:
+        raise ConfigError(
+            f"{table.key('start_row')}: {start_row} is past the end of {path}, which has "
+            f"{data_rows} data rows, numbered from 0"
+        )
     return CsvSourceConfig(
         path=path,
         value_columns=tuple(value_columns),
@@ -526,15 +581,28 @@ def _parse_csv_source(table: _Table, features: list[str], base_dir: Path) -> Csv
     )
 
 
-def _read_header(path: Path, delimiter: str, key: str) -> list[str]:
+def _scan_csv(path: Path, delimiter: str, key: str) -> tuple[list[str], int]:
+    """Read a whole CSV file and return its header and its number of data rows.
+
+    Reading every line finds invalid UTF-8 and invalid CSV before the replay
+    reaches them. Blank lines count as data rows, as they do in the replay.
+    """
+    header: list[str] | None = None
+    data_rows = 0
     try:
-        with path.open(newline="", encoding="utf-8-sig") as file:
-            header = next(csv.reader(file, delimiter=delimiter), [])
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise ConfigError(f"{key}: cannot read CSV header of {path}: {err}") from err
+        with open_csv(path) as file:
+            for _, fields in read_records(file, path, delimiter):
+                if header is None:
+                    header = [name.strip() for name in fields]
+                else:
+                    data_rows += 1
+    except OSError as err:
+        raise ConfigError(f"{key}: cannot read {path}: {_reason(err)}") from err
+    except CsvFormatError as err:
+        raise ConfigError(f"{key}: {err}") from err
     if not header:
         raise ConfigError(f"{key}: {path} is empty")
-    return [name.strip() for name in header]
+    return header, data_rows
 
 
 def _parse_mqtt_source(table: _Table, features: list[str]) -> MqttSourceConfig:
@@ -549,6 +617,7 @@ def _parse_mqtt_source(table: _Table, features: list[str]) -> MqttSourceConfig:
                 f"{topic_table.key('topic')}: expected a topic without wildcards, got {topic!r}"
             )
         _check_mqtt_string(topic_table.key("topic"), topic)
+        _check_mqtt_characters(topic_table.key("topic"), topic)
         feature = topic_table.string("feature")
         if feature not in features:
             raise ConfigError(

@@ -10,8 +10,10 @@ labels from the data. Results are JSON::
         "kind": "temperature", "model": "global", "auc": 0.86, "precision": 0.3,
         "recall": 0.5, "f1": 0.37, "fpr": 0.09, "flag_all_f1": 0.18,
         "n_rows": 21695, "n_anomalies": 2268, "n_train_rows": 1000,
-        "threshold": 2.1}}}
+        "threshold": 2.1, "replay_error": null}}}
 
+``replay_error`` is the error that ended a device's replay early, such as an
+invalid CSV line, or None when the replay reached the end of its slice.
 ``auc`` is None when the test part lacks one of the classes; every metric is
 None for a device without labels or without a detector.
 """
@@ -41,6 +43,7 @@ class DeviceEvaluation:
     model: str | None
     n_rows: int
     n_train_rows: int
+    replay_error: str | None = None
 
 
 def _rounded(value: float | None) -> float | None:
@@ -116,6 +119,7 @@ def build_results(
             "model": device.model,
             **metrics,
             "n_train_rows": device.n_train_rows,
+            "replay_error": device.replay_error,
         }
     return {
         "node_id": node_id,
@@ -127,6 +131,8 @@ def build_results(
 
 
 def write_results(path: Path, results: dict[str, Any]) -> None:
-    """Write the results document as JSON, replacing the file atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the results document as JSON, replacing the file atomically.
+
+    The directory must exist: a mistyped path is an error, not a new directory tree.
+    """
     write_json_atomic(path, results)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
+import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -195,12 +197,17 @@ class MqttLink:
         self._events.put(Connected(connection))
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho-mqtt (read in 2.2) passes no error to on_connect_fail, but calls
+        # it inside the except clause that caught the OSError of the attempt.
+        error = sys.exception()
+        reason = _describe_connect_error(error) if error is not None else "unknown reason"
         self._warnings.warning(
-            "connect_fail",
-            "%s: cannot reach MQTT broker %s:%s, retrying",
+            f"connect_fail:{reason}",
+            "%s: cannot reach MQTT broker %s:%s: %s; retrying",
             self._node_id,
             self._config.host,
             self._config.port,
+            reason,
         )
 
     def _on_disconnect(
@@ -220,3 +227,14 @@ class MqttLink:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._events.put(Message(message.topic, bytes(message.payload), bool(message.retain)))
+
+
+def _describe_connect_error(error: BaseException) -> str:
+    """Return the reason of a failed connection attempt, such as "Connection refused"."""
+    if isinstance(error, socket.gaierror):
+        return f"host name not resolved ({error.strerror or error})"
+    if isinstance(error, TimeoutError):
+        return "connection timed out"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__

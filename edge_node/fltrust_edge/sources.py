@@ -1,13 +1,13 @@
 """Reading sources: CSV replays and live MQTT sensor topics.
 
 Both produce ``Sample`` objects, one row of raw values per reading in the
-order of the device's ``features``. Invalid readings are logged and skipped,
-so no payload or CSV row can stop the node.
+order of the device's ``features``. Invalid readings are logged and skipped.
+A CSV line that is not UTF-8 or not valid CSV ends that device's replay with
+an error (see ``csvfile``), and the node goes on.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -15,9 +15,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
 from .config import CsvSourceConfig, DeviceConfig, MqttSourceConfig
+from .csvfile import open_csv, read_records
 from .labels import parse_timestamp
 from .throttle import ThrottledLogger
 
@@ -66,6 +67,8 @@ class CsvReplay:
         self.device_id = device.id
         self.source: CsvSourceConfig = device.source
         self.skipped_rows = 0
+        # Rows emitted by ``run`` so far, also known after it raised.
+        self.emitted = 0
         self._windows: tuple[tuple[float, float], ...] | None = None
         if self.source.label_windows is not None:
             self._windows = self.source.anomaly_windows
@@ -73,23 +76,28 @@ class CsvReplay:
     def samples(self) -> Iterator[Sample]:
         """Yield the valid rows of the configured slice in file order.
 
+        Logs a warning with the count of skipped invalid rows, and one when
+        ``start_row`` is past the end of the file.
+
         Raises:
             OSError: the file cannot be opened.
-            ValueError: the file is not UTF-8, a line is not valid CSV, or the
-                header lacks a configured column.
+            CsvFormatError: a line is not UTF-8 or not valid CSV.
+            ValueError: the header lacks a configured column.
         """
         source = self.source
         self.skipped_rows = 0
         first_problem = ""
-        with source.path.open(newline="", encoding="utf-8-sig") as file:
-            reader = _read_csv(file, source)
-            header = [name.strip() for name in next(reader, [])]
+        data_rows = 0
+        with open_csv(source.path) as file:
+            records = (fields for _, fields in read_records(file, source.path, source.delimiter))
+            header = [name.strip() for name in next(records, [])]
             value_indexes = [header.index(column) for column in source.value_columns]
             timestamp_index = (
                 header.index(source.timestamp_column) if source.timestamp_column else None
             )
             label_index = header.index(source.label_column) if source.label_column else None
-            for row_number, row in enumerate(reader):
+            for row_number, row in enumerate(records):
+                data_rows = row_number + 1
                 if row_number < source.start_row:
                     continue
                 if source.end_row is not None and row_number >= source.end_row:
@@ -104,6 +112,15 @@ class CsvReplay:
                     self.skipped_rows += 1
                     if not first_problem:
                         first_problem = f"row {row_number}: {err}"
+        if data_rows <= source.start_row:
+            _LOGGER.warning(
+                "%s: start_row %s is past the end of %s, which has %s data rows, so no row "
+                "was replayed",
+                self.device_id,
+                source.start_row,
+                source.path,
+                data_rows,
+            )
         if self.skipped_rows:
             _LOGGER.warning(
                 "%s: skipped %s invalid rows of %s, the first at %s",
@@ -143,14 +160,19 @@ class CsvReplay:
         ``rows_per_second`` spaces the rows evenly. ``speedup`` divides the
         time between consecutive timestamps, and a timestamp that goes
         backwards is replayed without delay. Without either, the pace is one
-        row per second. Returns the number of rows emitted.
+        row per second. Returns the number of rows emitted, which
+        ``emitted`` also holds when the file turns out to be invalid.
+
+        Raises:
+            OSError: the file cannot be opened.
+            ValueError: see ``samples``.
         """
         source = self.source
         interval = 1.0 / (source.rows_per_second or 1.0)
         start = clock()
         offset = 0.0
         previous: Sample | None = None
-        emitted = 0
+        self.emitted = 0
         for sample in self.samples():
             if previous is not None:
                 if source.speedup is not None:
@@ -169,24 +191,9 @@ class CsvReplay:
             if stop.is_set():
                 break
             emit(sample)
-            emitted += 1
+            self.emitted += 1
             previous = sample
-        return emitted
-
-
-def _read_csv(file: TextIO, source: CsvSourceConfig) -> Iterator[list[str]]:
-    """Yield the rows of a CSV file, raising ValueError that names the file and line."""
-    reader = csv.reader(file, delimiter=source.delimiter)
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except (csv.Error, UnicodeDecodeError) as err:
-            raise ValueError(
-                f"cannot read {source.path} after line {reader.line_num}: {err}"
-            ) from err
-        yield row
+        return self.emitted
 
 
 def _parse_number(text: str) -> float:

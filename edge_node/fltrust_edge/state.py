@@ -12,6 +12,7 @@ cut leaves either the old or the new file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,6 +31,10 @@ MODEL_FILE = "model.json"
 # microseconds, so one block lasts a minute and state.json is written about
 # once a minute rather than once per message (which would wear out SD cards).
 COUNTER_BLOCK = 60_000_000
+# Largest counter accepted from state.json: 2**53 is the largest integer that
+# readers which parse JSON numbers as doubles keep exact. Counters that follow
+# the clock in microseconds stay below it until the year 2255.
+MAX_COUNTER = 2**53
 
 
 @dataclass
@@ -43,13 +48,21 @@ class PersistentState:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` so that readers never see a partial file."""
+    """Write ``data`` as JSON to ``path`` so that readers never see a partial file.
+
+    On failure the temporary file is removed and the error raised.
+    """
     temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", encoding="utf-8") as file:
-        json.dump(data, file, separators=(",", ":"))
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    try:
+        with temporary.open("w", encoding="utf-8") as file:
+            json.dump(data, file, separators=(",", ":"))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        raise
 
 
 class StateStore:
@@ -63,23 +76,22 @@ class StateStore:
         self.state = self._load()
 
     def _load(self) -> PersistentState:
+        """Read ``state.json``, starting fresh only when the file does not exist.
+
+        An unreadable file or an invalid quarantine flag leaves the node
+        quarantined, because the file may have recorded a quarantine that only
+        the coordinator can lift. Every invalid value is logged as an error.
+        """
         path = self.state_dir / STATE_FILE
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return PersistentState()
         except (OSError, ValueError) as err:
-            # Starting over is safe for the uplink counter, which is floored
-            # at the clock, but a recorded coordinator message could be accepted again.
-            _LOGGER.warning("Ignoring unreadable state file %s: %s", path, err)
-            return PersistentState()
-        state = PersistentState()
-        for key in ("counter_reserved", "coordinator_counter", "command_counter"):
-            value = data.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                setattr(state, key, value)
-        state.quarantined = data.get("quarantined") is True
-        return state
+            return _state_after_loss(path, f"cannot read it: {err}")
+        if not isinstance(data, dict):
+            return _state_after_loss(path, f"expected a JSON object, got {type(data).__name__}")
+        return _parse_state(path, data)
 
     def save(self) -> None:
         """Write ``state`` to ``state.json``."""
@@ -101,6 +113,52 @@ class StateStore:
     def save_model(self, body: dict[str, Any]) -> None:
         """Write a global model body to ``model.json``."""
         write_json_atomic(self.state_dir / MODEL_FILE, body)
+
+
+def _state_after_loss(path: Path, reason: str) -> PersistentState:
+    _LOGGER.error(
+        "Invalid state file %s (%s). Starting quarantined, because the file may have "
+        "recorded a quarantine: the node joins rounds again when the coordinator releases "
+        "it. If the coordinator does not quarantine this node, stop the node and delete "
+        "the file. Recorded coordinator messages may be accepted again once.",
+        path,
+        reason,
+    )
+    return PersistentState(quarantined=True)
+
+
+def _parse_state(path: Path, data: dict[str, Any]) -> PersistentState:
+    state = PersistentState()
+    for key in ("counter_reserved", "coordinator_counter", "command_counter"):
+        value = data.get(key)
+        if value is None and key != "counter_reserved":
+            continue
+        valid = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNTER
+        if valid:
+            setattr(state, key, value)
+        else:
+            # A lost counter_reserved is safe, because the uplink counter is
+            # floored at the clock. A lost downlink counter lets a recorded
+            # coordinator message be accepted again once.
+            _LOGGER.error(
+                "Ignoring invalid %s in state file %s: expected an integer from 0 to %s, got %.40r",
+                key,
+                path,
+                MAX_COUNTER,
+                value,
+            )
+    quarantined = data.get("quarantined")
+    if isinstance(quarantined, bool):
+        state.quarantined = quarantined
+    else:
+        _LOGGER.error(
+            "Invalid quarantined flag in state file %s: expected true or false, got %.40r. "
+            "Starting quarantined: the node joins rounds again when the coordinator releases it",
+            path,
+            quarantined,
+        )
+        state.quarantined = True
+    return state
 
 
 class UplinkCounter:

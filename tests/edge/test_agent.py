@@ -29,6 +29,7 @@ from .conftest import (
     node_key,
     pump,
     write_config,
+    write_csv,
 )
 
 ROUND_TOPIC = protocol.round_topic(PREFIX)
@@ -313,6 +314,38 @@ def test_quarantine_stops_updates_until_release(node_config, signer, caplog):
 
     assert node.quarantined is False
     assert protocol.parse_update(updates(link)[0]["body"], PARAMS, {}).round == 2
+
+
+@pytest.mark.parametrize("content", ["[]", '{"counter_reserved": 5, "quarantined": "yes"}'])
+def test_invalid_state_file_keeps_node_quarantined(node_config, signer, caplog, content):
+    state_file = node_config.security.state_dir / "state.json"
+    state_file.write_text(content)
+
+    with caplog.at_level("WARNING"):
+        node, link = replayed_node(node_config)
+    send(node, ROUND_TOPIC, signer.round(1))
+
+    assert node.quarantined is True
+    assert updates(link) == []
+    assert "Starting quarantined" in caplog.text
+
+    send(node, COMMAND_TOPIC, signer.command("release"))
+    send(node, ROUND_TOPIC, signer.round(2))
+    pump(node, lambda: updates(link))
+
+    assert node.quarantined is False
+
+
+def test_start_logs_saved_quarantine(node_config, caplog):
+    node, _ = make_offline_node(node_config)
+    node._set_quarantined(True)
+    restarted, _ = make_offline_node(node_config)
+
+    with caplog.at_level("WARNING"):
+        restarted.start()
+    restarted.stop()
+
+    assert "node-1: starting quarantined, as recorded in " in caplog.text
 
 
 def test_heartbeats_continue_in_quarantine(node_config, signer):
@@ -726,13 +759,37 @@ def test_failed_replay_logs_one_error(tmp_path, caplog):
 
     with caplog.at_level("WARNING"):
         node._replay(node._replays[0])
+        events = list(node._events.queue)
+        for event in events:
+            node._dispatch(event)
 
     assert [r.levelname for r in caplog.records] == ["ERROR"]
-    assert (
-        caplog.records[0]
-        .getMessage()
-        .startswith(f"sensor-1: CSV replay failed: cannot read {path} after line ")
-    )
+    message = caplog.records[0].getMessage()
+    assert message.startswith("node-1: replay of sensor-1 stopped after 1 rows, ")
+    assert f"{path} line 3: invalid CSV: field larger than field limit" in message
     assert caplog.records[0].exc_info is None
-    ended = [event for event in list(node._events.queue) if isinstance(event, ReplayEnded)]
-    assert ended == [ReplayEnded("sensor-1", 0)]
+    ended = [event for event in events if isinstance(event, ReplayEnded)]
+    assert len(ended) == 1
+    assert ended[0].rows == 1
+    assert ended[0].error.startswith(f"{path} line 3: ")
+    assert len(node.errors) == 1
+
+
+def test_replay_error_in_results(tmp_path):
+    path = write_csv(tmp_path / "series.csv", n_rows=300)
+    lines = path.read_text().splitlines(keepends=True)
+    lines[250] = '"unterminated,1\n'
+    data = base_config(tmp_path, csv_path=path)
+    config = load_config(write_config(tmp_path, data))
+    path.write_text("".join(lines))
+    results = tmp_path / "results.json"
+    node, _ = make_offline_node(config, results_path=results)
+
+    node._replay(node._replays[0])
+    pump(node, lambda: node._replays_running == 0)
+
+    document = json.loads(results.read_text())
+    error = document["devices"]["sensor-1"]["replay_error"]
+    assert error == f"{path} line 251: invalid CSV: a quote opened here is never closed"
+    assert node._monitors["sensor-1"].n_train + node._monitors["sensor-1"].n_test == 249
+    assert node.errors == [f"replay of sensor-1 ended early: {error}"]

@@ -1,6 +1,7 @@
 """Tests of the fltrust-edge command line."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -200,9 +201,9 @@ def test_run_exit_when_done_needs_csv(tmp_path, capsys):
 def test_console_script_runs_replay_to_completion(tmp_path, broker):
     data = base_config(tmp_path)
     data["mqtt"]["port"] = broker.port
-    data["detection"]["heartbeat_interval"] = 0.5
+    data["detection"]["heartbeat_interval"] = 1.0
     path = write_config(tmp_path, data)
-    results = tmp_path / "out" / "results.json"
+    results = tmp_path / "results.json"
 
     completed = subprocess.run(
         [
@@ -230,3 +231,54 @@ def test_console_script_runs_replay_to_completion(tmp_path, broker):
     assert document["devices"]["sensor-1"]["n_rows"] == 600
     assert "all replays ended" in completed.stderr
     assert data["security"]["node_key"] not in completed.stderr
+
+
+def make_fifo(tmp_path):
+    # A FIFO in tmp_path stands in for a device such as /dev/null, which a
+    # run without the check would replace.
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("target", "problem"),
+    [
+        (lambda tmp_path: tmp_path / "out", "{path} is a directory, expected a file name such as"),
+        (lambda tmp_path: tmp_path / "missing" / "r.json", "directory not found: {parent}"),
+        (make_fifo, "{path} exists and is not a regular file"),
+    ],
+    ids=["directory", "missing directory", "FIFO"],
+)
+def test_run_rejects_bad_results_path(tmp_path, capsys, target, problem):
+    path = write_config(tmp_path, base_config(tmp_path))
+    (tmp_path / "out").mkdir()
+    results = target(tmp_path)
+    before = sorted(entry.name for entry in tmp_path.iterdir())
+
+    code = main(["run", "--config", str(path), "--results", str(results), "--exit-when-done"])
+
+    captured = capsys.readouterr()
+    assert code == 2
+    expected = problem.format(path=results, parent=results.parent)
+    assert captured.err.startswith(f"fltrust-edge: error: --results: {expected}")
+    assert captured.err.count("\n") == 1
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == before
+    assert not Path(f"{results}.tmp").exists()
+
+
+def test_run_exits_1_when_results_not_written(tmp_path, capsys, monkeypatch, caplog):
+    def fail(path, results):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("fltrust_edge.agent.write_results", fail)
+    monkeypatch.setattr("signal.signal", lambda signum, handler: None)
+    path = write_config(tmp_path, base_config(tmp_path))
+    results = tmp_path / "results.json"
+    arguments = ["run", "--config", str(path), "--results", str(results)]
+
+    with caplog.at_level("ERROR"):
+        code = main([*arguments, "--exit-when-done", "--wait-timeout", "0.5"])
+
+    assert code == 1
+    assert f"run incomplete: cannot write results to {results}: Permission denied" in caplog.text

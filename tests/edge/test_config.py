@@ -144,7 +144,7 @@ def test_missing_key(tmp_path, edit, message):
         ),
         (
             lambda d: d["detection"].update(heartbeat_interval=0),
-            "detection.heartbeat_interval: must be positive",
+            "detection.heartbeat_interval: must be from 1 to 3600 seconds, got 0",
         ),
         (
             lambda d: d["detection"].update(smoothing_window=10, long_window=5),
@@ -628,3 +628,156 @@ def test_valid_hosts(tmp_path, host):
     data["mqtt"]["host"] = host
 
     assert load_config(write_config(tmp_path, data)).mqtt.host == host
+
+
+@pytest.mark.parametrize(
+    ("interval", "message"),
+    [
+        (1e-9, "must be from 1 to 3600 seconds, got 1e-09"),
+        (0.5, "must be from 1 to 3600 seconds, got 0.5"),
+        (-30, "must be from 1 to 3600 seconds, got -30"),
+        (3601, "must be from 1 to 3600 seconds, got 3601"),
+        (1e300, "must be from 1 to 3600 seconds, got 1e+300"),
+    ],
+)
+def test_heartbeat_interval_bounds(tmp_path, interval, message):
+    data = base_config(tmp_path)
+    data["detection"]["heartbeat_interval"] = interval
+
+    assert load_error(tmp_path, data) == f"detection.heartbeat_interval: {message}"
+
+
+@pytest.mark.parametrize("interval", [1, 1.0, 3600])
+def test_heartbeat_interval_limits_accepted(tmp_path, interval):
+    data = base_config(tmp_path)
+    data["detection"]["heartbeat_interval"] = interval
+
+    assert load_config(write_config(tmp_path, data)).detection.heartbeat_interval == interval
+
+
+@pytest.mark.parametrize(
+    ("prefix", "problem"),
+    [
+        ("$SYS/x", "must not start with '$', because brokers reserve such topics"),
+        ("$fltrust", "must not start with '$', because brokers reserve such topics"),
+        ("a/+/b", "must not contain the MQTT wildcards '+' or '#'"),
+        ("a/#", "must not contain the MQTT wildcards '+' or '#'"),
+        ("", "must not be empty"),
+        ("/fltrust", "must not have empty levels: no leading, trailing or double '/'"),
+        ("fltrust/", "must not have empty levels: no leading, trailing or double '/'"),
+        ("a//b", "must not have empty levels: no leading, trailing or double '/'"),
+    ],
+)
+def test_prefix_rejected(tmp_path, prefix, problem):
+    data = base_config(tmp_path)
+    data["mqtt"]["prefix"] = prefix
+
+    assert load_error(tmp_path, data) == f"mqtt.prefix: invalid topic prefix {prefix!r}: {problem}"
+
+
+@pytest.mark.parametrize("prefix", ["fltrust", "home/fltrust", "a$b", "f-1_x.y"])
+def test_prefix_accepted(tmp_path, prefix):
+    data = base_config(tmp_path)
+    data["mqtt"]["prefix"] = prefix
+
+    assert load_config(write_config(tmp_path, data)).mqtt.prefix == prefix
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("prefix", "a\tb", "mqtt.prefix: contains the control character U+0009 at character 2"),
+        ("client_id", "c\x7f", "mqtt.client_id: contains the control character U+007F at"),
+        ("username", "u\x85", "mqtt.username: contains the control character U+0085 at"),
+        ("prefix", "a\ufdd0", "mqtt.prefix: contains the Unicode non-character U+FDD0 at"),
+        ("prefix", "a\ufffe", "mqtt.prefix: contains the Unicode non-character U+FFFE at"),
+    ],
+)
+def test_mqtt_string_characters_rejected(tmp_path, key, value, message):
+    data = base_config(tmp_path)
+    data["mqtt"][key] = value
+
+    assert load_error(tmp_path, data).startswith(message)
+
+
+def test_password_may_contain_control_characters(tmp_path):
+    data = base_config(tmp_path)
+    data["mqtt"]["username"] = "user"
+    data["mqtt"]["password"] = "p\x01w"
+
+    assert load_config(write_config(tmp_path, data)).mqtt.password == "p\x01w"
+
+
+def test_sensor_topic_control_character_rejected(tmp_path):
+    data = base_config(tmp_path)
+    data["devices"][0]["source"] = {
+        "type": "mqtt",
+        "topics": [{"topic": "z2m/\nkitchen", "feature": "temperature"}],
+    }
+
+    assert load_error(tmp_path, data).startswith(
+        "devices[0].source.topics[0].topic: contains the control character U+000A at character 5"
+    )
+
+
+def csv_error(tmp_path, content: bytes, **source):
+    path = tmp_path / "broken.csv"
+    path.write_bytes(content)
+    data = base_config(tmp_path)
+    data["devices"][0]["source"].update(path=str(path), **source)
+    return path, load_error(tmp_path, data)
+
+
+def test_csv_non_utf8_names_line(tmp_path):
+    lines = write_csv(tmp_path / "series.csv", n_rows=200).read_bytes().splitlines(keepends=True)
+    lines[101] = lines[101].replace(b",0\n", b",\xff0\n")
+
+    path, message = csv_error(tmp_path, b"".join(lines))
+
+    assert message == (
+        f"devices[0].source.path: {path} line 102: invalid UTF-8, byte 0xff at character 29"
+    )
+
+
+def test_csv_non_utf8_header(tmp_path):
+    path, message = csv_error(tmp_path, b"timestamp,val\xffue,label\n0,1,0\n")
+
+    assert message == (
+        f"devices[0].source.path: {path} line 1: invalid UTF-8, byte 0xff at character 14"
+    )
+
+
+def test_csv_unclosed_quote_rejected(tmp_path):
+    lines = write_csv(tmp_path / "series.csv", n_rows=200).read_text().splitlines(keepends=True)
+    lines[90] = '"unterminated,1\n'
+
+    path, message = csv_error(tmp_path, "".join(lines).encode())
+
+    assert message == (
+        f"devices[0].source.path: {path} line 91: invalid CSV: a quote opened here is never closed"
+    )
+
+
+def test_csv_start_row_past_end(tmp_path):
+    csv_path = write_csv(tmp_path / "series.csv", n_rows=200)
+    data = base_config(tmp_path, csv_path=csv_path)
+    data["devices"][0]["source"]["start_row"] = 200
+
+    assert load_error(tmp_path, data) == (
+        f"devices[0].source.start_row: 200 is past the end of {csv_path}, "
+        "which has 200 data rows, numbered from 0"
+    )
+
+
+def test_csv_start_row_last_row_accepted(tmp_path):
+    csv_path = write_csv(tmp_path / "series.csv", n_rows=200)
+    data = base_config(tmp_path, csv_path=csv_path)
+    data["devices"][0]["source"]["start_row"] = 199
+
+    assert load_config(write_config(tmp_path, data)).devices[0].source.start_row == 199
+
+
+def test_csv_header_only(tmp_path):
+    path, message = csv_error(tmp_path, b"timestamp,value,label\n")
+
+    assert message == f"devices[0].source.path: {path} has no data rows after the header"

@@ -63,10 +63,31 @@ def test_write_results_is_json(tmp_path):
     devices = [
         DeviceEvaluation("a", "k", np.array([0, 1]), np.array([0.0, 1.0]), 0.5, "global", 2, 9)
     ]
-    path = tmp_path / "sub" / "results.json"
+    path = tmp_path / "results.json"
 
     write_results(path, build_results("node-1", [], 1, devices))
 
     document = json.loads(path.read_text())
     assert document["devices"]["a"]["auc"] == 1.0
     assert document["devices"]["a"]["f1"] == 1.0
+    assert document["devices"]["a"]["replay_error"] is None
+    assert [entry.name for entry in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_write_results_needs_directory(tmp_path):
+    path = tmp_path / "missing" / "results.json"
+
+    with pytest.raises(FileNotFoundError):
+        write_results(path, build_results("node-1", [], 1, []))
+
+    assert not (tmp_path / "missing").exists()
+
+
+def test_write_results_to_directory_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / "results"
+    target.mkdir()
+
+    with pytest.raises(IsADirectoryError):
+        write_results(target, build_results("node-1", [], 1, []))
+
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["results"]

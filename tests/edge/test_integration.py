@@ -21,6 +21,7 @@ from .conftest import (
     Broker,
     CoordinatorClient,
     base_config,
+    free_port,
     node_key,
     write_config,
     write_csv,
@@ -44,7 +45,7 @@ def live_config(tmp_path, broker):
     csv_path = write_csv(tmp_path / "series.csv", n_rows=2400, anomaly_rows=(2000, 2100))
     data = base_config(tmp_path, csv_path=csv_path)
     data["mqtt"]["port"] = broker.port
-    data["detection"]["heartbeat_interval"] = 0.5
+    data["detection"]["heartbeat_interval"] = 1.0
     data["devices"][0]["source"]["rows_per_second"] = 300.0
     return load_config(write_config(tmp_path, data))
 
@@ -115,7 +116,7 @@ def test_node_started_before_broker(tmp_path, signer):
     broker = Broker(tmp_path)
     data = base_config(tmp_path)
     data["mqtt"]["port"] = broker.port
-    data["detection"]["heartbeat_interval"] = 0.3
+    data["detection"]["heartbeat_interval"] = 1.0
     data["devices"][0]["source"]["rows_per_second"] = 50.0
     node = EdgeNode(load_config(write_config(tmp_path, data)))
     node.start()
@@ -213,3 +214,19 @@ def test_link_drops_message_bound_to_closed_connection(broker):
             link.publish("fltest/x", b"1", qos=1, connection=2)
     finally:
         link.stop()
+
+
+def test_link_logs_why_broker_unreachable(caplog):
+    port = free_port()
+    link = MqttLink(MqttConfig(host="127.0.0.1", port=port, client_id="link-2"), queue.Queue(), "n")
+
+    with caplog.at_level("WARNING", logger="fltrust_edge.link"):
+        link.start()
+        try:
+            wait_until(lambda: "cannot reach" in caplog.text, timeout=15)
+        finally:
+            link.stop()
+
+    assert f"n: cannot reach MQTT broker 127.0.0.1:{port}: Connection refused; retrying" in (
+        caplog.text
+    )

@@ -5,6 +5,7 @@ import threading
 
 import pytest
 from fltrust_edge.config import load_config
+from fltrust_edge.csvfile import CsvFormatError
 from fltrust_edge.labels import load_label_windows, parse_timestamp
 from fltrust_edge.sources import CsvReplay, MqttSensor, extract_value
 
@@ -209,10 +210,26 @@ def test_csv_replay_large_timestamp_gap(tmp_path):
 @pytest.mark.parametrize(
     ("tail", "message"),
     [
-        (b"2024-01-01 00:05:00,\xff\xfe,0\n", "invalid start byte"),
-        (b'2024-01-01 00:05:00,"' + b"1" * 200_000 + b'",0\n', "field larger than field limit"),
+        (b"2024-01-01 00:05:00,\xff\xfe,0\n", "line 3: invalid UTF-8, byte 0xff at character 21"),
+        (
+            b'2024-01-01 00:05:00,"' + b"1" * 200_000 + b'",0\n',
+            "line 3: invalid CSV: field larger than field limit (131072)",
+        ),
+        (
+            b'"unterminated,1\n2024-01-01 00:10:00,2.5,0\n',
+            "line 3: invalid CSV: a quote opened here is never closed",
+        ),
+        (
+            b'2024-01-01 00:05:00,"2.5\n2024-01-01 00:10:00,2.5",0\n',
+            "line 3: invalid CSV: a quoted field runs from this line to line 4, "
+            "so a quote is probably not closed (fields must not contain line breaks)",
+        ),
+        (
+            b'2024-01-01 00:05:00,"2.5"x,0\n',
+            "line 3: invalid CSV: ',' expected after '\"'",
+        ),
     ],
-    ids=["non-UTF-8", "huge field"],
+    ids=["non-UTF-8", "huge field", "unclosed quote", "line break in field", "text after quote"],
 )
 def test_csv_replay_unreadable_line(tmp_path, tail, message):
     path = tmp_path / "broken.csv"
@@ -221,11 +238,41 @@ def test_csv_replay_unreadable_line(tmp_path, tail, message):
     replay = CsvReplay(csv_device(tmp_path, path=str(path)))
     # The file changes after the configuration was checked.
     path.write_bytes(head + tail)
+    emitted = []
 
-    with pytest.raises(ValueError, match=message) as info:
+    with pytest.raises(CsvFormatError) as info:
+        replay.run(emitted.append, threading.Event())
+
+    assert str(info.value) == f"{path} {message}"
+    assert [sample.row for sample in emitted] == [0]
+    assert replay.emitted == 1
+
+
+def test_csv_replay_non_utf8_line_number(tmp_path):
+    path = write_csv(tmp_path / "series.csv", n_rows=200)
+    replay = CsvReplay(csv_device(tmp_path, path=str(path)))
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[101] = lines[101].replace(b",0\n", b",\xe90\n")
+    path.write_bytes(b"".join(lines))
+
+    with pytest.raises(CsvFormatError, match=r"line 102: invalid UTF-8, byte 0xe9"):
         list(replay.samples())
 
-    assert str(info.value).startswith(f"cannot read {path} after line ")
+
+def test_csv_replay_start_row_past_end_warns(tmp_path, caplog):
+    path = write_csv(tmp_path / "series.csv", n_rows=50)
+    replay = CsvReplay(csv_device(tmp_path, path=str(path), start_row=10))
+    write_csv(path, n_rows=5)
+
+    with caplog.at_level("WARNING"):
+        samples = list(replay.samples())
+
+    assert samples == []
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert caplog.records[0].getMessage() == (
+        f"sensor-1: start_row 10 is past the end of {path}, which has 5 data rows, "
+        "so no row was replayed"
+    )
 
 
 @pytest.mark.parametrize(

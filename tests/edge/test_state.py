@@ -3,6 +3,7 @@
 import itertools
 import json
 
+import pytest
 from fltrust_edge.state import COUNTER_BLOCK, StateStore, UplinkCounter
 
 
@@ -64,15 +65,104 @@ def test_state_round_trip(tmp_path):
     assert loaded.quarantined is True
 
 
-def test_state_ignores_corrupt_file(tmp_path, caplog):
-    (tmp_path / "state.json").write_text("{not json")
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("{not json", "cannot read it: Expecting property name"),
+        ("[]", "expected a JSON object, got list"),
+        ("null", "expected a JSON object, got NoneType"),
+        ("42", "expected a JSON object, got int"),
+    ],
+)
+def test_invalid_state_file_starts_quarantined(tmp_path, caplog, content, reason):
+    (tmp_path / "state.json").write_text(content)
+
+    with caplog.at_level("WARNING"):
+        state = StateStore(tmp_path).state
+
+    assert state.quarantined is True
+    assert state.coordinator_counter is None
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    message = caplog.records[0].getMessage()
+    assert message.startswith(f"Invalid state file {tmp_path / 'state.json'} ({reason}")
+    assert "Starting quarantined" in message
+
+
+def test_non_utf8_state_file_starts_quarantined(tmp_path, caplog):
+    (tmp_path / "state.json").write_bytes(b'{"quarantined": f\xffalse}')
+
+    with caplog.at_level("ERROR"):
+        state = StateStore(tmp_path).state
+
+    assert state.quarantined is True
+    assert "cannot read it: 'utf-8' codec" in caplog.text
+
+
+@pytest.mark.parametrize("flag", ['"yes"', "1", "0", "null", '"false"', "[]"])
+def test_invalid_quarantine_flag_stays_quarantined(tmp_path, caplog, flag):
+    (tmp_path / "state.json").write_text(
+        '{"counter_reserved": 5, "coordinator_counter": 7, "command_counter": 3, '
+        f'"quarantined": {flag}}}'
+    )
+
+    with caplog.at_level("WARNING"):
+        state = StateStore(tmp_path).state
+
+    assert state.quarantined is True
+    assert state.counter_reserved == 5
+    assert state.coordinator_counter == 7
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert caplog.records[0].getMessage().startswith("Invalid quarantined flag in state file ")
+
+
+def test_missing_quarantine_flag_stays_quarantined(tmp_path, caplog):
+    (tmp_path / "state.json").write_text('{"counter_reserved": 5}')
+
+    with caplog.at_level("ERROR"):
+        state = StateStore(tmp_path).state
+
+    assert state.quarantined is True
+    assert "Invalid quarantined flag" in caplog.text
+
+
+@pytest.mark.parametrize("quarantined", [True, False])
+def test_valid_quarantine_flag_kept(tmp_path, caplog, quarantined):
+    document = {"counter_reserved": 5, "coordinator_counter": None, "command_counter": None}
+    (tmp_path / "state.json").write_text(json.dumps({**document, "quarantined": quarantined}))
+
+    with caplog.at_level("WARNING"):
+        state = StateStore(tmp_path).state
+
+    assert state.quarantined is quarantined
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize("value", ["-1", "true", '"12"', "1.5", str(2**53 + 1), "1" * 400])
+def test_invalid_counter_logged_and_ignored(tmp_path, caplog, value):
+    (tmp_path / "state.json").write_text(
+        f'{{"counter_reserved": 5, "coordinator_counter": {value}, "command_counter": 3, '
+        '"quarantined": false}'
+    )
 
     with caplog.at_level("WARNING"):
         state = StateStore(tmp_path).state
 
     assert state.coordinator_counter is None
+    assert state.command_counter == 3
     assert state.quarantined is False
-    assert "unreadable state file" in caplog.text
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    message = caplog.records[0].getMessage()
+    assert message.startswith("Ignoring invalid coordinator_counter in state file ")
+    assert len(message) < 300
+
+
+def test_invalid_state_file_replaced_on_save(tmp_path):
+    (tmp_path / "state.json").write_text("[]")
+    store = StateStore(tmp_path)
+
+    store.save()
+
+    assert json.loads((tmp_path / "state.json").read_text())["quarantined"] is True
 
 
 def test_model_round_trip(tmp_path):
