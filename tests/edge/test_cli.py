@@ -234,8 +234,8 @@ def test_console_script_runs_replay_to_completion(tmp_path, broker):
 
 
 def make_fifo(tmp_path):
-    # A FIFO in tmp_path stands in for a device such as /dev/null, which a
-    # run without the check would replace.
+    # A FIFO in tmp_path is the non-regular file here. A device such as
+    # /dev/null would be replaced by any run that lacks the check.
     path = tmp_path / "fifo"
     os.mkfifo(path)
     return path
