@@ -119,8 +119,9 @@ def _round_errors(settings: Mapping[str, Any]) -> dict[str, str]:
 def _is_valid_prefix(prefix: str) -> bool:
     """Return whether ``prefix`` can be the first levels of every fltrust topic."""
     # Brokers keep topics that start with $ for themselves and drop what clients
-    # publish there.
-    if not prefix or prefix.startswith(("/", "$")) or prefix.endswith("/"):
+    # publish there. The edge node also rejects empty levels (a leading, trailing
+    # or doubled slash), so a federation with one could have no nodes.
+    if not prefix or prefix.startswith("$") or "" in prefix.split("/"):
         return False
     try:
         mqtt.valid_publish_topic(prefix)

@@ -160,6 +160,7 @@ async def test_mqtt_not_configured(hass: HomeAssistant) -> None:
         ({CONF_TOPIC_PREFIX: "home/#"}, CONF_TOPIC_PREFIX, "invalid_topic_prefix"),
         ({CONF_TOPIC_PREFIX: "   "}, CONF_TOPIC_PREFIX, "invalid_topic_prefix"),
         ({CONF_TOPIC_PREFIX: "$SYS/fltrust"}, CONF_TOPIC_PREFIX, "invalid_topic_prefix"),
+        ({CONF_TOPIC_PREFIX: "home//fltrust"}, CONF_TOPIC_PREFIX, "invalid_topic_prefix"),
         ({CONF_ROUND_INTERVAL: float("nan")}, CONF_ROUND_INTERVAL, "not_a_number"),
         ({CONF_QUARANTINE_THRESHOLD: float("nan")}, CONF_QUARANTINE_THRESHOLD, "not_a_number"),
         ({CONF_FEDERATION_KEY: "abc123"}, CONF_FEDERATION_KEY, "invalid_federation_key"),
