@@ -201,6 +201,54 @@ def test_state_survives_restart(federation: Federation, now: float) -> None:
     assert outcome.events[0].data["reason"] == "replayed"
 
 
+def _growing_node_rounds(federation: Federation, now: float, samples: list[int]) -> list[float]:
+    """Play rounds in which node "grower" sends ``samples[i]`` rows in round i + 1.
+
+    Its step changes direction when its sample count changes, as a training
+    buffer that fills up changes what a node learns. Returns its integrity
+    evidence per round.
+    """
+    grower = NodeSimulator("grower")
+    nodes = [*(NodeSimulator(node_id) for node_id in HONEST), grower]
+    rng = np.random.RandomState(0)
+    evidence = []
+    clock = now
+    for round_number, count in enumerate(samples, start=1):
+        clock += 10
+        for node in nodes:
+            _deliver(federation, node.heartbeat(clock), clock)
+        federation.start_round(clock)
+        kinds = federation.model.kinds
+        base = kinds["temperature"].svm_vector() if kinds else np.zeros(9)
+        for node in nodes:
+            step = 0.1 + 0.01 * rng.normal(size=9)
+            n_samples = 100
+            if node is grower:
+                n_samples = count
+                step[: len(step) // 2] *= -1 if count != samples[0] else 1
+            vector = base + step
+            model = kind_model(vector[:-1], vector[-1], n_samples)
+            _deliver(federation, node.update(round_number, model, clock + 1), clock + 1)
+        federation.close_round(clock + 2)
+        evidence.append(federation.nodes["grower"].last_integrity)
+    return evidence
+
+
+def test_growing_training_data_restarts_history(federation: Federation, now: float) -> None:
+    grown = _growing_node_rounds(federation, now, [24, 24, 24, 24, 100, 100])
+
+    assert grown == [1.0] * 6
+    assert federation.nodes["grower"].trust.update_samples["temperature"] == [100, 1]
+
+
+def test_changed_update_without_growth_loses_evidence(federation: Federation, now: float) -> None:
+    # The same change with a sample count that shrinks is compared with the history.
+    evidence = _growing_node_rounds(federation, now, [100, 100, 100, 100, 24, 24])
+
+    assert evidence[:4] == [1.0] * 4
+    assert evidence[4] < 1.0
+
+
 def test_unsaved_message_not_replayed_after_restart(federation: Federation, now: float) -> None:
     node = NodeSimulator("node-1")
     _join(federation, [node], now)

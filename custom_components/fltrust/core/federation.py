@@ -602,9 +602,16 @@ class Federation:
                 for digest, version in node.trust.update_digests.get(kind, []):
                     earlier.setdefault(digest, set()).add(version)
             repeated = [bool(earlier.get(d, set()) - {self.model.version}) for d in digests]
+            fresh = [
+                self.nodes[n].trust.grown_data(kind, model.n_samples)
+                for n, model in zip(senders, models, strict=True)
+            ]
             results = score_updates(
                 parts,
-                [self.nodes[n].trust.update_baseline(kind) for n in senders],
+                [
+                    None if restart else self.nodes[n].trust.update_baseline(kind)
+                    for n, restart in zip(senders, fresh, strict=True)
+                ],
                 repeated,
                 typical=typical_data(
                     [model.stats for model in models],
@@ -613,9 +620,13 @@ class Federation:
                 arrival=[order[n] for n in senders],
             )
             self._round_scores[kind] = dict(zip(senders, results, strict=True))
-            for node_id, part, digest, result in zip(senders, parts, digests, results, strict=True):
+            for node_id, model, part, digest, result, restart in zip(
+                senders, models, parts, digests, results, fresh, strict=True
+            ):
                 trust = self.nodes[node_id].trust
-                trust.observe_update(kind, part, result, digest, self.model.version)
+                trust.observe_update(
+                    kind, part, result, digest, self.model.version, model.n_samples, restart
+                )
                 scores[node_id] = min(scores.get(node_id, 1.0), result.evidence)
                 if result.evidence < 0.5:
                     trust.record_event(

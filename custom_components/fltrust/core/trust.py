@@ -38,6 +38,14 @@ MAX_EVENTS = 100
 MAX_HISTORY = 500
 # Update fingerprints kept per node and kind, to recognise a repeated update.
 MAX_DIGESTS = 32
+# A node's training buffer fills over its first rounds, and an update trained on
+# several times more rows than the one before may differ from its history for
+# that reason alone. An update whose sample count grew by more than
+# SAMPLE_GROWTH starts the node's history of that kind afresh, at most
+# MAX_GROWTH_RESTARTS times per kind, so that claiming growth cannot hide an
+# attacker for long.
+SAMPLE_GROWTH = 1.25
+MAX_GROWTH_RESTARTS = 8
 
 
 class TrustStatus(StrEnum):
@@ -131,6 +139,8 @@ class NodeTrust:
     update_baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Kind -> [fingerprint, global model version at arrival] of recent updates, oldest first.
     update_digests: dict[str, list[list[Any]]] = field(default_factory=dict)
+    # Kind -> [sample count of the latest update, restarts for growth so far].
+    update_samples: dict[str, list[int]] = field(default_factory=dict)
     # Whether an update of this round lost all evidence while on probation
     # (``scoring.relapsed``). The round's close quarantines the node for it.
     relapsed: bool = False
@@ -214,6 +224,20 @@ class NodeTrust:
         stored = self.update_baselines.get(kind)
         return None if stored is None else UpdateBaseline.from_json(stored)
 
+    def grown_data(self, kind: str, n_samples: int) -> bool:
+        """Return whether an update of ``kind`` on ``n_samples`` rows starts its history afresh.
+
+        True when the sample count grew by more than ``SAMPLE_GROWTH`` since the
+        node's previous update of the kind and the node has restarts left.
+        Score such an update without a baseline and pass ``fresh=True`` to
+        ``observe_update``.
+        """
+        stored = self.update_samples.get(kind)
+        if stored is None or kind not in self.update_baselines:
+            return False
+        last, restarts = stored
+        return n_samples > SAMPLE_GROWTH * last and restarts < MAX_GROWTH_RESTARTS
+
     def observe_update(
         self,
         kind: str,
@@ -221,14 +245,17 @@ class NodeTrust:
         score: UpdateScore,
         digest: str,
         version: int,
+        n_samples: int | None = None,
+        fresh: bool = False,
     ) -> None:
         """Learn from one scored update of ``kind``: its baseline and its fingerprint.
 
         ``parts`` come from ``scoring.update_parts`` and ``score`` from
         ``scoring.score_updates``. ``version`` is the global model version
-        when the update arrived.
+        when the update arrived and ``n_samples`` the update's sample count.
+        With ``fresh`` (see ``grown_data``) the update starts a new baseline.
         """
-        previous = self.update_baseline(kind)
+        previous = None if fresh else self.update_baseline(kind)
         self.relapsed = self.relapsed or relapsed(previous, score)
         baseline = learn_baseline(previous, parts, score)
         if baseline is None:
@@ -238,6 +265,9 @@ class NodeTrust:
         digests = self.update_digests.setdefault(kind, [])
         digests.append([digest, int(version)])
         del digests[:-MAX_DIGESTS]
+        if n_samples is not None:
+            restarts = self.update_samples.get(kind, [0, 0])[1] + int(fresh)
+            self.update_samples[kind] = [int(n_samples), restarts]
 
     def close_round(
         self, node_id: str, round_number: int, now: float, config: TrustConfig
@@ -323,7 +353,7 @@ class NodeTrust:
         del data["relapsed"]
         # A node that never sent an update keeps the stored form it had before
         # update histories existed; from_dict fills in the empty defaults.
-        for name in ("update_baselines", "update_digests"):
+        for name in ("update_baselines", "update_digests", "update_samples"):
             if not data[name]:
                 del data[name]
         return data
@@ -338,6 +368,10 @@ class NodeTrust:
         values["update_digests"] = {
             kind: [list(item) for item in items]
             for kind, items in values.get("update_digests", {}).items()
+        }
+        values["update_samples"] = {
+            str(kind): [int(count), int(restarts)]
+            for kind, (count, restarts) in values.get("update_samples", {}).items()
         }
         for key in ("score", "behaviour", "network", "integrity", *_BASELINE_FIELDS):
             if key in values:
