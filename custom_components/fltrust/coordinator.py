@@ -176,6 +176,9 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
                 translation_key="invalid_stored_state",
                 translation_placeholders={"path": self._store.path},
             ) from err
+        if stored and stored.get("clean"):
+            # A crash before the next save must not leave the mark behind.
+            await self.async_save()
         self.devices.async_register_federation()
 
     @override
@@ -243,7 +246,7 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         self._stopping = True
         self._cancel_timers()
         if self._federation is not None:
-            await self.async_save()
+            await self.async_save(clean=True)
 
     @override
     async def async_shutdown(self) -> None:
@@ -257,15 +260,19 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         self._pending.clear()
         self._pending_bytes = 0
         if self._federation is not None:
-            await self.async_save()
+            await self.async_save(clean=True)
 
-    async def async_save(self) -> None:
-        """Write the federation state to storage now."""
+    async def async_save(self, clean: bool = False) -> None:
+        """Write the federation state to storage now.
+
+        ``clean`` marks the last save before the coordinator stops taking
+        messages, so that the next start need not distrust earlier timestamps.
+        """
         if self._save_timer is not None:
             self._save_timer()
             self._save_timer = None
         async with self._lock:
-            data = await self.hass.async_add_executor_job(self.federation.to_dict)
+            data = await self.hass.async_add_executor_job(self.federation.to_dict, clean)
         await self._store.async_save(data)
 
     @callback

@@ -80,6 +80,32 @@ async def test_unload_saves_state(
     assert set(stored["nodes"]["node-1"]["devices"]) == {"thermostat"}
 
 
+async def test_reload_keeps_accepting_a_lagging_clock(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    frozen_time: FrozenDateTimeFactory,
+) -> None:
+    """Test a clean unload marks the state, so a reload accepts messages stamped before it."""
+    node = EdgeNode(hass, "node-1")
+    node.send_heartbeat()
+    await hass.async_block_till_done()
+    # A heartbeat stamped now, but published after the reload, as a lagging clock would.
+    late = node.envelope("heartbeat", _heartbeat_body())
+
+    assert await hass.config_entries.async_unload(init_integration.entry_id)
+    await hass.async_block_till_done()
+    assert hass_storage[STORAGE_KEY]["data"]["clean"] is True
+    await advance(hass, frozen_time, 30)
+    assert await hass.config_entries.async_setup(init_integration.entry_id)
+    await hass.async_block_till_done()
+    node.send_raw(node.topic("heartbeat"), protocol.encode(late))
+    await hass.async_block_till_done()
+
+    assert "clean" not in hass_storage[STORAGE_KEY]["data"]
+    assert hass.states.get("sensor.test_federation_rejected_messages").state == "0"
+
+
 async def test_stop_saves_state(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,

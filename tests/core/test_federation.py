@@ -201,6 +201,17 @@ def test_state_survives_restart(federation: Federation, now: float) -> None:
     assert outcome.events[0].data["reason"] == "replayed"
 
 
+def test_clean_stop_keeps_earlier_timestamps(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    late = node.heartbeat(now + 1)
+    stored = json.loads(json.dumps(federation.to_dict(clean=True)))
+
+    restored = Federation(federation.settings, stored, now=now + 30)
+
+    assert "rejected" not in _kinds(_deliver(restored, late, now + 31))
+
+
 def _growing_node_rounds(federation: Federation, now: float, samples: list[int]) -> list[float]:
     """Play rounds in which node "grower" sends ``samples[i]`` rows in round i + 1.
 

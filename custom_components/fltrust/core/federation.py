@@ -194,9 +194,10 @@ class Federation:
     ) -> None:
         """Create the engine, restoring ``stored`` state from a previous run when given.
 
-        ``now`` is the time of the restore, by default the system clock. Messages
-        sent before it are rejected, because the stored replay counters may
-        predate them.
+        ``now`` is the time of the restore, by default the system clock. Unless
+        ``stored`` was saved on a clean stop (``to_dict(clean=True)``),
+        messages sent before it are rejected, because the stored replay
+        counters may predate them.
         """
         self.settings = settings
         self._signing_key = derive_coordinator_private_key(settings.federation_key)
@@ -216,7 +217,8 @@ class Federation:
         self._counter = 0
         if stored:
             self._restore(stored)
-            self.replay.not_before = time.time() if now is None else now
+            if not stored.get("clean"):
+                self.replay.not_before = time.time() if now is None else now
 
     # Downlink.
 
@@ -726,8 +728,18 @@ class Federation:
 
     # Storage.
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return everything that must survive a restart, JSON-ready."""
+    def to_dict(self, clean: bool = False) -> dict[str, Any]:
+        """Return everything that must survive a restart, JSON-ready.
+
+        Pass ``clean`` only for the last save before the engine stops, after
+        which it accepts no message: the replay counters are then complete.
+        """
+        data = self._state()
+        if clean:
+            data["clean"] = True
+        return data
+
+    def _state(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
             "round": self.round,
