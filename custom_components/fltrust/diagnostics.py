@@ -13,7 +13,9 @@ from .coordinator import FltrustConfigEntry
 # The federation key signs for every node and the coordinator. An open
 # re-authentication challenge is redacted too, because with it a stolen node
 # key is enough to re-authenticate.
-TO_REDACT = {CONF_FEDERATION_KEY, "challenge", "node_key"}
+# The baseline of a node's updates ("parts") contains statistics of its own data,
+# such as the mean of each reading, which never leave the node otherwise.
+TO_REDACT = {CONF_FEDERATION_KEY, "challenge", "node_key", "parts"}
 
 
 def _model_summary(model: dict[str, Any]) -> dict[str, Any]:

@@ -57,10 +57,23 @@ def _get_coordinator(hass: HomeAssistant, entry_id: str) -> FltrustCoordinator:
     return coordinator
 
 
+def _valid_node_id(node_id: str) -> str:
+    """Return ``node_id``, or raise ServiceValidationError if it is not a valid node id."""
+    if not is_valid_id(node_id):
+        # Only the start of an overlong id goes into the message.
+        displayed = node_id if len(node_id) <= 80 else f"{node_id[:80]}…"
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="invalid_node_id",
+            translation_placeholders={"node_id": displayed, "pattern": ID_PATTERN.pattern},
+        )
+    return node_id
+
+
 async def _async_release(call: ServiceCall) -> None:
     """Lift the quarantine of one node."""
     coordinator = _get_coordinator(call.hass, call.data[CONF_CONFIG_ENTRY_ID])
-    node_id: str = call.data[CONF_NODE_ID]
+    node_id = _valid_node_id(call.data[CONF_NODE_ID])
     placeholders = {"node_id": node_id, "title": coordinator.config_entry.title}
     try:
         await coordinator.async_release(node_id, call.context)
@@ -81,13 +94,7 @@ async def _async_release(call: ServiceCall) -> None:
 async def _async_issue_node_key(call: ServiceCall) -> ServiceResponse:
     """Return the key an edge node signs with and the key it verifies the coordinator with."""
     coordinator = _get_coordinator(call.hass, call.data[CONF_CONFIG_ENTRY_ID])
-    node_id: str = call.data[CONF_NODE_ID]
-    if not is_valid_id(node_id):
-        raise ServiceValidationError(
-            translation_domain=DOMAIN,
-            translation_key="invalid_node_id",
-            translation_placeholders={"node_id": node_id, "pattern": ID_PATTERN.pattern},
-        )
+    node_id = _valid_node_id(call.data[CONF_NODE_ID])
     LOGGER.info(
         "%s: issued the key of node %s to user %s",
         coordinator.config_entry.entry_id,

@@ -45,6 +45,10 @@ async def test_diagnostics(
     node.challenge = CHALLENGE
     node.challenge_round = 3
     federation.round = 3
+    # Its baseline holds statistics of its own readings, such as their mean.
+    federation.nodes["node-1"].trust.update_baselines = {
+        "temperature": {"parts": [[0.5, -0.25], [92.25, 0.1]], "spreads": None, "probation": 0}
+    }
     store_federation(hass_storage, mock_config_entry, federation)
     mock_config_entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
@@ -62,4 +66,7 @@ async def test_diagnostics(
     assert security.derive_node_key(federation_key, "node-1").hex() not in text
     assert diagnostics["entry"]["data"]["federation_key"] == "**REDACTED**"
     assert diagnostics["state"]["nodes"]["node-2"]["challenge"] == "**REDACTED**"
+    assert "92.25" not in text
+    baseline = diagnostics["state"]["nodes"]["node-1"]["trust"]["update_baselines"]["temperature"]
+    assert baseline["parts"] == "**REDACTED**"
     assert diagnostics["state"]["nodes"]["node-1"]["last_rejection"].startswith("malformed")

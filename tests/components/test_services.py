@@ -108,6 +108,7 @@ async def test_release_quarantined_node(
         ({"config_entry_id": "no-such-entry", "node_id": "node-1"}, "entry_not_found"),
         ({"config_entry_id": ENTRY_ID, "node_id": "node-9"}, "node_not_found"),
         ({"config_entry_id": ENTRY_ID, "node_id": "node-2"}, "node_not_quarantined"),
+        ({"config_entry_id": ENTRY_ID, "node_id": "Kitchen/Pi"}, "invalid_node_id"),
     ],
 )
 async def test_release_errors(
@@ -185,6 +186,17 @@ async def test_issue_node_key_invalid_id(
 
     assert err.value.translation_key == "invalid_node_id"
     assert err.value.translation_placeholders["node_id"] == "Kitchen/Pi"
+
+
+async def test_overlong_node_id_shortened_in_error(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """Test an overlong node id appears only by its start in the error."""
+    with pytest.raises(ServiceValidationError) as err:
+        await _call(hass, "release", {"config_entry_id": ENTRY_ID, "node_id": "x" * 5000})
+
+    assert err.value.translation_key == "invalid_node_id"
+    assert err.value.translation_placeholders["node_id"] == "x" * 80 + "…"
 
 
 async def test_issue_node_key_requires_response(
