@@ -50,7 +50,9 @@ NODE_BINARY_SENSORS: tuple[FltrustNodeBinarySensorEntityDescription, ...] = (
     FltrustNodeBinarySensorEntityDescription(
         key="reauth_required",
         translation_key="reauth_required",
-        is_on_fn=lambda node: node.status == TrustStatus.REAUTH_REQUIRED,
+        # Off once the node answered its challenge, even while its trust is
+        # still below the threshold: nothing more is required of it.
+        is_on_fn=lambda node: node.status == TrustStatus.REAUTH_REQUIRED and not node.authenticated,
     ),
     FltrustNodeBinarySensorEntityDescription(
         key="connected",

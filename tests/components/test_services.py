@@ -24,6 +24,7 @@ from .conftest import (
     ENTRY_ID,
     FEDERATION_KEY,
     PREFIX,
+    EdgeNode,
     federation_with_nodes,
     published,
     store_federation,
@@ -80,6 +81,16 @@ async def test_release_quarantined_node(
 
     assert hass.states.get("binary_sensor.node_1_quarantined").state == STATE_OFF
     assert hass.states.get("binary_sensor.node_1_re_authentication_required").state == STATE_ON
+    assert hass.states.get("sensor.node_1_trust").state == "55.0"
+    [challenge] = [
+        envelope["body"]["nonce"]
+        for envelope, _, _ in published(mqtt_mock, protocol.command_topic(PREFIX, "node-1"))
+        if envelope["body"]["action"] == "reauthenticate"
+    ]
+    # Above the counters the stored state holds for node-1.
+    EdgeNode(hass, "node-1").send("auth", {"nonce": challenge}, counter=10**6)
+    await hass.async_block_till_done()
+    assert hass.states.get("binary_sensor.node_1_re_authentication_required").state == STATE_OFF
     assert hass.states.get("sensor.node_1_trust").state == "55.0"
     assert len(released) == 1
     assert released[0].context is context
