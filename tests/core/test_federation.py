@@ -201,6 +201,17 @@ def test_state_survives_restart(federation: Federation, now: float) -> None:
     assert outcome.events[0].data["reason"] == "replayed"
 
 
+def test_late_update_rejected_without_charge(federation: Federation, now: float) -> None:
+    node, body = _round_one_update(federation, now)
+    federation.close_round(now + 6)
+    events = len(federation.nodes["node-1"].trust.events)
+
+    outcome = _deliver(federation, node.message("update", body, now + 7), now + 7)
+
+    assert outcome.events[0].data["reason"] == "late"
+    assert len(federation.nodes["node-1"].trust.events) == events
+
+
 def test_clean_stop_keeps_earlier_timestamps(federation: Federation, now: float) -> None:
     node = NodeSimulator("node-1")
     _join(federation, [node], now)

@@ -408,6 +408,12 @@ class Federation:
     def _on_update(self, node: NodeRecord, body: dict[str, Any], now: float) -> Outcome:
         shapes = {kind: model.n_features for kind, model in self.model.kinds.items()}
         update = parse_update(body, self.settings.params, shapes)
+        if update.round < self.round or (update.round == self.round and not self.round_open):
+            raise MessageRejected(
+                RejectReason.LATE,
+                f"update for round {update.round}, which has closed; open round is "
+                f"{self.round if self.round_open else 'none'}",
+            )
         if not self.round_open or update.round != self.round:
             raise MessageRejected(
                 RejectReason.WRONG_ROUND,

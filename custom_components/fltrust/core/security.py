@@ -50,6 +50,7 @@ class RejectReason(StrEnum):
     NON_FINITE = "non_finite"
     WRONG_SHAPE = "wrong_shape"
     WRONG_ROUND = "wrong_round"
+    LATE = "late"
     QUARANTINED = "quarantined"
 
 
@@ -69,6 +70,9 @@ REJECTION_SEVERITY: dict[RejectReason, float] = {
     RejectReason.NON_FINITE: 1.0,
     RejectReason.WRONG_SHAPE: 1.0,
     RejectReason.WRONG_ROUND: 0.1,
+    # An update for a round that already closed: an honest node that paused or
+    # lost its connection for a moment sends one.
+    RejectReason.LATE: 0.0,
     RejectReason.QUARANTINED: 0.0,
 }
 
