@@ -16,7 +16,9 @@ Protocol behaviour:
 - Downlink messages must pass ``downlink.DownlinkVerifier``. Rejected ones are
   logged with their reason and otherwise ignored.
 - A round announcement makes the node train one update per device kind from
-  the adopted global model, unless the node is quarantined.
+  the adopted global model, unless the node is quarantined or the round's
+  deadline passed. The time left is measured in the coordinator's clock, so
+  clock offset between node and coordinator does not matter.
 - A newer global model is adopted and the thresholds are recalibrated locally.
 - A heartbeat, which announces the node's devices, goes out right after every
   connection to the broker and then every ``heartbeat_interval`` seconds.
@@ -436,7 +438,7 @@ class EdgeNode:
         )
 
     def _on_round(self, message: Message) -> None:
-        announcement = self._verifier.open_round(message.payload, message.retained)
+        announcement, envelope = self._verifier.open_round(message.payload, message.retained)
         round_number = announcement.round
         if self._simulation is not None:
             self._simulation.observe_round(round_number)
@@ -449,9 +451,13 @@ class EdgeNode:
         if self.quarantined:
             _LOGGER.info("%s: quarantined, skipping round %s", self.node_id, round_number)
             return
-        if announcement.deadline < self._clock():
+        time_left = _round_time_left(announcement, envelope, message.received)
+        if time_left <= 0:
             _LOGGER.warning(
-                "%s: round %s arrived after its deadline, skipping it", self.node_id, round_number
+                "%s: round %s arrived %.1f s after its deadline, skipping it",
+                self.node_id,
+                round_number,
+                -time_left,
             )
             return
 
@@ -752,6 +758,24 @@ class EdgeNode:
         self._done_deadline = None
         self._write_results()
         self.done.set()
+
+
+def _round_time_left(
+    announcement: protocol.RoundAnnouncement, envelope: protocol.Envelope, received: float
+) -> float:
+    """Return the seconds left until the round's deadline, negative once it passed.
+
+    The deadline and the envelope timestamp are both in the coordinator's clock,
+    so their difference does not depend on the offset between the node's clock and
+    the coordinator's. That difference counts down from ``received``, the
+    ``time.monotonic()`` value at which the message arrived.
+    """
+    # NOTE: the time the message spent in transit or queued at the broker is not
+    # subtracted, because the node cannot tell it apart from clock offset. The
+    # verifier's freshness check, which rejects a timestamp more than
+    # DEFAULT_MAX_SKEW seconds from the node's clock, limits that error.
+    time_left_at_send = announcement.deadline - envelope.timestamp
+    return time_left_at_send - (time.monotonic() - received)
 
 
 def _reportable(value: float) -> float:

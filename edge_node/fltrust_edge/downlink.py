@@ -83,16 +83,19 @@ class DownlinkVerifier:
         self._store.state.coordinator_counter = envelope.counter
         self._store.save()
 
-    def open_round(self, payload: bytes, retained: bool = False) -> RoundAnnouncement:
+    def open_round(
+        self, payload: bytes, retained: bool = False
+    ) -> tuple[RoundAnnouncement, Envelope]:
         """Verify and parse a round announcement.
 
         Rounds are never retained by the coordinator, so a retained copy is
-        checked like a live message.
+        checked like a live message. The envelope is returned because its
+        timestamp and the round's deadline are both in the coordinator's clock.
         """
         envelope = self._open("round", payload, retained=False)
         announcement = protocol.parse_round(envelope.body)
         self._accept(envelope, retained=False)
-        return announcement
+        return announcement, envelope
 
     def open_model(
         self, payload: bytes, retained: bool, current_version: int

@@ -14,8 +14,9 @@ import queue
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -52,11 +53,16 @@ class Disconnected:
 
 @dataclass(frozen=True)
 class Message:
-    """A message on a subscribed topic. ``retained`` is set for retained deliveries."""
+    """A message on a subscribed topic. ``retained`` is set for retained deliveries.
+
+    ``received`` is the ``time.monotonic()`` value at which the message arrived,
+    which is when the link builds the event.
+    """
 
     topic: str
     payload: bytes
     retained: bool
+    received: float = field(default_factory=time.monotonic)
 
 
 class MqttLink:

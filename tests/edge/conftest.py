@@ -190,13 +190,22 @@ class CoordinatorSigner:
     def payload(self, message_type: str, body: dict[str, Any], **kwargs: Any) -> bytes:
         return protocol.encode(self.envelope(message_type, body, **kwargs))
 
-    def round(self, number: int, params: FederationParams = PARAMS, **kwargs: Any) -> bytes:
+    def round(
+        self,
+        number: int,
+        params: FederationParams = PARAMS,
+        time_left: float = 60.0,
+        timestamp: float | None = None,
+        **kwargs: Any,
+    ) -> bytes:
+        """Return a round announcement due ``time_left`` seconds after its timestamp."""
+        sent = time.time() if timestamp is None else timestamp
         body = protocol.round_body(
             protocol.RoundAnnouncement(
-                round=number, deadline=time.time() + 60.0, base_version=0, params=params
+                round=number, deadline=sent + time_left, base_version=0, params=params
             )
         )
-        return self.payload("round", body, **kwargs)
+        return self.payload("round", body, timestamp=sent, **kwargs)
 
     def model(self, model: GlobalModel, **kwargs: Any) -> bytes:
         return self.payload("model", model.to_json(), **kwargs)

@@ -151,6 +151,50 @@ def test_round_handled_once(node_config, signer):
     assert len(updates(link)) == 1
 
 
+# Four minutes, inside the five minutes of clock difference that messages may have.
+CLOCK_OFFSET = 240.0
+
+
+@pytest.mark.parametrize("offset", [CLOCK_OFFSET, -CLOCK_OFFSET], ids=["ahead", "behind"])
+def test_round_joined_with_skewed_clock(node_config, signer, caplog, offset):
+    node, link = replayed_node(node_config, clock=lambda: time.time() + offset)
+
+    with caplog.at_level("WARNING"):
+        send(node, ROUND_TOPIC, signer.round(1, time_left=60.0))
+        pump(node, lambda: updates(link))
+
+    update = protocol.parse_update(updates(link)[0]["body"], PARAMS, {"temperature": 3})
+    assert update.round == 1
+    assert node.rounds_joined == [1]
+    assert "after its deadline" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "offset", [CLOCK_OFFSET, 0.0, -CLOCK_OFFSET], ids=["ahead", "same", "behind"]
+)
+def test_expired_round_skipped_with_skewed_clock(node_config, signer, caplog, offset):
+    node, link = replayed_node(node_config, clock=lambda: time.time() + offset)
+
+    with caplog.at_level("WARNING"):
+        send(node, ROUND_TOPIC, signer.round(1, time_left=-1.0))
+
+    assert node._training_round is None
+    assert updates(link) == []
+    assert "round 1 arrived 1.0 s after its deadline, skipping it" in caplog.text
+
+
+def test_round_time_left_counts_from_receipt(node_config, signer, caplog):
+    node, link = replayed_node(node_config)
+    payload = signer.round(1, time_left=60.0)
+
+    with caplog.at_level("WARNING"):
+        node._dispatch(Message(ROUND_TOPIC, payload, False, received=time.monotonic() - 90.0))
+
+    assert node._training_round is None
+    assert updates(link) == []
+    assert "round 1 arrived 30.0 s after its deadline" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("make_payload", "reason"),
     [

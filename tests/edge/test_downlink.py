@@ -30,10 +30,14 @@ def rejection(call) -> RejectReason:
 
 
 def test_accepts_signed_round(verifier, signer):
-    announcement = verifier.open_round(signer.round(3))
+    sent = time.time()
+
+    announcement, envelope = verifier.open_round(signer.round(3, timestamp=sent, time_left=45.0))
 
     assert announcement.round == 3
     assert announcement.params == PARAMS
+    assert envelope.timestamp == sent
+    assert announcement.deadline == sent + 45.0
 
 
 def test_rejects_forged_signature(verifier):
@@ -123,7 +127,8 @@ def test_rejected_message_does_not_advance_counter(verifier, signer):
     rejection(lambda: verifier.open_round(signer.payload("round", {"round": 0}, counter=20)))
 
     assert verifier.guard.counters[protocol.COORDINATOR_SENDER] == verifier_counter
-    assert verifier.open_round(signer.round(2, counter=15)).round == 2
+    announcement, _ = verifier.open_round(signer.round(2, counter=15))
+    assert announcement.round == 2
 
 
 def model_payload(signer, version, **kwargs):
