@@ -1,4 +1,4 @@
-"""Put ``tools/`` on the import path and locate the shared data sets for the reader tests."""
+"""Put ``tools/`` and ``benchmarks/`` on the import path and locate the shared data sets."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "tools"))
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 # The shared data sets live next to the repository, not in it, so the tests that
 # read them are skipped on a fresh clone.
