@@ -5,12 +5,14 @@ from __future__ import annotations
 from homeassistant.components import mqtt
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
-from homeassistant.exceptions import ConfigEntryNotReady
+from homeassistant.exceptions import ConfigEntryNotReady, HomeAssistantError
 from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers.storage import Store
 from homeassistant.helpers.typing import ConfigType
 
-from .const import DOMAIN
+from .const import CONF_TOPIC_PREFIX, DOMAIN, LOGGER, STORAGE_VERSION
 from .coordinator import FltrustConfigEntry, FltrustCoordinator
+from .core.protocol import command_topic, model_topic, round_topic
 from .services import async_setup_services
 
 PLATFORMS = [Platform.BINARY_SENSOR, Platform.SENSOR]
@@ -38,3 +40,29 @@ async def async_setup_entry(hass: HomeAssistant, entry: FltrustConfigEntry) -> b
 async def async_unload_entry(hass: HomeAssistant, entry: FltrustConfigEntry) -> bool:
     """Unload a config entry. The coordinator saves the state when the entry unloads."""
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: FltrustConfigEntry) -> None:
+    """Delete the federation's stored state and clear its retained messages on the broker.
+
+    A federation set up again on the same prefix would otherwise hand its
+    nodes the old model and the old quarantine commands.
+    """
+    store: Store[dict] = Store(hass, STORAGE_VERSION, f"{DOMAIN}.{entry.entry_id}")
+    stored = await store.async_load()
+    await store.async_remove()
+    prefix = entry.data[CONF_TOPIC_PREFIX]
+    nodes = stored.get("nodes", {}) if isinstance(stored, dict) else {}
+    topics = [model_topic(prefix), round_topic(prefix)]
+    topics += [command_topic(prefix, node_id) for node_id in nodes if isinstance(node_id, str)]
+    try:
+        for topic in topics:
+            # An empty retained message deletes the retained one.
+            await mqtt.async_publish(hass, topic, b"", 1, True)
+    except HomeAssistantError as err:
+        LOGGER.warning(
+            "Could not clear the retained messages under %s/ after removing %s: %s",
+            prefix,
+            entry.title,
+            err,
+        )

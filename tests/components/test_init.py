@@ -49,6 +49,39 @@ async def test_setup_and_unload(
     assert entry.state is ConfigEntryState.NOT_LOADED
 
 
+async def test_remove_entry_clears_state_and_retained(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    mqtt_mock: MagicMock,
+    hass_storage: dict[str, Any],
+) -> None:
+    """Test removing an entry deletes its storage and the retained model and commands."""
+    mock_config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    EdgeNode(hass, "node-1").send_heartbeat()
+    await hass.async_block_till_done()
+    assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    assert STORAGE_KEY in hass_storage
+    mqtt_mock.async_publish.reset_mock()
+
+    await hass.config_entries.async_remove(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+
+    assert STORAGE_KEY not in hass_storage
+    cleared = {
+        call.args[0]
+        for call in mqtt_mock.async_publish.call_args_list
+        if call.args[1] in (b"", "") and call.args[3] is True
+    }
+    assert cleared == {
+        protocol.model_topic(PREFIX),
+        protocol.round_topic(PREFIX),
+        protocol.command_topic(PREFIX, "node-1"),
+    }
+
+
 async def test_setup_retries_without_mqtt(
     hass: HomeAssistant, mock_config_entry: MockConfigEntry
 ) -> None:
