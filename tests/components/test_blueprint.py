@@ -13,7 +13,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import async_mock_service
 
-from custom_components.fltrust.const import EVENT_QUARANTINED, EVENT_TRUST_DROPPED
+from custom_components.fltrust.const import EVENT_QUARANTINED, EVENT_RELEASED, EVENT_TRUST_DROPPED
 
 from .conftest import ENTRY_ID
 
@@ -49,7 +49,7 @@ async def _setup_blueprint(hass: HomeAssistant, quarantine_notification: bool = 
     await hass.async_block_till_done()
 
 
-def _event_data(trust: float, previous: float) -> dict:
+def _event_data(trust: float, previous: float, status: str = "reauth_required") -> dict:
     return {
         "config_entry_id": ENTRY_ID,
         "device_id": "abc",
@@ -57,7 +57,7 @@ def _event_data(trust: float, previous: float) -> dict:
         "trust": trust,
         "previous_trust": previous,
         "round": 3,
-        "status": "reauth_required",
+        "status": status,
         "reasons": ["integrity 0.01", "security 0.61"],
     }
 
@@ -111,3 +111,28 @@ async def test_quarantine_without_persistent_notification(hass: HomeAssistant) -
 
     assert len(notifications) == 1
     assert persistent == []
+
+
+async def test_drop_into_quarantine_notifies_once(hass: HomeAssistant) -> None:
+    """Test a drop into quarantine sends the quarantine notification only."""
+    notifications = async_mock_service(hass, "notify", "phone")
+    await _setup_blueprint(hass)
+
+    hass.bus.async_fire(EVENT_TRUST_DROPPED, _event_data(26.3, 42.2, status="quarantined"))
+    hass.bus.async_fire(EVENT_QUARANTINED, _event_data(26.3, 42.2, status="quarantined"))
+    await hass.async_block_till_done()
+
+    assert [n.data["title"] for n in notifications] == ["fltrust: node-c quarantined"]
+
+
+async def test_release_dismisses_persistent_notification(hass: HomeAssistant) -> None:
+    """Test a release dismisses the node's persistent quarantine notification."""
+    async_mock_service(hass, "notify", "phone")
+    dismissed = async_mock_service(hass, "persistent_notification", "dismiss")
+    await _setup_blueprint(hass)
+
+    hass.bus.async_fire(EVENT_RELEASED, _event_data(55.0, 20.0))
+    await hass.async_block_till_done()
+
+    assert len(dismissed) == 1
+    assert dismissed[0].data["notification_id"] == f"fltrust_quarantined_{ENTRY_ID}_node-c"
