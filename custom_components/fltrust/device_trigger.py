@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import voluptuous as vol
 from homeassistant.components.device_automation import DEVICE_TRIGGER_BASE_SCHEMA
+from homeassistant.components.device_automation.exceptions import (
+    InvalidDeviceAutomationConfig,
+)
 from homeassistant.components.homeassistant.triggers import event as event_trigger
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_DEVICE_ID, CONF_DOMAIN, CONF_PLATFORM, CONF_TYPE
@@ -29,16 +32,37 @@ TRIGGER_SCHEMA = DEVICE_TRIGGER_BASE_SCHEMA.extend(
 )
 
 
-async def async_get_triggers(hass: HomeAssistant, device_id: str) -> list[dict[str, str]]:
-    """Return the triggers of an edge node's device, and none for other devices."""
+def _is_node_device(hass: HomeAssistant, device_id: str) -> bool | None:
+    """Return whether ``device_id`` is an edge node's device, or None when it cannot tell yet.
+
+    It cannot tell while the device's fltrust entry is not loaded.
+    """
     device = dr.async_get(hass).async_get(device_id)
     if device is None:
-        return []
+        return False
     entry = hass.config_entries.async_get_entry(device.config_entry_id)
-    if entry is None or entry.domain != DOMAIN or entry.state is not ConfigEntryState.LOADED:
-        return []
+    if entry is None or entry.domain != DOMAIN:
+        return False
+    if entry.state is not ConfigEntryState.LOADED:
+        return None
     coordinator: FltrustCoordinator = entry.runtime_data
-    if coordinator.devices.node_for_device(device_id) is None:
+    return coordinator.devices.node_for_device(device_id) is not None
+
+
+async def async_validate_trigger_config(hass: HomeAssistant, config: ConfigType) -> ConfigType:
+    """Validate a trigger, rejecting one on a device that is not an edge node."""
+    config = TRIGGER_SCHEMA(config)
+    if _is_node_device(hass, config[CONF_DEVICE_ID]) is False:
+        raise InvalidDeviceAutomationConfig(
+            f"device {config[CONF_DEVICE_ID]} is not an fltrust edge node, so it has no "
+            f"{config[CONF_TYPE]} trigger"
+        )
+    return config
+
+
+async def async_get_triggers(hass: HomeAssistant, device_id: str) -> list[dict[str, str]]:
+    """Return the triggers of an edge node's device, and none for other devices."""
+    if not _is_node_device(hass, device_id):
         return []
     return [
         {

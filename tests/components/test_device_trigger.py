@@ -89,6 +89,24 @@ async def test_node_device_triggers(
         assert [trigger for trigger in triggers if trigger["domain"] == DOMAIN] == []
 
 
+async def test_trigger_on_federation_device_rejected(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    device_registry: dr.DeviceRegistry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Test an automation with a trigger on the federation's device does not load."""
+    federation = _device(device_registry, ENTRY_ID)
+
+    await _add_automations(hass, federation.id)
+    await hass.async_block_till_done()
+
+    automations = hass.states.async_entity_ids(automation.DOMAIN)
+    states = [hass.states.get(entity_id).state for entity_id in automations]
+    assert states == ["unavailable", "unavailable"]
+    assert "is not an fltrust edge node" in caplog.text
+
+
 async def test_trigger_filters_by_device(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,
