@@ -287,7 +287,7 @@ class EdgeNode:
             now = time.monotonic()
             if now >= self._next_heartbeat:
                 self._publish_heartbeat()
-                self._next_heartbeat = max(self._next_heartbeat + interval, now)
+                self._next_heartbeat = _next_heartbeat(self._next_heartbeat, now, interval)
             if self._done_deadline is not None and now >= self._done_deadline:
                 _LOGGER.info(
                     "%s: no newer global model within %.0f s after the replay ended",
@@ -758,6 +758,18 @@ class EdgeNode:
         self._done_deadline = None
         self._write_results()
         self.done.set()
+
+
+def _next_heartbeat(due: float, now: float, interval: float) -> float:
+    """Return when the heartbeat after one that was ``due`` and sent at ``now`` is due.
+
+    It keeps the cadence, but after a pause longer than ``interval`` (a suspended
+    process, a busy host) it skips the missed heartbeats. Sending them at once
+    would report intervals of milliseconds, and the coordinator would read the
+    traffic since the last one as a burst.
+    """
+    following = due + interval
+    return following if following > now else now + interval
 
 
 def _round_time_left(

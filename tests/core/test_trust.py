@@ -51,6 +51,13 @@ def test_traffic_surge_lowers_network_signal() -> None:
     assert trust.network == pytest.approx(0.1)
 
 
+def test_heartbeat_right_after_another_no_surge() -> None:
+    trust = NodeTrust()
+    _warm(trust)
+    trust.observe_heartbeat(100, 2, 0, 200, 1e-3)
+    assert trust.network == 1.0
+
+
 def test_baseline_not_dragged_by_attack() -> None:
     trust = NodeTrust()
     _warm(trust)

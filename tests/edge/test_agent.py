@@ -11,6 +11,7 @@ import pytest
 from fltrust_core import protocol, security
 from fltrust_core.detectors import PersonalizedDetector
 from fltrust_core.model import FederationParams, GlobalModel
+from fltrust_edge import agent
 from fltrust_edge.agent import EdgeNode, ReplayEnded
 from fltrust_edge.config import SimulationConfig, load_config
 from fltrust_edge.link import Connected, Disconnected, Message
@@ -837,3 +838,12 @@ def test_replay_error_in_results(tmp_path):
     assert error == f"{path} line 251: invalid CSV: a quote opened here is never closed"
     assert node._monitors["sensor-1"].n_train + node._monitors["sensor-1"].n_test == 249
     assert node.errors == [f"replay of sensor-1 ended early: {error}"]
+
+
+@pytest.mark.parametrize(
+    ("due", "now", "expected"),
+    [(100.0, 100.2, 110.0), (100.0, 109.9, 110.0), (100.0, 112.0, 122.0), (100.0, 135.0, 145.0)],
+    ids=["on-time", "late-within-interval", "after-pause", "after-long-pause"],
+)
+def test_next_heartbeat_skips_missed_ones(due: float, now: float, expected: float) -> None:
+    assert agent._next_heartbeat(due, now, 10.0) == expected
