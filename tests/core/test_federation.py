@@ -201,6 +201,16 @@ def test_state_survives_restart(federation: Federation, now: float) -> None:
     assert outcome.events[0].data["reason"] == "replayed"
 
 
+def test_second_update_in_round_names_shared_id(federation: Federation, now: float) -> None:
+    node, body = _round_one_update(federation, now)
+    _deliver(federation, node.message("update", body, now + 1), now + 1)
+
+    outcome = _deliver(federation, node.message("update", body, now + 2), now + 2)
+
+    assert outcome.events[0].data["reason"] == "wrong_round"
+    assert "two edge nodes are set up with the id node-1" in outcome.events[0].data["detail"]
+
+
 def test_late_update_rejected_without_charge(federation: Federation, now: float) -> None:
     node, body = _round_one_update(federation, now)
     federation.close_round(now + 6)

@@ -425,7 +425,11 @@ class Federation:
                 RejectReason.QUARANTINED, "update from a quarantined node dropped"
             )
         if node.node_id in self.updates:
-            raise MessageRejected(RejectReason.WRONG_ROUND, f"second update for round {self.round}")
+            raise MessageRejected(
+                RejectReason.WRONG_ROUND,
+                f"second update for round {self.round}; if this repeats, check whether two "
+                f"edge nodes are set up with the id {node.node_id}",
+            )
         announced = {record.info.kind for record in node.devices.values()}
         unannounced = sorted(set(update.kinds) - announced)
         if unannounced:
