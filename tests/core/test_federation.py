@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fltrust_core import protocol, security
 from fltrust_core.federation import Federation, FederationEvent
-from fltrust_core.trust import TrustStatus
+from fltrust_core.trust import GROWTH_WINDOW, TrustStatus
 
 from .conftest import PARAMS, PREFIX, NodeSimulator, kind_model
 
@@ -233,11 +233,14 @@ def test_clean_stop_keeps_earlier_timestamps(federation: Federation, now: float)
     assert "rejected" not in _kinds(_deliver(restored, late, now + 31))
 
 
-def _growing_node_rounds(federation: Federation, now: float, samples: list[int]) -> list[float]:
+def _growing_node_rounds(
+    federation: Federation, now: float, samples: list[int], flip: bool = False
+) -> list[float]:
     """Play rounds in which node "grower" sends ``samples[i]`` rows in round i + 1.
 
     Its step changes direction when its sample count changes, as a training
-    buffer that fills up changes what a node learns. Returns its integrity
+    buffer that fills up changes what a node learns, or with ``flip`` turns
+    against the others' steps, as an attacker would. Returns its integrity
     evidence per round.
     """
     grower = NodeSimulator("grower")
@@ -257,7 +260,8 @@ def _growing_node_rounds(federation: Federation, now: float, samples: list[int])
             n_samples = 100
             if node is grower:
                 n_samples = count
-                step[: len(step) // 2] *= -1 if count != samples[0] else 1
+                if count != samples[0]:
+                    step = -10 * step if flip else step * np.repeat([-1, 1], [4, 5])
             vector = base + step
             model = kind_model(vector[:-1], vector[-1], n_samples)
             _deliver(federation, node.update(round_number, model, clock + 1), clock + 1)
@@ -270,7 +274,22 @@ def test_growing_training_data_restarts_history(federation: Federation, now: flo
     grown = _growing_node_rounds(federation, now, [24, 24, 24, 24, 100, 100])
 
     assert grown == [1.0] * 6
-    assert federation.nodes["grower"].trust.update_samples["temperature"] == [100, 1]
+    assert federation.nodes["grower"].trust.update_samples["temperature"] == [100, 6]
+
+
+def test_growth_claimed_with_flipped_update_compared(federation: Federation, now: float) -> None:
+    evidence = _growing_node_rounds(federation, now, [24, 24, 24, 100], flip=True)
+
+    assert evidence[:3] == [1.0] * 3
+    assert evidence[3] == 0.0
+
+
+def test_growth_after_first_updates_compared(federation: Federation, now: float) -> None:
+    # Growth claimed when a node turns, after its first updates, restarts nothing.
+    evidence = _growing_node_rounds(federation, now, [24] * GROWTH_WINDOW + [100])
+
+    assert evidence[:GROWTH_WINDOW] == [1.0] * GROWTH_WINDOW
+    assert evidence[-1] < 1.0
 
 
 def test_changed_update_without_growth_loses_evidence(federation: Federation, now: float) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fltrust_core.scoring import UpdateScore
 from fltrust_core.trust import (
-    MAX_GROWTH_RESTARTS,
+    GROWTH_WINDOW,
     DeviceTrust,
     NodeTrust,
     TrustChange,
@@ -196,13 +196,13 @@ def test_device_trust_drops_while_anomalous() -> None:
     assert device.score(90.0) < 40.0
 
 
-def test_growth_restarts_are_limited() -> None:
-    trust = NodeTrust(update_baselines={"pump": {}}, update_samples={"pump": [100, 0]})
+def test_growth_restarts_only_in_first_updates() -> None:
+    trust = NodeTrust(update_baselines={"pump": {}}, update_samples={"pump": [100, 3]})
 
     assert not trust.grown_data("pump", 125)
     assert trust.grown_data("pump", 126)
     assert not trust.grown_data("heater", 1000)
-    trust.update_samples["pump"] = [100, MAX_GROWTH_RESTARTS]
+    trust.update_samples["pump"] = [100, GROWTH_WINDOW]
     assert not trust.grown_data("pump", 1000)
     restored = NodeTrust.from_dict(json.loads(json.dumps(trust.to_dict())))
-    assert restored.update_samples == {"pump": [100, MAX_GROWTH_RESTARTS]}
+    assert restored.update_samples == {"pump": [100, GROWTH_WINDOW]}

@@ -614,23 +614,31 @@ class Federation:
                 for digest, version in node.trust.update_digests.get(kind, []):
                     earlier.setdefault(digest, set()).add(version)
             repeated = [bool(earlier.get(d, set()) - {self.model.version}) for d in digests]
-            fresh = [
-                self.nodes[n].trust.grown_data(kind, model.n_samples)
-                for n, model in zip(senders, models, strict=True)
-            ]
-            results = score_updates(
-                parts,
-                [
-                    None if restart else self.nodes[n].trust.update_baseline(kind)
-                    for n, restart in zip(senders, fresh, strict=True)
-                ],
-                repeated,
-                typical=typical_data(
-                    [model.stats for model in models],
-                    None if previous is None else previous.stats,
-                ),
-                arrival=[order[n] for n in senders],
+            typical = typical_data(
+                [model.stats for model in models],
+                None if previous is None else previous.stats,
             )
+            baselines = [self.nodes[n].trust.update_baseline(kind) for n in senders]
+            results = score_updates(
+                parts, baselines, repeated, typical=typical, arrival=[order[n] for n in senders]
+            )
+            # A node whose training data grew may stray from its history for that
+            # reason alone. It starts afresh only if its update still points the
+            # way the round's updates point: a flipped update gains nothing.
+            fresh = [
+                result.evidence < 1.0
+                and result.weight > 0.0
+                and self.nodes[n].trust.grown_data(kind, model.n_samples)
+                for n, model, result in zip(senders, models, results, strict=True)
+            ]
+            if any(fresh):
+                baselines = [
+                    None if restart else baseline
+                    for baseline, restart in zip(baselines, fresh, strict=True)
+                ]
+                results = score_updates(
+                    parts, baselines, repeated, typical=typical, arrival=[order[n] for n in senders]
+                )
             self._round_scores[kind] = dict(zip(senders, results, strict=True))
             for node_id, model, part, digest, result, restart in zip(
                 senders, models, parts, digests, results, fresh, strict=True

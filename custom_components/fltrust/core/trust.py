@@ -42,12 +42,13 @@ MAX_DIGESTS = 32
 MIN_TRAFFIC_INTERVAL = 1.0
 # A node's training buffer fills over its first rounds, and an update trained on
 # several times more rows than the one before may differ from its history for
-# that reason alone. An update whose sample count grew by more than
-# SAMPLE_GROWTH starts the node's history of that kind afresh, at most
-# MAX_GROWTH_RESTARTS times per kind, so that claiming growth cannot hide an
-# attacker for long.
+# that reason alone. Among a node's first GROWTH_WINDOW updates of a kind, one
+# whose sample count grew by more than SAMPLE_GROWTH may start its history
+# afresh (the round engine also requires that it agrees with the round's
+# direction). Later growth does not: an attacker that claimed growth when it
+# turned would otherwise be compared only with its attack updates.
 SAMPLE_GROWTH = 1.25
-MAX_GROWTH_RESTARTS = 8
+GROWTH_WINDOW = 5
 
 
 class TrustStatus(StrEnum):
@@ -141,7 +142,7 @@ class NodeTrust:
     update_baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Kind -> [fingerprint, global model version at arrival] of recent updates, oldest first.
     update_digests: dict[str, list[list[Any]]] = field(default_factory=dict)
-    # Kind -> [sample count of the latest update, restarts for growth so far].
+    # Kind -> [sample count of the latest update, number of updates so far].
     update_samples: dict[str, list[int]] = field(default_factory=dict)
     # Whether an update of this round lost all evidence while on probation
     # (``scoring.relapsed``). The round's close quarantines the node for it.
@@ -233,15 +234,16 @@ class NodeTrust:
         """Return whether an update of ``kind`` on ``n_samples`` rows starts its history afresh.
 
         True when the sample count grew by more than ``SAMPLE_GROWTH`` since the
-        node's previous update of the kind and the node has restarts left.
+        node's previous update of the kind, within its first ``GROWTH_WINDOW``
+        updates of the kind.
         Score such an update without a baseline and pass ``fresh=True`` to
         ``observe_update``.
         """
         stored = self.update_samples.get(kind)
         if stored is None or kind not in self.update_baselines:
             return False
-        last, restarts = stored
-        return n_samples > SAMPLE_GROWTH * last and restarts < MAX_GROWTH_RESTARTS
+        last, updates = stored
+        return n_samples > SAMPLE_GROWTH * last and updates < GROWTH_WINDOW
 
     def observe_update(
         self,
@@ -271,8 +273,8 @@ class NodeTrust:
         digests.append([digest, int(version)])
         del digests[:-MAX_DIGESTS]
         if n_samples is not None:
-            restarts = self.update_samples.get(kind, [0, 0])[1] + int(fresh)
-            self.update_samples[kind] = [int(n_samples), restarts]
+            updates = self.update_samples.get(kind, [0, 0])[1] + 1
+            self.update_samples[kind] = [int(n_samples), updates]
 
     def close_round(
         self, node_id: str, round_number: int, now: float, config: TrustConfig
@@ -375,8 +377,8 @@ class NodeTrust:
             for kind, items in values.get("update_digests", {}).items()
         }
         values["update_samples"] = {
-            str(kind): [int(count), int(restarts)]
-            for kind, (count, restarts) in values.get("update_samples", {}).items()
+            str(kind): [int(count), int(updates)]
+            for kind, (count, updates) in values.get("update_samples", {}).items()
         }
         for key in ("score", "behaviour", "network", "integrity", *_BASELINE_FIELDS):
             if key in values:
