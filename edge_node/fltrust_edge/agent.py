@@ -452,6 +452,11 @@ class EdgeNode:
             _LOGGER.info("%s: quarantined, skipping round %s", self.node_id, round_number)
             return
         time_left = _round_time_left(announcement, envelope, message.received)
+        if message.retained:
+            # The coordinator retains its last announcement, so a copy delivered
+            # on connect may be long out of date, and its timestamp is as old as
+            # the round. Only the node's own clock can tell.
+            time_left = min(time_left, announcement.deadline - self._clock())
         if time_left <= 0:
             _LOGGER.warning(
                 "%s: round %s arrived %.1f s after its deadline, skipping it",

@@ -88,8 +88,9 @@ class DownlinkVerifier:
     ) -> tuple[RoundAnnouncement, Envelope]:
         """Verify and parse a round announcement.
 
-        Rounds are never retained by the coordinator, so a retained copy is
-        checked like a live message. The envelope is returned because its
+        The coordinator retains its last announcement. A retained copy is
+        checked like a live message, and the caller judges from its own clock
+        whether that round is still open. The envelope is returned because its
         timestamp and the round's deadline are both in the coordinator's clock.
         """
         envelope = self._open("round", payload, retained=False)

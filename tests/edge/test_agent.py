@@ -184,6 +184,19 @@ def test_expired_round_skipped_with_skewed_clock(node_config, signer, caplog, of
     assert "round 1 arrived 1.0 s after its deadline, skipping it" in caplog.text
 
 
+def test_retained_stale_round_skipped(node_config, signer, caplog):
+    node, link = replayed_node(node_config)
+    # Announced 60 s ago with 30 s to go: retained, it arrives with its old timestamp.
+    payload = signer.round(1, time_left=30.0, timestamp=time.time() - 60.0)
+
+    with caplog.at_level("WARNING"):
+        node._dispatch(Message(ROUND_TOPIC, payload, True))
+
+    assert node._training_round is None
+    assert updates(link) == []
+    assert "after its deadline, skipping it" in caplog.text
+
+
 def test_round_time_left_counts_from_receipt(node_config, signer, caplog):
     node, link = replayed_node(node_config)
     payload = signer.round(1, time_left=60.0)
