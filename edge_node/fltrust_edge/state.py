@@ -78,9 +78,11 @@ class StateStore:
     def _load(self) -> PersistentState:
         """Read ``state.json``, starting fresh only when the file does not exist.
 
-        An unreadable file or an invalid quarantine flag leaves the node
-        quarantined, because the file may have recorded a quarantine that only
-        the coordinator can lift. Every invalid value is logged as an error.
+        An unreadable file or an invalid quarantine flag starts the node
+        unquarantined: the coordinator retains its last command to each node,
+        so a node it holds in quarantine receives the quarantine again when it
+        connects, and the coordinator drops its updates meanwhile. Every invalid
+        value is logged as an error.
         """
         path = self.state_dir / STATE_FILE
         try:
@@ -117,14 +119,13 @@ class StateStore:
 
 def _state_after_loss(path: Path, reason: str) -> PersistentState:
     _LOGGER.error(
-        "Invalid state file %s (%s). Starting quarantined, because the file may have "
-        "recorded a quarantine: the node joins rounds again when the coordinator releases "
-        "it. If the coordinator does not quarantine this node, stop the node and delete "
-        "the file. Recorded coordinator messages may be accepted again once.",
+        "Invalid state file %s (%s). Starting from an empty state: if the coordinator "
+        "holds this node in quarantine, its retained command quarantines it again on "
+        "connect. Recorded coordinator messages may be accepted again once.",
         path,
         reason,
     )
-    return PersistentState(quarantined=True)
+    return PersistentState()
 
 
 def _parse_state(path: Path, data: dict[str, Any]) -> PersistentState:
@@ -153,11 +154,11 @@ def _parse_state(path: Path, data: dict[str, Any]) -> PersistentState:
     else:
         _LOGGER.error(
             "Invalid quarantined flag in state file %s: expected true or false, got %.40r. "
-            "Starting quarantined: the node joins rounds again when the coordinator releases it",
+            "Starting unquarantined: if the coordinator holds this node in quarantine, its "
+            "retained command quarantines it again on connect",
             path,
             quarantined,
         )
-        state.quarantined = True
     return state
 
 

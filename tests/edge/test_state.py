@@ -74,32 +74,32 @@ def test_state_round_trip(tmp_path):
         ("42", "expected a JSON object, got int"),
     ],
 )
-def test_invalid_state_file_starts_quarantined(tmp_path, caplog, content, reason):
+def test_invalid_state_file_starts_empty(tmp_path, caplog, content, reason):
     (tmp_path / "state.json").write_text(content)
 
     with caplog.at_level("WARNING"):
         state = StateStore(tmp_path).state
 
-    assert state.quarantined is True
+    assert state.quarantined is False
     assert state.coordinator_counter is None
     assert [r.levelname for r in caplog.records] == ["ERROR"]
     message = caplog.records[0].getMessage()
     assert message.startswith(f"Invalid state file {tmp_path / 'state.json'} ({reason}")
-    assert "Starting quarantined" in message
+    assert "retained command quarantines it again" in message
 
 
-def test_non_utf8_state_file_starts_quarantined(tmp_path, caplog):
+def test_non_utf8_state_file_starts_empty(tmp_path, caplog):
     (tmp_path / "state.json").write_bytes(b'{"quarantined": f\xffalse}')
 
     with caplog.at_level("ERROR"):
         state = StateStore(tmp_path).state
 
-    assert state.quarantined is True
+    assert state.quarantined is False
     assert "cannot read it: 'utf-8' codec" in caplog.text
 
 
 @pytest.mark.parametrize("flag", ['"yes"', "1", "0", "null", '"false"', "[]"])
-def test_invalid_quarantine_flag_stays_quarantined(tmp_path, caplog, flag):
+def test_invalid_quarantine_flag_logged(tmp_path, caplog, flag):
     (tmp_path / "state.json").write_text(
         '{"counter_reserved": 5, "coordinator_counter": 7, "command_counter": 3, '
         f'"quarantined": {flag}}}'
@@ -108,20 +108,20 @@ def test_invalid_quarantine_flag_stays_quarantined(tmp_path, caplog, flag):
     with caplog.at_level("WARNING"):
         state = StateStore(tmp_path).state
 
-    assert state.quarantined is True
+    assert state.quarantined is False
     assert state.counter_reserved == 5
     assert state.coordinator_counter == 7
     assert [r.levelname for r in caplog.records] == ["ERROR"]
     assert caplog.records[0].getMessage().startswith("Invalid quarantined flag in state file ")
 
 
-def test_missing_quarantine_flag_stays_quarantined(tmp_path, caplog):
+def test_missing_quarantine_flag_logged(tmp_path, caplog):
     (tmp_path / "state.json").write_text('{"counter_reserved": 5}')
 
     with caplog.at_level("ERROR"):
         state = StateStore(tmp_path).state
 
-    assert state.quarantined is True
+    assert state.quarantined is False
     assert "Invalid quarantined flag" in caplog.text
 
 
@@ -162,7 +162,7 @@ def test_invalid_state_file_replaced_on_save(tmp_path):
 
     store.save()
 
-    assert json.loads((tmp_path / "state.json").read_text())["quarantined"] is True
+    assert json.loads((tmp_path / "state.json").read_text())["quarantined"] is False
 
 
 def test_model_round_trip(tmp_path):
