@@ -134,6 +134,8 @@ def load_results(path: Path) -> dict[str, Any]:
         document = json.loads(text)
     except json.JSONDecodeError as err:
         raise ResultsError(f"invalid results file {path}: not valid JSON ({err})") from err
+    except RecursionError as err:
+        raise ResultsError(f"invalid results file {path}: JSON nested too deeply") from err
     if not isinstance(document, dict):
         raise ResultsError(
             f"invalid results file {path}: expected a JSON object, found {_json_type(document)}"

@@ -28,6 +28,7 @@ def error_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
     [
         (b"{bad", "not valid JSON (Expecting property name"),
         (b"", "not valid JSON (Expecting value: line 1 column 1"),
+        (b"[" * 100_000, "JSON nested too deeply"),
         (b"\xff\xfe", "not UTF-8 text"),
         (b"[]", "expected a JSON object, found an array"),
         (b"null", "expected a JSON object, found null"),
@@ -43,6 +44,7 @@ def error_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
     ids=[
         "broken-json",
         "empty-file",
+        "deep-nesting",
         "not-utf8",
         "array",
         "null",
