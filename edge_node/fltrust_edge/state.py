@@ -80,7 +80,7 @@ class StateStore:
 
         An unreadable file or an invalid quarantine flag starts the node
         unquarantined: the coordinator retains its last command to each node,
-        so a node it holds in quarantine receives the quarantine again when it
+        so a node it keeps in quarantine receives the quarantine again when it
         connects, and the coordinator drops its updates meanwhile. Every invalid
         value is logged as an error.
         """
