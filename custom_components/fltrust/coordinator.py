@@ -559,6 +559,14 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
                     data["participants"],
                     data["dropped"],
                 )
+                for node_id, reason in data["dropped_reasons"].items():
+                    LOGGER.info(
+                        "%s: update of node %s left out of round %s: %s",
+                        entry_id,
+                        node_id,
+                        data["round"],
+                        reason,
+                    )
         if (event_type := BUS_EVENTS.get(event.kind)) is not None:
             self.hass.bus.async_fire(event_type, self._bus_event_data(data), context=context)
 

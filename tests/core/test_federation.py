@@ -211,6 +211,14 @@ def test_second_update_in_round_names_shared_id(federation: Federation, now: flo
     assert "two edge nodes are set up with the id node-1" in outcome.events[0].data["detail"]
 
 
+def test_dropped_update_has_reason(federation: Federation, now: float) -> None:
+    events = _play_rounds(federation, now, rounds=4, attack_rounds={4}, seed=0)
+
+    [completed] = [e for r, e in events if r == 4 and e.kind == "round_completed"]
+    assert completed.data["dropped"] == ["attacker"]
+    assert completed.data["dropped_reasons"]["attacker"].startswith("kind temperature: ")
+
+
 def test_late_update_rejected_without_charge(federation: Federation, now: float) -> None:
     node, body = _round_one_update(federation, now)
     federation.close_round(now + 6)

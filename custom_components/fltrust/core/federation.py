@@ -570,12 +570,16 @@ class Federation:
                 len(contributors),
                 self.settings.min_nodes,
             )
+        dropped = sorted(set(self.updates) - set(contributors))
+        reasons = {
+            node_id: self._drop_reason(node_id, weights.get(node_id, 0.0)) for node_id in dropped
+        }
         self.last_round = RoundRecord(
             round=self.round,
             started=self.round_started,
             closed=now,
             participants=sorted(contributors),
-            dropped=sorted(set(self.updates) - set(contributors)),
+            dropped=dropped,
             rejected=self.round_rejected,
             version=self.model.version,
             aggregated=aggregated,
@@ -589,12 +593,33 @@ class Federation:
                     "aggregated": aggregated,
                     "participants": sorted(contributors),
                     "dropped": self.last_round.dropped,
+                    "dropped_reasons": reasons,
                     "duration": round(self.last_round.duration, 3),
                 },
             )
         )
         self.updates = {}
         return outcome
+
+    def _drop_reason(self, node_id: str, trust_weight: float) -> str:
+        """Return why the update of ``node_id`` weighed nothing in the round being closed."""
+        for kind, scores in sorted(self._round_scores.items()):
+            result = scores.get(node_id)
+            if result is None:
+                continue
+            if result.evidence <= 0.0:
+                return f"kind {kind}: {result.reason}"
+            if result.weight <= 0.0:
+                return (
+                    f"kind {kind}: points away from the round's updates "
+                    f"(cosine {result.cosine:.2f} with their median)"
+                )
+        node = self.nodes[node_id]
+        if trust_weight <= 0.0:
+            if node.trust.status == TrustStatus.REAUTH_REQUIRED and not node.authenticated:
+                return "awaiting re-authentication"
+            return f"trust status {node.trust.status.value}"
+        return "weighed nothing in every kind"
 
     def _score_integrity(self, updates: dict[str, ModelUpdate], now: float) -> dict[str, float]:
         """Score every update and return each node's lowest integrity evidence over its kinds."""
