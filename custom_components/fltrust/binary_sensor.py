@@ -50,7 +50,7 @@ NODE_BINARY_SENSORS: tuple[FltrustNodeBinarySensorEntityDescription, ...] = (
     FltrustNodeBinarySensorEntityDescription(
         key="reauth_required",
         translation_key="reauth_required",
-        # Off once the node answered its challenge, even while its trust is
+        # Off once the node responded to its challenge, even while its trust is
         # still below the threshold: nothing more is required of it.
         is_on_fn=lambda node: node.status == TrustStatus.REAUTH_REQUIRED and not node.authenticated,
     ),

@@ -35,9 +35,6 @@ MAX_REAUTH_THRESHOLD: Final = 95.0
 # A node counts as connected while its last message is at most this many of its
 # heartbeat intervals old.
 CONNECTED_HEARTBEATS: Final = 3
-# Maximum heartbeat interval that counts for that. A node reports the time since
-# its previous heartbeat, so one claim cannot keep it connected for days.
-MAX_CONNECTED_INTERVAL: Final = 3600.0
 
 EVENT_TRUST_DROPPED: Final = f"{DOMAIN}_trust_dropped"
 EVENT_QUARANTINED: Final = f"{DOMAIN}_quarantined"

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .const import CONNECTED_HEARTBEATS, MAX_CONNECTED_INTERVAL
+from .const import CONNECTED_HEARTBEATS
 from .core.federation import Federation, NodeRecord
+from .core.protocol import MAX_HEARTBEAT_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ class FederationData:
 def _node_data(federation: Federation, node: NodeRecord, now: float) -> NodeData:
     trust_config = federation.settings.trust
     interval = node.last_heartbeat.get("interval") or federation.settings.round_interval
+    # A node reports the time since its previous heartbeat, so without the cap
+    # one claim could keep it connected for days.
+    interval = min(float(interval), MAX_HEARTBEAT_INTERVAL)
     return NodeData(
         node_id=node.node_id,
         trust=round(node.trust.score, 1),
@@ -88,7 +92,7 @@ def _node_data(federation: Federation, node: NodeRecord, now: float) -> NodeData
         rejected=node.rejected,
         last_rejection=node.last_rejection,
         last_seen=node.last_seen,
-        connected_timeout=CONNECTED_HEARTBEATS * min(float(interval), MAX_CONNECTED_INTERVAL),
+        connected_timeout=CONNECTED_HEARTBEATS * interval,
         software=node.software,
         model_version=node.model_version,
         authenticated=node.authenticated,

@@ -37,13 +37,10 @@ MAX_TRAIN_ROWS = 100_000
 # MQTT 3.1.1 (section 1.5.3) limits strings, topics included, to 65535 bytes of
 # UTF-8 and forbids the character U+0000 in them.
 MAX_MQTT_STRING_BYTES = 65_535
-# Bounds of detection.heartbeat_interval in seconds. Every heartbeat is followed
-# by one state message per device, so a short interval floods the broker. A
-# long one hides the node: Home Assistant's integration counts it as connected
-# for three heartbeat intervals (CONNECTED_HEARTBEATS) after its last message.
-# The upper bound matches the largest mqtt.keepalive.
-MIN_HEARTBEAT_INTERVAL = 1.0
-MAX_HEARTBEAT_INTERVAL = 3600.0
+# Bounds of detection.heartbeat_interval, shared with the coordinator. The upper
+# bound matches the largest mqtt.keepalive.
+MIN_HEARTBEAT_INTERVAL = protocol.MIN_HEARTBEAT_INTERVAL
+MAX_HEARTBEAT_INTERVAL = protocol.MAX_HEARTBEAT_INTERVAL
 
 
 class ConfigError(ValueError):

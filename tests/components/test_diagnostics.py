@@ -45,7 +45,7 @@ async def test_diagnostics(
     node.challenge = CHALLENGE
     node.challenge_round = 3
     federation.round = 3
-    # Its baseline holds statistics of its own readings, such as their mean.
+    # Its baseline contains statistics of its own readings, such as their mean.
     federation.nodes["node-1"].trust.update_baselines = {
         "temperature": {"parts": [[0.5, -0.25], [92.25, 0.1]], "spreads": None, "probation": 0}
     }

@@ -87,7 +87,7 @@ async def test_release_quarantined_node(
         for envelope, _, _ in published(mqtt_mock, protocol.command_topic(PREFIX, "node-1"))
         if envelope["body"]["action"] == "reauthenticate"
     ]
-    # Above the counters the stored state holds for node-1.
+    # Above the counters that the stored state contains for node-1.
     EdgeNode(hass, "node-1").send("auth", {"nonce": challenge}, counter=10**6)
     await hass.async_block_till_done()
     assert hass.states.get("binary_sensor.node_1_re_authentication_required").state == STATE_OFF

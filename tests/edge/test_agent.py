@@ -384,7 +384,7 @@ def test_invalid_state_file_quarantined_by_retained_command(node_config, signer,
     assert node.quarantined is False
     assert "retained command quarantines it again" in caplog.text
 
-    # The coordinator still holds the node in quarantine: its command is retained.
+    # The coordinator still keeps the node in quarantine, and its command is retained.
     node._dispatch(Message(COMMAND_TOPIC, signer.command("quarantine"), True))
     send(node, ROUND_TOPIC, signer.round(1))
 

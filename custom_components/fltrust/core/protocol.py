@@ -56,6 +56,12 @@ MAX_SAMPLES = 10_000_000
 # exact as floats and fit the 64-bit integers of Home Assistant's storage.
 # Counters taken from the clock in microseconds stay below it until 2255.
 MAX_INTEGER = 2**53
+# Bounds of an edge node's heartbeat interval in seconds. Every heartbeat is
+# followed by one state message per device, so a shorter interval floods the
+# broker. The coordinator counts a node as connected for a few intervals after
+# its last message, and computes traffic rates over at least the lower bound.
+MIN_HEARTBEAT_INTERVAL = 1.0
+MAX_HEARTBEAT_INTERVAL = 3600.0
 
 COORDINATOR_SENDER = "coordinator"
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

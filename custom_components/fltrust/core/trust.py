@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .protocol import MIN_HEARTBEAT_INTERVAL
 from .scoring import UpdateBaseline, UpdateScore, learn_baseline, relapsed
 
 SIGNALS = ("behaviour", "network", "integrity", "security")
@@ -38,8 +39,6 @@ MAX_EVENTS = 100
 MAX_HISTORY = 500
 # Update fingerprints kept per node and kind, to recognise a repeated update.
 MAX_DIGESTS = 32
-# Shortest heartbeat interval, in seconds, over which traffic counts as a rate.
-MIN_TRAFFIC_INTERVAL = 1.0
 # A node's training buffer fills over its first rounds, and an update trained on
 # several times more rows than the one before may differ from its history for
 # that reason alone. Among a node's first GROWTH_WINDOW updates of a kind, one
@@ -187,10 +186,9 @@ class NodeTrust:
         its own baseline towards an attack within a few heartbeats.
         """
         rate = anomalies / samples if samples > 0 else self.anomaly_rate_mean
-        # Nodes send at most one heartbeat a second. One that follows another
-        # within milliseconds, after a reconnect for example, would otherwise
-        # turn a few hundred bytes into a surge.
-        traffic_rate = max(traffic_bytes, 0) / max(interval, MIN_TRAFFIC_INTERVAL)
+        # A heartbeat that follows another within milliseconds, after a
+        # reconnect for example, would otherwise turn a few hundred bytes into a surge.
+        traffic_rate = max(traffic_bytes, 0) / max(interval, MIN_HEARTBEAT_INTERVAL)
         warm = self.heartbeats >= 3
         learning_rate = 1.0 / (self.heartbeats + 1) if not warm else 0.05
 
