@@ -26,6 +26,7 @@ from .analysis import (
     by_fraction,
     cells,
     clean_figures,
+    clean_runs,
     methods_over_grid,
     quarantine_round,
     trust_summary,
@@ -976,6 +977,65 @@ class Report:
         ]
         return np.array(values, dtype=float)
 
+    def per_node_auc(self, federation: str) -> dict[str, tuple[float, float]]:
+        """Return node -> mean AUC over seeds of the personalized and the local-only model."""
+        personal: dict[str, list[float]] = defaultdict(list)
+        local: dict[str, list[float]] = defaultdict(list)
+        for (name, _seed), run in clean_runs(self.runs).items():
+            if name != federation:
+                continue
+            for node, metrics in run["metrics"].get(PERSONALIZED, {}).items():
+                if metrics.get("auc") is not None:
+                    personal[node].append(metrics["auc"])
+        for reference in self.document["references"]:
+            if reference["federation"] != federation:
+                continue
+            for node, metrics in reference.get("local", {}).items():
+                if metrics.get("auc") is not None:
+                    local[node].append(metrics["auc"])
+        return {
+            node: (float(np.mean(personal[node])), float(np.mean(local[node])))
+            for node in sorted(personal)
+            if local.get(node)
+        }
+
+    def local_wins(self) -> list[str]:
+        """Return a bullet per same-kind federation whose local-only models beat personalization."""
+        bullets = []
+        for federation in self.config["federations"]:
+            figures = self.clean.get(federation, {})
+            if federation == "mixed" or PERSONALIZED not in figures or "local" not in figures:
+                continue
+            if figures[PERSONALIZED]["auc"] > figures["local"]["auc"]:
+                continue
+            per_node = self.per_node_auc(federation)
+            if not per_node:
+                continue
+            ceiling = sum(1 for _, local in per_node.values() if local >= 0.99)
+            gaps = {node: personal - local for node, (personal, local) in per_node.items()}
+            widest = min(gaps, key=lambda node: gaps[node])
+            atypical = sorted(self.atypical.get(federation, set()) & set(per_node))
+            bullets.append(
+                f"- {federation}: the personalized model does not beat local-only (AUC "
+                f"{_fmt(figures[PERSONALIZED]['auc'])} against "
+                f"{_fmt(figures['local']['auc'])}). Local-only reaches 0.99 on {ceiling} of its "
+                f"{len(per_node)} nodes, which leaves a shared model nothing to add there. Per "
+                f"node the personalized model's AUC lies between "
+                f"{_fmt(min(gaps.values()), 3, signed=True)} and "
+                f"{_fmt(max(gaps.values()), 3, signed=True)} of local-only's, "
+                f"{_fmt(gaps[widest], 3, signed=True)} on {widest} ("
+                f"{_fmt(per_node[widest][0])} against {_fmt(per_node[widest][1])})."
+                + (
+                    f" The data of {' and '.join(atypical)} is atypical for the kind, so "
+                    "both detectors score it with a model of the node's own rows alone: the "
+                    "personalized one trains once on half of them, local-only "
+                    f"{self.config['rounds']} rounds on all of them."
+                    if atypical
+                    else ""
+                )
+            )
+        return bullets
+
     def limits(self) -> None:
         """Add what the benchmark does not show."""
         honest = self.honest_deviations()
@@ -1048,6 +1108,7 @@ class Report:
                     "and network signals add evidence.",
                     "- Flower's rules run in shadow mode with the true number of attackers, "
                     "which favours them.",
+                    *self.local_wins(),
                 ]
             )
         )
