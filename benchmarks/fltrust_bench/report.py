@@ -1027,7 +1027,7 @@ class Report:
                 f"{_fmt(per_node[widest][0])} against {_fmt(per_node[widest][1])})."
                 + (
                     f" The data of {' and '.join(atypical)} is atypical for the kind, so "
-                    "both detectors score it with a model of the node's own rows alone: the "
+                    "both detectors score it with a model of the node's own rows alone. The "
                     "personalized one trains once on half of them, local-only "
                     f"{self.config['rounds']} rounds on all of them."
                     if atypical
