@@ -157,7 +157,7 @@ def test_on_off_attacker_quarantined_on_relapse(federation: Federation, now: flo
     [(round_number, event)] = [(r, e) for r, e in events if e.kind == "quarantined"]
     assert round_number == 5
     assert event.data["node_id"] == "attacker"
-    assert event.data["reasons"][0] == "inconsistent update again while on probation"
+    assert event.data["reasons"][0] == "inconsistent update soon after another"
 
 
 def test_quarantined_update_dropped_and_release(federation: Federation, now: float) -> None:

@@ -28,6 +28,7 @@ from fltrust_core.scoring import (
     lower_median,
     mimic_ratios,
     near_duplicates,
+    relapsed,
     score_updates,
     typical_data,
     update_digest,
@@ -494,6 +495,50 @@ def test_probation_after_an_inconsistent_update(rng, base, directions) -> None:
     assert learn_baseline(baselines[0], parts[0], result).probation == PROBATION_ROUNDS
 
 
+def test_stray_within_tolerance_starts_watch(rng, base, directions) -> None:
+    baselines, updates = round_after_history(rng, base, directions)
+    step = rng.normal(size=N_COEF)
+
+    def strayed(size: float) -> list[list[np.ndarray]]:
+        moved = replace(updates[0], svm_coef=updates[0].svm_coef + size * step)
+        return [update_parts(u, base) for u in [moved, *updates[1:]]]
+
+    def first_between(low: float, high: float) -> list[list[np.ndarray]]:
+        return next(
+            parts
+            for parts in map(strayed, np.linspace(0.0, 1.0, 401))
+            if low < score_updates(parts, baselines, [False] * 8)[0].deviation < high
+        )
+
+    # A stray beyond the probation's tolerance keeps its evidence and starts a watch.
+    small = first_between(PROBATION_TOLERATED, DEVIATION_TOLERATED)
+    first = score_updates(small, baselines, [False] * 8)[0]
+    watched = learn_baseline(baselines[0], small[0], first)
+    assert first.evidence == 1.0
+    assert watched.watch == PROBATION_ROUNDS
+    assert watched.probation == 0
+
+    # Under watch, a stray beyond the tolerance loses all evidence and relapses;
+    # without the watch it would keep most of it.
+    large = first_between(DEVIATION_TOLERATED, DEVIATION_TOLERATED + 0.5)
+    on_watch = replace(baselines[0], watch=PROBATION_ROUNDS)
+    unwatched = score_updates(large, baselines, [False] * 8)[0]
+    second = score_updates(large, [on_watch, *baselines[1:]], [False] * 8)[0]
+    assert unwatched.evidence > DOUBTFUL_EVIDENCE
+    assert not relapsed(baselines[0], unwatched)
+    assert second.evidence == 0.0
+    assert "soon after another update that strayed" in second.reason
+    assert relapsed(on_watch, second)
+
+    # Consistent updates end the watch.
+    honest = [update_parts(u, base) for u in updates]
+    for _ in range(PROBATION_ROUNDS):
+        consistent = score_updates(honest, [on_watch, *baselines[1:]], [False] * 8)[0]
+        assert consistent.evidence == 1.0
+        on_watch = learn_baseline(on_watch, honest[0], consistent)
+    assert on_watch.watch == 0
+
+
 def test_any_lost_evidence_starts_probation(rng, base, directions) -> None:
     baselines, updates = round_after_history(rng, base, directions)
     step = rng.normal(size=N_COEF)
@@ -893,13 +938,14 @@ def test_baseline_moves_with_evidence(rng, base, directions) -> None:
 def test_baseline_json_round_trip(rng, base, directions) -> None:
     [update] = honest_round(rng, base, 1, directions)
     parts = update_parts(update, base)
-    baseline = UpdateBaseline(tuple(parts), (0.5, float("nan"), 0.1), probation=2)
+    baseline = UpdateBaseline(tuple(parts), (0.5, float("nan"), 0.1), probation=2, watch=1)
     restored = UpdateBaseline.from_json(json.loads(json.dumps(baseline.to_json())))
     for restored_part, part in zip(restored.parts, baseline.parts, strict=True):
         np.testing.assert_array_equal(restored_part, part)
     assert restored.spreads[0] == 0.5
     assert np.isnan(restored.spreads[1])
     assert restored.probation == 2
+    assert restored.watch == 1
 
 
 def test_baseline_from_stored_doubtful_flag(rng, base, directions) -> None:

@@ -164,7 +164,7 @@ def test_relapse_on_probation_quarantines_at_once() -> None:
     [second] = _rounds(trust, [0.0])
     assert second.status == TrustStatus.QUARANTINED
     assert second.score <= CONFIG.quarantine_threshold
-    assert second.reasons[0] == "inconsistent update again while on probation"
+    assert second.reasons[0] == "inconsistent update soon after another"
 
 
 def test_consistent_updates_end_probation() -> None:
