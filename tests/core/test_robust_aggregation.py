@@ -455,6 +455,14 @@ def test_probation_senders_excluded_from_usual_distance() -> None:
     assert all(r.evidence == 0.0 for r in results[len(honest) :])
 
 
+def _strayed(
+    updates: list[KindModel], base: KindModel, step: np.ndarray, size: float
+) -> list[list[np.ndarray]]:
+    """Return the parts of ``updates`` with the first SVM delta moved by ``size`` times ``step``."""
+    moved = replace(updates[0], svm_coef=updates[0].svm_coef + size * step[:N_COEF])
+    return [update_parts(u, base) for u in [moved, *updates[1:]]]
+
+
 def test_probation_after_an_inconsistent_update(rng, base, directions) -> None:
     baselines = [None] * 6
     for _ in range(5):
@@ -467,19 +475,15 @@ def test_probation_after_an_inconsistent_update(rng, base, directions) -> None:
     updates = honest_round(rng, base, 6, directions)
     step = rng.normal(size=N_COEF + 1)
 
-    def strayed(size: float) -> list[list[np.ndarray]]:
-        moved = replace(updates[0], svm_coef=updates[0].svm_coef + size * step[:-1])
-        return [update_parts(u, base) for u in [moved, *updates[1:]]]
-
     # An update that strays a little, between the two tolerances.
     size = next(
         size
         for size in np.linspace(0.0, 0.5, 101)
         if PROBATION_TOLERATED
-        < score_updates(strayed(size), baselines, [False] * 6)[0].deviation
+        < score_updates(_strayed(updates, base, step, size), baselines, [False] * 6)[0].deviation
         < DEVIATION_TOLERATED
     )
-    parts = strayed(size)
+    parts = _strayed(updates, base, step, size)
     assert score_updates(parts, baselines, [False] * 6)[0].evidence == 1.0
 
     on_probation = [replace(baselines[0], probation=PROBATION_ROUNDS), *baselines[1:]]
@@ -499,14 +503,12 @@ def test_stray_within_tolerance_starts_watch(rng, base, directions) -> None:
     baselines, updates = round_after_history(rng, base, directions)
     step = rng.normal(size=N_COEF)
 
-    def strayed(size: float) -> list[list[np.ndarray]]:
-        moved = replace(updates[0], svm_coef=updates[0].svm_coef + size * step)
-        return [update_parts(u, base) for u in [moved, *updates[1:]]]
-
     def first_between(low: float, high: float) -> list[list[np.ndarray]]:
         return next(
             parts
-            for parts in map(strayed, np.linspace(0.0, 1.0, 401))
+            for parts in (
+                _strayed(updates, base, step, size) for size in np.linspace(0.0, 1.0, 401)
+            )
             if low < score_updates(parts, baselines, [False] * 8)[0].deviation < high
         )
 
@@ -543,14 +545,10 @@ def test_any_lost_evidence_starts_probation(rng, base, directions) -> None:
     baselines, updates = round_after_history(rng, base, directions)
     step = rng.normal(size=N_COEF)
 
-    def strayed(size: float) -> list[list[np.ndarray]]:
-        moved = replace(updates[0], svm_coef=updates[0].svm_coef + size * step)
-        return [update_parts(u, base) for u in [moved, *updates[1:]]]
-
     # An update that keeps most, but not all, of its evidence.
     parts = next(
         parts
-        for parts in map(strayed, np.linspace(0.0, 1.0, 201))
+        for parts in (_strayed(updates, base, step, size) for size in np.linspace(0.0, 1.0, 201))
         if DOUBTFUL_EVIDENCE < score_updates(parts, baselines, [False] * 8)[0].evidence < 1.0
     )
     result = score_updates(parts, baselines, [False] * 8)[0]
