@@ -124,14 +124,22 @@ def test_on_off_attacker_loses_fast_regains_slowly() -> None:
     assert recovered - dropped < 10
 
 
-def _rounds(trust: NodeTrust, evidences: list[float]) -> list[TrustChange]:
-    """Close one round per evidence, each with one scored update of kind "k"."""
+def _rounds(
+    trust: NodeTrust, evidences: list[float], deviations: list[float] | None = None
+) -> list[TrustChange]:
+    """Close one round per evidence, each with one scored update of kind "k".
+
+    Without ``deviations`` a full evidence comes with a deviation of 1 and
+    any other with 5.
+    """
     changes = []
-    for evidence in evidences:
+    if deviations is None:
+        deviations = [1.0 if evidence >= 1.0 else 5.0 for evidence in evidences]
+    for evidence, deviation in zip(evidences, deviations, strict=True):
         score = UpdateScore(
             cosine=1.0,
             norm_ratio=1.0,
-            deviation=1.0 if evidence >= 1.0 else 5.0,
+            deviation=deviation,
             evidence=evidence,
             weight=1.0,
             clip=1.0,
@@ -164,6 +172,22 @@ def test_relapse_on_probation_quarantines_at_once() -> None:
     [second] = _rounds(trust, [0.0])
     assert second.status == TrustStatus.QUARANTINED
     assert second.score <= CONFIG.quarantine_threshold
+    assert second.reasons[0] == "inconsistent update soon after another"
+
+
+def test_relapse_under_watch_quarantines_at_once() -> None:
+    trust = NodeTrust()
+    _warm(trust)
+    _rounds(trust, [1.0] * 5)
+
+    # A stray within the tolerance keeps its evidence but starts a watch.
+    [first] = _rounds(trust, [1.0], [2.5])
+    assert first.status == TrustStatus.TRUSTED
+    assert trust.update_baseline("k").watch > 0
+    assert trust.update_baseline("k").probation == 0
+
+    [second] = _rounds(trust, [0.0], [3.5])
+    assert second.status == TrustStatus.QUARANTINED
     assert second.reasons[0] == "inconsistent update soon after another"
 
 
