@@ -224,8 +224,9 @@ async def test_state_restored_after_restart(
         {"nodes": []},
         {"replay": []},
         {"nodes": {"node-1": {"trust": {"score": "x"}}}},
+        {"nodes": {"node-1": {"trust": {"update_baselines": {"pump": {"watch": 1}}}}}},
     ],
-    ids=["round", "nodes", "replay", "score"],
+    ids=["round", "nodes", "replay", "score", "baseline"],
 )
 async def test_invalid_stored_state(
     hass: HomeAssistant,

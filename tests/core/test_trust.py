@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -202,6 +203,17 @@ def test_consistent_updates_end_probation() -> None:
     assert "relapsed" not in trust.to_dict()
 
 
+@pytest.mark.parametrize(
+    "stored",
+    [{"spreads": None}, {"parts": [[0.5]], "watch": "soon"}, {"parts": 3}],
+    ids=["parts", "watch", "shape"],
+)
+def test_invalid_stored_baseline_fails_restore(stored: dict[str, Any]) -> None:
+    data = NodeTrust(update_baselines={"pump": stored}).to_dict()
+    with pytest.raises(ValueError, match="invalid stored update baseline of kind pump"):
+        NodeTrust.from_dict(data)
+
+
 def test_storage_round_trip() -> None:
     trust = NodeTrust()
     _warm(trust)
@@ -221,7 +233,8 @@ def test_device_trust_drops_while_anomalous() -> None:
 
 
 def test_growth_restarts_only_in_first_updates() -> None:
-    trust = NodeTrust(update_baselines={"pump": {}}, update_samples={"pump": [100, 3]})
+    baseline = {"parts": [[0.5, -0.25]], "spreads": None, "probation": 0}
+    trust = NodeTrust(update_baselines={"pump": baseline}, update_samples={"pump": [100, 3]})
 
     assert not trust.grown_data("pump", 125)
     assert trust.grown_data("pump", 126)

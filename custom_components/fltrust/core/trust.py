@@ -378,6 +378,13 @@ class NodeTrust:
             str(kind): [int(count), int(updates)]
             for kind, (count, updates) in values.get("update_samples", {}).items()
         }
+        for kind, stored in values.get("update_baselines", {}).items():
+            # A baseline is parsed only when the node's next update arrives, so
+            # a damaged one must fail the restore rather than that round.
+            try:
+                UpdateBaseline.from_json(stored)
+            except (AttributeError, KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"invalid stored update baseline of kind {kind}: {err}") from err
         for key in ("score", "behaviour", "network", "integrity", *_BASELINE_FIELDS):
             if key in values:
                 values[key] = _finite(values[key], key)
