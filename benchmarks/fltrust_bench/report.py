@@ -1016,7 +1016,7 @@ class Report:
                 continue
             ceiling = sum(1 for _, local in per_node.values() if local >= 0.99)
             gaps = {node: personal - local for node, (personal, local) in per_node.items()}
-            widest = min(gaps, key=lambda node: gaps[node])
+            lowest = min(gaps, key=lambda node: gaps[node])
             atypical = sorted(self.atypical.get(federation, set()) & set(per_node))
             bullets.append(
                 f"- {federation}: the personalized model does not beat local-only (AUC "
@@ -1024,10 +1024,10 @@ class Report:
                 f"{_fmt(figures['local']['auc'])}). Local-only reaches 0.99 on {ceiling} of its "
                 f"{len(per_node)} nodes, which leaves a shared model nothing to add there. Per "
                 f"node the personalized model's AUC lies between "
-                f"{_fmt(min(gaps.values()), 3, signed=True)} and "
-                f"{_fmt(max(gaps.values()), 3, signed=True)} of local-only's, "
-                f"{_fmt(gaps[widest], 3, signed=True)} on {widest} ("
-                f"{_fmt(per_node[widest][0])} against {_fmt(per_node[widest][1])})."
+                f"{_fmt(gaps[lowest], 3, signed=True)} and "
+                f"{_fmt(max(gaps.values()), 3, signed=True)} of local-only's. The lowest, on "
+                f"{lowest}, is {_fmt(per_node[lowest][0])} against "
+                f"{_fmt(per_node[lowest][1])}."
                 + (
                     f" The data of {' and '.join(atypical)} is atypical for the kind, so "
                     "both detectors score it with a model of the node's own rows alone. The "

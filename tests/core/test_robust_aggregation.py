@@ -520,8 +520,8 @@ def test_stray_within_tolerance_starts_watch(rng, base, directions) -> None:
     assert watched.watch == PROBATION_ROUNDS
     assert watched.probation == 0
 
-    # Under watch, a stray beyond the tolerance loses all evidence and relapses;
-    # without the watch it would keep most of it.
+    # Under watch, a stray beyond the tolerance loses all evidence and relapses.
+    # Without the watch it would keep most of it.
     large = first_between(DEVIATION_TOLERATED, DEVIATION_TOLERATED + 0.5)
     on_watch = replace(baselines[0], watch=PROBATION_ROUNDS)
     unwatched = score_updates(large, baselines, [False] * 8)[0]

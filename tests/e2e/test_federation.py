@@ -228,8 +228,8 @@ def test_forged_and_replayed_updates_rejected(
         item for item in reversed(signed_updates(federation)) if item[1] == node_id
     )
     # Trust changes only when a round closes, so publish right after one closed
-    # and read the trust again before the next one closes. A busy machine can
-    # miss that window; the attempt is then repeated.
+    # and read the trust again before the next one closes. On a busy machine a
+    # round can close in between, so the attempt is repeated.
     for _attempt in range(3):
         closed_version = wait_for_new_model(federation, timeout=30)
         trust_before = float(state_of(home_assistant, trust_entity)["state"])

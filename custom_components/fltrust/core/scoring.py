@@ -27,9 +27,10 @@
   than 99 % of honest updates did in the benchmark gets no evidence. An attack
   that looks smaller once the model has moved on, or that alternates with
   honest rounds, still costs all evidence. An update that strays that far but
-  within the tolerance keeps its evidence and puts its sender under watch: a
-  stray beyond the tolerance during the watch costs all evidence. Senders with atypical data are
-  compared with their own history in the same way, on a scale of their own.
+  within the tolerance keeps its evidence and puts its sender under watch, and
+  a stray beyond the tolerance during the watch costs all evidence. Senders
+  with atypical data are compared with their own history in the same way, on
+  a scale of their own.
   Zero updates, updates repeated from an earlier model version, near copies of
   an update that arrived earlier from another sender and deltas that lie far
   from the round's median get no evidence, whatever their history. Nor do
@@ -786,7 +787,7 @@ def score_updates(
 
 
 def relapsed(baseline: UpdateBaseline | None, score: UpdateScore) -> bool:
-    """Return whether an update lost all its evidence while its sender was on probation or watch.
+    """Return whether an update lost all evidence while its sender was on probation or under watch.
 
     ``baseline`` is the sender's baseline before the update. A sender that
     strays again before it has sent ``PROBATION_ROUNDS`` consistent updates

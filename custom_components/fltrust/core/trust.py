@@ -143,8 +143,8 @@ class NodeTrust:
     update_digests: dict[str, list[list[Any]]] = field(default_factory=dict)
     # Kind -> [sample count of the latest update, number of updates so far].
     update_samples: dict[str, list[int]] = field(default_factory=dict)
-    # Whether an update of this round lost all evidence while on probation or
-    # under watch (``scoring.relapsed``). The round's close quarantines the node for it.
+    # Whether an update of this round lost all evidence on probation or under
+    # watch (``scoring.relapsed``). The round's close then quarantines the node.
     relapsed: bool = False
 
     def signals(self, now: float, config: TrustConfig) -> dict[str, float]:
