@@ -1,4 +1,4 @@
-"""Command line of the edge node: ``fltrust-edge run | keys | check-config``.
+"""Command line of the edge node: ``fltrust-edge run | keys | check-config | addon-config``.
 
 Exit codes: 0 on success, 1 when the node failed at run time (including a
 CSV replay that an error ended early and a results file that could not be
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -83,6 +84,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("config", type=Path, help="TOML configuration file")
+
+    addon = commands.add_parser(
+        "addon-config",
+        help="write the configuration file of the Home Assistant add-on from its options",
+        description="Convert the Home Assistant add-on's options into a configuration file "
+        "and validate it. The broker of the Supervisor's MQTT service is read from the "
+        "environment variables FLTRUST_MQTT_HOST, FLTRUST_MQTT_PORT, FLTRUST_MQTT_USERNAME, "
+        "FLTRUST_MQTT_PASSWORD and FLTRUST_MQTT_SSL (true or false). Broker options set in "
+        "the add-on take precedence over them.",
+    )
+    addon.add_argument(
+        "--options", required=True, type=Path, help="the add-on's options file (JSON)"
+    )
+    addon.add_argument(
+        "--out", required=True, type=Path, help="TOML file to write; its directory must exist"
+    )
+    addon.add_argument(
+        "--state-dir",
+        required=True,
+        type=Path,
+        help="state directory to put in the file; created if missing",
+    )
     return parser
 
 
@@ -93,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         return _keys(args)
     if args.command == "check-config":
         return _check_config(args.config)
+    if args.command == "addon-config":
+        return _addon_config(args)
     return _run(args)
 
 
@@ -134,6 +159,26 @@ def _check_config(path: Path) -> int:
         return EXIT_USAGE
     sys.stdout.write(
         f"{path}: valid configuration of node {config.node_id} with {len(config.devices)} devices\n"
+    )
+    return EXIT_OK
+
+
+def _addon_config(args: argparse.Namespace) -> int:
+    from .addon import AddonOptionError, service_from_environment, write_addon_config
+
+    try:
+        service = service_from_environment(os.environ)
+        document, config = write_addon_config(args.options, args.out, service, args.state_dir)
+    except AddonOptionError as err:
+        _error(str(err))
+        return EXIT_USAGE
+    except OSError as err:
+        _error(f"--out: cannot write {args.out}: {err.strerror or err}")
+        return EXIT_FAILURE
+    origin = "the MQTT service" if document.broker_from_service else "the add-on's options"
+    sys.stdout.write(
+        f"{args.out}: configuration of node {config.node_id} with {len(config.devices)} "
+        f"devices, broker {config.mqtt.host}:{config.mqtt.port} from {origin}\n"
     )
     return EXIT_OK
 

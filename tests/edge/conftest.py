@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import itertools
 import json
 import math
@@ -31,6 +32,7 @@ NODE_ID = "node-1"
 PREFIX = "fltest"
 PARAMS = FederationParams(seed=5, rff_components=16, rff_gamma=0.5, n_clusters=3, local_epochs=3)
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 
 
 def node_key(node_id: str = NODE_ID) -> bytes:
@@ -328,12 +330,34 @@ def free_port() -> int:
 
 
 class Broker:
-    """A Mosquitto process on a loopback port."""
+    """A Mosquitto process on a loopback port.
 
-    def __init__(self, directory: Path) -> None:
+    With ``users`` (user name to password), the broker rejects clients that
+    do not log in with one of those accounts.
+    """
+
+    def __init__(self, directory: Path, users: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.config_path = directory / "mosquitto.conf"
-        self.config_path.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
+        settings = f"listener {self.port} 127.0.0.1\n"
+        if users:
+            password_file = directory / "mosquitto.passwd"
+            password_file.touch(mode=0o600)
+            for user, password in users.items():
+                subprocess.run(
+                    [MOSQUITTO_PASSWD, "-b", str(password_file), user, password],
+                    check=True,
+                    capture_output=True,
+                    timeout=30,
+                )
+            settings += f"allow_anonymous false\npassword_file {password_file}\n"
+            # Mosquitto started as root reads the password file after it switched
+            # to the user "mosquitto", which cannot enter pytest's private folders.
+            # A process started by another user keeps its user and ignores this.
+            settings += f"user {getpass.getuser()}\n"
+        else:
+            settings += "allow_anonymous true\n"
+        self.config_path.write_text(settings)
         self.log_path = directory / "mosquitto.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -386,7 +410,13 @@ def broker(tmp_path: Path):
 class CoordinatorClient:
     """The test's side of the broker: records uplink messages and publishes signed downlink."""
 
-    def __init__(self, port: int, signer: CoordinatorSigner) -> None:
+    def __init__(
+        self,
+        port: int,
+        signer: CoordinatorSigner,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.signer = signer
         self.messages: list[tuple[str, dict[str, Any]]] = []
         self._condition = threading.Condition()
@@ -395,6 +425,8 @@ class CoordinatorClient:
             callback_api_version=CallbackAPIVersion.VERSION2, client_id="test-coordinator"
         )
         client.reconnect_delay_set(1, 2)
+        if username is not None:
+            client.username_pw_set(username, password)
         client.on_connect = self._on_connect
         client.on_disconnect = lambda *args: self.connected.clear()
         client.on_message = self._on_message
