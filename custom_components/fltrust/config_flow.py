@@ -8,9 +8,16 @@ from typing import Any, override
 
 import voluptuous as vol
 from homeassistant.components import mqtt
-from homeassistant.config_entries import ConfigFlow, ConfigFlowResult
+from homeassistant.config_entries import (
+    ConfigEntry,
+    ConfigFlow,
+    ConfigFlowResult,
+    OptionsFlowWithReload,
+)
 from homeassistant.const import CONF_NAME, UnitOfTime
+from homeassistant.core import callback
 from homeassistant.helpers.selector import (
+    BooleanSelector,
     NumberSelector,
     NumberSelectorConfig,
     NumberSelectorMode,
@@ -20,6 +27,8 @@ from homeassistant.helpers.selector import (
 )
 
 from .const import (
+    CONF_BROKER_ACCESS,
+    CONF_BROKER_USERNAME,
     CONF_FEDERATION_KEY,
     CONF_MIN_NODES,
     CONF_QUARANTINE_THRESHOLD,
@@ -39,6 +48,7 @@ from .const import (
     MAX_ROUND_INTERVAL,
     MIN_ROUND_INTERVAL,
 )
+from .core.dynsec import DEFAULT_USERNAME_TEMPLATE, validate_username_template
 from .core.security import (
     derive_coordinator_private_key,
     generate_federation_key,
@@ -80,6 +90,12 @@ USER_SCHEMA = vol.Schema(
     }
 )
 RECONFIGURE_SCHEMA = vol.Schema(ROUND_FIELDS)
+OPTIONS_SCHEMA = vol.Schema(
+    {
+        vol.Required(CONF_BROKER_ACCESS, default=False): BooleanSelector(),
+        vol.Required(CONF_BROKER_USERNAME, default=DEFAULT_USERNAME_TEMPLATE): TextSelector(),
+    }
+)
 
 
 def _round_settings(user_input: Mapping[str, Any]) -> dict[str, Any]:
@@ -142,6 +158,13 @@ class FltrustConfigFlow(ConfigFlow, domain=DOMAIN):
     """Create a federation, or change its round and trust settings."""
 
     VERSION = 1
+
+    @staticmethod
+    @callback
+    @override
+    def async_get_options_flow(config_entry: ConfigEntry) -> FltrustOptionsFlow:
+        """Return the flow that sets how quarantine reaches the broker."""
+        return FltrustOptionsFlow()
 
     @override
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
@@ -224,4 +247,33 @@ class FltrustConfigFlow(ConfigFlow, domain=DOMAIN):
             ),
             errors=errors,
             description_placeholders={"topic_prefix": entry.data[CONF_TOPIC_PREFIX]},
+        )
+
+
+class FltrustOptionsFlow(OptionsFlowWithReload):
+    """Turn on cutting quarantined nodes' broker access, and name their broker accounts."""
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask whether to manage node accounts and how they are named."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            template = user_input[CONF_BROKER_USERNAME].strip()
+            try:
+                validate_username_template(template)
+            except ValueError:
+                errors[CONF_BROKER_USERNAME] = "invalid_username_template"
+            else:
+                return self.async_create_entry(
+                    data={
+                        CONF_BROKER_ACCESS: bool(user_input[CONF_BROKER_ACCESS]),
+                        CONF_BROKER_USERNAME: template,
+                    }
+                )
+
+        return self.async_show_form(
+            step_id="init",
+            data_schema=self.add_suggested_values_to_schema(
+                OPTIONS_SCHEMA, user_input or self.config_entry.options
+            ),
+            errors=errors,
         )

@@ -15,6 +15,8 @@ CONF_ROUND_TIMEOUT: Final = "round_timeout"
 CONF_MIN_NODES: Final = "min_nodes"
 CONF_REAUTH_THRESHOLD: Final = "reauth_threshold"
 CONF_QUARANTINE_THRESHOLD: Final = "quarantine_threshold"
+CONF_BROKER_ACCESS: Final = "broker_access"
+CONF_BROKER_USERNAME: Final = "broker_username"
 CONF_NODE_ID: Final = "node_id"
 CONF_CONFIG_ENTRY_ID: Final = "config_entry_id"
 

@@ -28,7 +28,10 @@ from homeassistant.helpers.storage import Store
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
 from homeassistant.util import dt as dt_util
 
+from .broker_access import BrokerAccess
 from .const import (
+    CONF_BROKER_ACCESS,
+    CONF_BROKER_USERNAME,
     CONF_FEDERATION_KEY,
     CONF_MIN_NODES,
     CONF_QUARANTINE_THRESHOLD,
@@ -44,6 +47,7 @@ from .const import (
     SAVE_DELAY,
     STORAGE_VERSION,
 )
+from .core.dynsec import DEFAULT_USERNAME_TEMPLATE
 from .core.federation import Federation, FederationEvent, FederationSettings, Outcome, Publish
 from .core.protocol import MAX_PAYLOAD_BYTES, parse_uplink_topic, uplink_subscription
 from .core.security import (
@@ -145,6 +149,13 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         self._stop_listener: CALLBACK_TYPE | None = None
         self._deadline_timer: CALLBACK_TYPE | None = None
         self._save_timer: CALLBACK_TYPE | None = None
+        self.broker_access: BrokerAccess | None = None
+        if entry.options.get(CONF_BROKER_ACCESS, False):
+            self.broker_access = BrokerAccess(
+                hass,
+                entry,
+                entry.options.get(CONF_BROKER_USERNAME, DEFAULT_USERNAME_TEMPLATE),
+            )
 
     # Set-up and shutdown.
 
@@ -220,6 +231,13 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
                 self.federation.model_message, self._now()
             )
             await self._async_publish(publish)
+        if self.broker_access is not None:
+            await self.broker_access.async_start()
+            # A node quarantined while broker access was off, or whose account could
+            # not be disabled before a restart, must not keep its access.
+            for node_id, node in self.data.nodes.items():
+                if node.status == TrustStatus.QUARANTINED:
+                    self._async_set_broker_access(node_id, enabled=False)
         LOGGER.debug(
             "%s: listening on %s, model version %s, round %s",
             entry_id,
@@ -239,6 +257,8 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         if self._save_timer is not None:
             self._save_timer()
             self._save_timer = None
+        if self.broker_access is not None:
+            self.broker_access.async_stop()
 
     async def _async_on_stop(self, _event: Event) -> None:
         """Stop processing and save the state when Home Assistant stops."""
@@ -532,6 +552,7 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
                     ", ".join(data["reasons"]) or "no signal below 0.9",
                     DOMAIN,
                 )
+                self._async_set_broker_access(data["node_id"], enabled=False)
             case "released":
                 LOGGER.info(
                     "%s: released node %s from quarantine with trust %s; it must re-authenticate",
@@ -539,6 +560,7 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
                     data["node_id"],
                     data["trust"],
                 )
+                self._async_set_broker_access(data["node_id"], enabled=True)
             case "reauth_required":
                 LOGGER.info(
                     "%s: node %s must re-authenticate, trust %s",
@@ -569,6 +591,17 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
                     )
         if (event_type := BUS_EVENTS.get(event.kind)) is not None:
             self.hass.bus.async_fire(event_type, self._bus_event_data(data), context=context)
+
+    @callback
+    def _async_set_broker_access(self, node_id: str, enabled: bool) -> None:
+        """Cut or restore a node's broker access in the background, when that is enabled."""
+        if self.broker_access is None or self._stopping:
+            return
+        self.config_entry.async_create_background_task(
+            self.hass,
+            self.broker_access.async_set_access(node_id, enabled),
+            f"{DOMAIN} broker access {node_id}",
+        )
 
     def _bus_event_data(self, data: dict[str, Any]) -> dict[str, Any]:
         node_id = data["node_id"]

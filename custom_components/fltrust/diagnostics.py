@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from homeassistant.components.diagnostics import async_redact_data
@@ -45,8 +46,17 @@ async def async_get_config_entry_diagnostics(
     model = state.pop("model")
     return async_redact_data(
         {
-            "entry": {"title": entry.title, "data": dict(entry.data)},
+            "entry": {
+                "title": entry.title,
+                "data": dict(entry.data),
+                "options": dict(entry.options),
+            },
             "coordinator_public_key": coordinator.public_key,
+            "broker_access": (
+                {node_id: asdict(record) for node_id, record in access.records.items()}
+                if (access := coordinator.broker_access) is not None
+                else None
+            ),
             "dropped_messages": coordinator.dropped_messages,
             "model": _model_summary(model),
             "state": state,

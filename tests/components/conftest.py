@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any
 from unittest.mock import MagicMock, patch
 
@@ -46,6 +46,7 @@ from custom_components.fltrust.coordinator import settings_from_entry
 from custom_components.fltrust.core import protocol, security
 from custom_components.fltrust.core.federation import Federation
 from custom_components.fltrust.core.model import FeatureStats, FederationParams, KindModel
+from custom_components.fltrust.core.trust import TrustStatus
 
 FEDERATION_KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 PREFIX = "fltrust"
@@ -250,6 +251,38 @@ async def advance(hass: HomeAssistant, freezer: FrozenDateTimeFactory, seconds: 
     await hass.async_block_till_done()
 
 
+async def send_poisoned_rounds(
+    hass: HomeAssistant,
+    freezer: FrozenDateTimeFactory,
+    nodes: list[EdgeNode],
+    attacker: str,
+    *,
+    seed: int,
+    n_samples: int = 100,
+    until: Callable[[], bool] = lambda: False,
+) -> tuple[int, np.ndarray]:
+    """Run up to three rounds in which ``attacker`` sends a sign-flipped update scaled by ten.
+
+    The other nodes send updates close to one shared direction. Stops after the
+    round in which ``until()`` became true, and returns that round's number and
+    the shared direction.
+    """
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=PARAMS.rff_components)
+    round_number = 0
+    for round_number in (1, 2, 3):
+        await advance(hass, freezer, ROUND_INTERVAL)
+        for node in nodes:
+            coef = base + 0.05 * rng.normal(size=base.size)
+            if node.node_id == attacker:
+                coef = -10 * coef
+            node.send_update(round_number, kind_model(coef, n_samples=n_samples))
+        await hass.async_block_till_done()
+        if until():
+            break
+    return round_number, base
+
+
 def published(mqtt_mock: MagicMock, topic: str) -> list[tuple[dict[str, Any], int, bool]]:
     """Return the decoded envelopes published on ``topic`` with their QoS and retain flag."""
     messages = []
@@ -292,3 +325,22 @@ def store_federation(
         "key": key,
         "data": json.loads(json.dumps(federation.to_dict())),
     }
+
+
+async def set_up_with_quarantined_node(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    options: dict[str, Any] | None = None,
+) -> None:
+    """Set up the federation in round 4 with node-1 quarantined at trust 20 and node-2 trusted."""
+    federation = federation_with_nodes(entry, "node-1", "node-2")
+    federation.nodes["node-1"].trust.status = TrustStatus.QUARANTINED
+    federation.nodes["node-1"].trust.score = 20.0
+    federation.round = 4
+    store_federation(hass_storage, entry, federation)
+    entry.add_to_hass(hass)
+    if options is not None:
+        hass.config_entries.async_update_entry(entry, options=options)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 from unittest.mock import MagicMock
 
-import numpy as np
 import pytest
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components import automation
@@ -21,7 +20,7 @@ from pytest_homeassistant_custom_component.common import (
 
 from custom_components.fltrust.const import DOMAIN, EVENT_QUARANTINED
 
-from .conftest import ENTRY_ID, PARAMS, ROUND_INTERVAL, EdgeNode, advance, kind_model
+from .conftest import ENTRY_ID, EdgeNode, send_poisoned_rounds
 
 
 @pytest.fixture
@@ -148,17 +147,8 @@ async def test_triggers_fire_on_poisoning(
         node.send_heartbeat()
     await hass.async_block_till_done()
     await _add_automations(hass, _device(device_registry, f"{ENTRY_ID}_node-c").id)
-    rng = np.random.default_rng(11)
-    base = rng.normal(size=PARAMS.rff_components)
 
-    for round_number in (1, 2, 3):
-        await advance(hass, frozen_time, ROUND_INTERVAL)
-        for node in nodes:
-            coef = base + 0.05 * rng.normal(size=base.size)
-            if node.node_id == "node-c":
-                coef = -10 * coef
-            node.send_update(round_number, kind_model(coef))
-        await hass.async_block_till_done()
+    await send_poisoned_rounds(hass, frozen_time, nodes, "node-c", seed=11)
 
     fired: dict[str, list[dict[str, Any]]] = {}
     for call in automation_calls:

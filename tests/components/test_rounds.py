@@ -31,6 +31,7 @@ from .conftest import (
     kind_model,
     now,
     published,
+    send_poisoned_rounds,
 )
 
 NODE_IDS = ("node-a", "node-b", "node-c")
@@ -196,21 +197,10 @@ async def test_poisoned_update_quarantines_node(
     quarantined = async_capture_events(hass, EVENT_QUARANTINED)
     released = async_capture_events(hass, EVENT_RELEASED)
     nodes = await _join(hass)
-    rng = np.random.default_rng(5)
-    base = rng.normal(size=PARAMS.rff_components)
 
-    rounds_until_quarantine = 0
-    for round_number in (1, 2, 3):
-        await advance(hass, frozen_time, ROUND_INTERVAL)
-        for node in nodes:
-            coef = base + 0.05 * rng.normal(size=base.size)
-            if node.node_id == "node-c":
-                coef = -10 * coef
-            node.send_update(round_number, kind_model(coef, n_samples=200))
-        await hass.async_block_till_done()
-        rounds_until_quarantine = round_number
-        if quarantined:
-            break
+    rounds_until_quarantine, base = await send_poisoned_rounds(
+        hass, frozen_time, nodes, "node-c", seed=5, n_samples=200, until=lambda: bool(quarantined)
+    )
 
     node_c_device = device_registry.async_get_device_by_identifier(
         (DOMAIN, f"{ENTRY_ID}_node-c"), ENTRY_ID

@@ -18,16 +18,14 @@ from pytest_homeassistant_custom_component.common import (
 
 from custom_components.fltrust.const import DOMAIN, EVENT_RELEASED
 from custom_components.fltrust.core import protocol, security
-from custom_components.fltrust.core.trust import TrustStatus
 
 from .conftest import (
     ENTRY_ID,
     FEDERATION_KEY,
     PREFIX,
     EdgeNode,
-    federation_with_nodes,
     published,
-    store_federation,
+    set_up_with_quarantined_node,
 )
 
 
@@ -40,14 +38,7 @@ async def quarantined_node(
     frozen_time: FrozenDateTimeFactory,
 ) -> MockConfigEntry:
     """Set up the federation with node-1 quarantined at trust 20 and node-2 trusted."""
-    federation = federation_with_nodes(mock_config_entry, "node-1", "node-2")
-    federation.nodes["node-1"].trust.status = TrustStatus.QUARANTINED
-    federation.nodes["node-1"].trust.score = 20.0
-    federation.round = 4
-    store_federation(hass_storage, mock_config_entry, federation)
-    mock_config_entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
-    await hass.async_block_till_done()
+    await set_up_with_quarantined_node(hass, mock_config_entry, hass_storage)
     return mock_config_entry
 
 

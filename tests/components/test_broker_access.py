@@ -1,0 +1,264 @@
+"""Cutting and restoring a quarantined node's broker access through Mosquitto's dynamic security."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from unittest.mock import MagicMock, patch
+
+import pytest
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import issue_registry as ir
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_capture_events,
+    async_fire_mqtt_message,
+)
+
+from custom_components.fltrust.broker_access import AccessState
+from custom_components.fltrust.const import (
+    CONF_BROKER_ACCESS,
+    CONF_BROKER_USERNAME,
+    DOMAIN,
+    EVENT_QUARANTINED,
+)
+from custom_components.fltrust.core.dynsec import CONTROL_TOPIC, RESPONSE_TOPIC
+
+from .conftest import (
+    ENTRY_ID,
+    EdgeNode,
+    send_poisoned_rounds,
+    set_up_with_quarantined_node,
+)
+
+ISSUE_NODE_1 = f"broker_access_{ENTRY_ID}_node-1"
+
+
+def _commands(mqtt_mock: MagicMock) -> list[dict[str, Any]]:
+    """Return the dynamic-security commands the integration published, in order."""
+    commands = []
+    for call in mqtt_mock.async_publish.call_args_list:
+        topic, payload, qos, retain = call.args[:4]
+        if topic == CONTROL_TOPIC:
+            assert (qos, retain) == (1, False)
+            commands += json.loads(payload)["commands"]
+    return commands
+
+
+def _respond(hass: HomeAssistant, command: dict[str, Any], error: str | None = None) -> None:
+    """Publish the response the plugin sends to ``command``."""
+    response = {"command": command["command"], "correlationData": command["correlationData"]}
+    if error is not None:
+        response["error"] = error
+    async_fire_mqtt_message(hass, RESPONSE_TOPIC, json.dumps({"responses": [response]}))
+
+
+@pytest.fixture
+def options() -> dict[str, Any]:
+    """Return the options of the test federation."""
+    return {CONF_BROKER_ACCESS: True, CONF_BROKER_USERNAME: "fltrust-{node_id}"}
+
+
+@pytest.fixture
+async def quarantined_node(
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    mock_config_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    frozen_time: FrozenDateTimeFactory,
+    options: dict[str, Any],
+) -> MockConfigEntry:
+    """Return the federation, set up with the options and node-1 quarantined."""
+    await set_up_with_quarantined_node(hass, mock_config_entry, hass_storage, options)
+    return mock_config_entry
+
+
+async def test_cut_at_start_restored_on_release(
+    hass: HomeAssistant,
+    quarantined_node: MockConfigEntry,
+    mqtt_mock: MagicMock,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    """Test a node quarantined before the start loses its account, and gets it back on release."""
+    [disable] = _commands(mqtt_mock)
+    assert disable["command"] == "disableClient"
+    assert disable["username"] == "fltrust-node-1"
+
+    _respond(hass, disable)
+    await hass.async_block_till_done()
+
+    coordinator = quarantined_node.runtime_data
+    assert coordinator.broker_access.records["node-1"].state is AccessState.CUT
+    assert issue_registry.async_get_issue(DOMAIN, ISSUE_NODE_1) is None
+
+    await hass.services.async_call(
+        DOMAIN, "release", {"config_entry_id": ENTRY_ID, "node_id": "node-1"}, blocking=True
+    )
+    await hass.async_block_till_done()
+    enable = _commands(mqtt_mock)[-1]
+    assert enable["command"] == "enableClient"
+    assert enable["username"] == "fltrust-node-1"
+    assert enable["correlationData"] != disable["correlationData"]
+    _respond(hass, enable)
+    await hass.async_block_till_done()
+
+    assert coordinator.broker_access.records["node-1"].state is AccessState.RESTORED
+
+
+async def test_unknown_account_raises_issue_until_cut(
+    hass: HomeAssistant,
+    quarantined_node: MockConfigEntry,
+    mqtt_mock: MagicMock,
+    issue_registry: ir.IssueRegistry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Test the plugin's error becomes a repair issue naming the node and its account."""
+    [disable] = _commands(mqtt_mock)
+
+    _respond(hass, disable, error="Client not found")
+    await hass.async_block_till_done()
+
+    issue = issue_registry.async_get_issue(DOMAIN, ISSUE_NODE_1)
+    assert issue is not None
+    assert issue.translation_key == "broker_access_cut_failed"
+    assert issue.severity is ir.IssueSeverity.ERROR
+    assert issue.translation_placeholders["username"] == "fltrust-node-1"
+    assert issue.translation_placeholders["error"] == "Client not found"
+    record = quarantined_node.runtime_data.broker_access.records["node-1"]
+    assert record.state is AccessState.FAILED
+    assert "could not cut the broker access of node node-1" in caplog.text
+
+    # The next start tries again, and success clears the issue.
+    assert await hass.config_entries.async_reload(quarantined_node.entry_id)
+    await hass.async_block_till_done()
+    retry = _commands(mqtt_mock)[-1]
+    assert retry["command"] == "disableClient"
+    _respond(hass, retry)
+    await hass.async_block_till_done()
+
+    assert issue_registry.async_get_issue(DOMAIN, ISSUE_NODE_1) is None
+
+
+async def test_broker_without_plugin_raises_issue(
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    mock_config_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    options: dict[str, Any],
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    """Test a command without a response ends in a repair issue instead of waiting forever."""
+    with patch("custom_components.fltrust.broker_access.RESPONSE_TIMEOUT", 0.01):
+        await set_up_with_quarantined_node(hass, mock_config_entry, hass_storage, options)
+        await asyncio.sleep(0.05)
+        await hass.async_block_till_done()
+
+    issue = issue_registry.async_get_issue(DOMAIN, ISSUE_NODE_1)
+    assert issue is not None
+    assert "no response" in issue.translation_placeholders["error"]
+    assert "dynamic-security plugin" in issue.translation_placeholders["error"]
+    assert mock_config_entry.state is ConfigEntryState.LOADED
+
+
+@pytest.mark.parametrize("options", [{}, {CONF_BROKER_ACCESS: False}])
+async def test_option_off_sends_no_command(
+    hass: HomeAssistant, quarantined_node: MockConfigEntry, mqtt_mock: MagicMock
+) -> None:
+    """Test nothing reaches the plugin unless the option is on."""
+    await hass.services.async_call(
+        DOMAIN, "release", {"config_entry_id": ENTRY_ID, "node_id": "node-1"}, blocking=True
+    )
+    await hass.async_block_till_done()
+
+    assert _commands(mqtt_mock) == []
+    assert quarantined_node.runtime_data.broker_access is None
+
+
+async def test_quarantine_in_a_round_cuts_access(
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    mock_config_entry: MockConfigEntry,
+    frozen_time: FrozenDateTimeFactory,
+    options: dict[str, Any],
+) -> None:
+    """Test a node that a round quarantines loses its account, and only that node."""
+    mock_config_entry.add_to_hass(hass)
+    hass.config_entries.async_update_entry(mock_config_entry, options=options)
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    quarantined = async_capture_events(hass, EVENT_QUARANTINED)
+    nodes = [EdgeNode(hass, node_id) for node_id in ("node-a", "node-b", "node-c")]
+    for node in nodes:
+        node.send_heartbeat()
+    await hass.async_block_till_done()
+
+    await send_poisoned_rounds(
+        hass, frozen_time, nodes, "node-c", seed=5, until=lambda: bool(quarantined)
+    )
+
+    assert [event.data["node_id"] for event in quarantined] == ["node-c"]
+    [disable] = _commands(mqtt_mock)
+    assert (disable["command"], disable["username"]) == ("disableClient", "fltrust-node-c")
+    _respond(hass, disable)
+    await hass.async_block_till_done()
+    record = mock_config_entry.runtime_data.broker_access.records["node-c"]
+    assert record.state is AccessState.CUT
+    await hass.config_entries.async_unload(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+
+
+async def test_foreign_and_invalid_responses_ignored(
+    hass: HomeAssistant,
+    quarantined_node: MockConfigEntry,
+    mqtt_mock: MagicMock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Test responses to other clients' commands and junk leave the waiting command alone."""
+    [disable] = _commands(mqtt_mock)
+
+    async_fire_mqtt_message(hass, RESPONSE_TOPIC, b"not json")
+    async_fire_mqtt_message(
+        hass,
+        RESPONSE_TOPIC,
+        json.dumps({"responses": [{"command": "disableClient", "error": "Client not found"}]}),
+    )
+    await hass.async_block_till_done()
+    assert "node-1" not in quarantined_node.runtime_data.broker_access.records
+    assert "ignored an invalid response" in caplog.text
+
+    _respond(hass, disable)
+    await hass.async_block_till_done()
+    record = quarantined_node.runtime_data.broker_access.records["node-1"]
+    assert record.state is AccessState.CUT
+
+
+async def test_options_flow(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+    """Test the options flow checks the username pattern, saves it and reloads the entry."""
+    result = await hass.config_entries.options.async_init(init_integration.entry_id)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "init"
+
+    for template in ("fltrust", "{node_id}-{node_id}", "fltrust/{node_id}", "a b{node_id}"):
+        result = await hass.config_entries.options.async_configure(
+            result["flow_id"], {CONF_BROKER_ACCESS: True, CONF_BROKER_USERNAME: template}
+        )
+        assert result["type"] is FlowResultType.FORM
+        assert result["errors"] == {CONF_BROKER_USERNAME: "invalid_username_template"}
+
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_BROKER_ACCESS: True, CONF_BROKER_USERNAME: " node-{node_id} "}
+    )
+    await hass.async_block_till_done()
+
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert init_integration.options == {
+        CONF_BROKER_ACCESS: True,
+        CONF_BROKER_USERNAME: "node-{node_id}",
+    }
+    coordinator = init_integration.runtime_data
+    assert coordinator.broker_access is not None
+    assert coordinator.broker_access.username_template == "node-{node_id}"
