@@ -95,9 +95,11 @@ def aio() -> Iterator[BackgroundLoop]:
 
 @pytest.fixture(scope="session")
 def broker(run_dir: Path) -> Iterator[Broker]:
-    """MQTT broker on a free loopback port."""
+    """MQTT broker on a free loopback port, with dynamic security when it is Mosquitto."""
     allow_loopback_sockets()
-    broker = start_broker(run_dir / "broker", kind=os.environ.get("FLTRUST_E2E_BROKER", "auto"))
+    broker = start_broker(
+        run_dir / "broker", kind=os.environ.get("FLTRUST_E2E_BROKER", "auto"), dynsec=None
+    )
     yield broker
     broker.stop()
 
@@ -146,7 +148,9 @@ def home_assistant(run_dir: Path, broker: Broker, aio: BackgroundLoop) -> Iterat
         client = aio.run(make_client())
         aio.run(process.wait_until_running(client), timeout=180)
         mqtt_entry = aio.run(
-            client.create_mqtt_entry(broker.host, broker.port, broker.mqtt_protocol)
+            client.create_mqtt_entry(
+                broker.host, broker.port, broker.mqtt_protocol, account=broker.admin
+            )
         )
         startup_errors = process.error_records()
         yield HassSession(process, credentials, client, mqtt_entry, aio, startup_errors)

@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 
 from . import HASS_BIN, LOOPBACK
+from .broker import BrokerAccount
 from .hass_config import frontend_available, http_settings, write_config
 from .process import ManagedProcess, port_is_open
 
@@ -358,20 +359,33 @@ class HassClient:
         Raises:
             HassError: when the flow aborts, reports form errors or needs more steps.
         """
+        return await self._run_flow("/api/config/config_entries/flow", handler, steps)
+
+    async def run_options_flow(
+        self, entry_id: str, steps: list[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """Run the options flow of a config entry with one form per step and return the result.
+
+        Raises:
+            HassError: when the flow aborts, reports form errors or needs more steps.
+        """
+        return await self._run_flow("/api/config/config_entries/options/flow", entry_id, steps)
+
+    async def _run_flow(
+        self, path: str, handler: str, steps: list[Mapping[str, Any]]
+    ) -> dict[str, Any]:
         try:
-            result = await self.post("/api/config/config_entries/flow", {"handler": handler})
+            result = await self.post(path, {"handler": handler})
         except HassError as err:
             if "Invalid handler specified" in str(err):
                 raise HassError(
-                    f"Home Assistant has no config flow for {handler!r}: the integration is "
+                    f"Home Assistant has no flow for {handler!r}: the integration or entry is "
                     "missing or failed to load. Its log names the import or setup error"
                 ) from err
             raise
         for form in steps:
             self._check_flow_result(handler, result, expect_form=True)
-            result = await self.post(
-                f"/api/config/config_entries/flow/{result['flow_id']}", dict(form)
-            )
+            result = await self.post(f"{path}/{result['flow_id']}", dict(form))
         self._check_flow_result(handler, result, expect_form=False)
         return result
 
@@ -393,14 +407,20 @@ class HassClient:
                 f"({kind}) instead of creating an entry"
             )
 
-    async def create_mqtt_entry(self, host: str, port: int, protocol: str = "5") -> dict[str, Any]:
+    async def create_mqtt_entry(
+        self, host: str, port: int, protocol: str = "5", account: BrokerAccount | None = None
+    ) -> dict[str, Any]:
         """Configure Home Assistant's MQTT integration through its config flow.
 
         Returns the new config entry.
         """
+        credentials = {}
+        if account is not None:
+            credentials = {"username": account.username, "password": account.password}
         form = {
             "broker": host,
             "port": port,
+            **credentials,
             "protocol": protocol,
             "other_settings": {
                 "set_client_cert": False,

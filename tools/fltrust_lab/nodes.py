@@ -25,6 +25,7 @@ from fltrust_core.security import (
 )
 
 from . import EDGE_BIN
+from .broker import BrokerAccount
 from .datasets import DeviceData
 from .process import ManagedProcess
 
@@ -56,6 +57,8 @@ class NodeSpec:
     devices: tuple[DeviceSpec, ...]
     detection: Mapping[str, Any] = field(default_factory=dict)
     simulation: Mapping[str, Any] | None = None
+    # The node's own broker account, or None to connect anonymously.
+    broker_account: BrokerAccount | None = None
 
     @property
     def compromised(self) -> bool:
@@ -177,6 +180,9 @@ def node_config(
             for device in spec.devices
         ],
     }
+    if spec.broker_account is not None:
+        document["mqtt"]["username"] = spec.broker_account.username
+        document["mqtt"]["password"] = spec.broker_account.password
     if spec.simulation is not None:
         document["simulation"] = dict(spec.simulation)
     return document

@@ -1,0 +1,192 @@
+"""Quarantine cuts a node's broker account in a real Mosquitto, and release restores it.
+
+Home Assistant logs in to the broker with the administrator account of its
+dynamic-security plugin. Three edge nodes log in with accounts of their own,
+and one of them turns compromised. The test checks the account state through
+the plugin itself and the node's own log of refused and new connections.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fltrust_core.security import generate_federation_key
+from fltrust_lab import LOOPBACK
+from fltrust_lab.broker import Broker, BrokerAccount
+from fltrust_lab.datasets import write_nab_slice
+from fltrust_lab.dynsec_admin import DynsecAdmin
+from fltrust_lab.hass import FederationSettings, create_federation_entry
+from fltrust_lab.nodes import DeviceSpec, EdgeNodeProcess, NodeSpec, start_nodes
+from fltrust_lab.scenario import COMPROMISE
+
+from .conftest import HEARTBEAT_INTERVAL, ROUND_INTERVAL, ROUND_TIMEOUT, HassSession
+
+PREFIX = "fltrust/e2e-access"
+ROGUE = "access-rogue"
+# Slices of the NAB machine temperature series, apart from the other tests' slices.
+# At 25 rows/s each replay lasts 120 s, longer than quarantine, release and reconnection.
+NODE_SLICES = {"access-1": (6000, 9000), "access-2": (9000, 12000), ROGUE: (12000, 15000)}
+ROWS_PER_SECOND = 25.0
+TRAIN_ROWS = 100
+COMPROMISE_ROUND = 3
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Return the first true value of ``condition()``, polling twice a second."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    pytest.fail(f"{what} within {timeout:.0f} s")
+
+
+@pytest.fixture
+def admin(broker: Broker) -> Iterator[DynsecAdmin]:
+    """The broker's dynamic-security administrator."""
+    if broker.admin is None:
+        pytest.skip("the broker runs without Mosquitto's dynamic-security plugin")
+    with DynsecAdmin(broker) as admin:
+        yield admin
+
+
+@pytest.fixture
+def accounts(admin: DynsecAdmin) -> dict[str, BrokerAccount]:
+    """A broker account per node, named as the integration's default pattern names it."""
+    accounts = {}
+    for node_id in NODE_SLICES:
+        account = BrokerAccount(f"fltrust-{node_id}", secrets.token_urlsafe(12))
+        admin.create_client(account)
+        accounts[node_id] = account
+    return accounts
+
+
+def _node_specs(data_dir: Path, accounts: dict[str, BrokerAccount]) -> list[NodeSpec]:
+    specs = []
+    for node_id, (start, end) in NODE_SLICES.items():
+        device = DeviceSpec(
+            device_id="machine",
+            kind="temperature",
+            name="Machine temperature",
+            features=("temperature",),
+            data=write_nab_slice("machine", data_dir / f"{node_id}.csv", start, end),
+            rows_per_second=ROWS_PER_SECOND,
+        )
+        simulation = None
+        if node_id == ROGUE:
+            simulation = {"compromise_at_round": COMPROMISE_ROUND, **COMPROMISE}
+        specs.append(
+            NodeSpec(
+                node_id,
+                (device,),
+                detection={"train_rows": TRAIN_ROWS},
+                simulation=simulation,
+                broker_account=accounts[node_id],
+            )
+        )
+    return specs
+
+
+def _quarantined_entity(home_assistant: HassSession, entry_id: str) -> str | None:
+    """Return the entity id of the rogue node's quarantine sensor once it is registered."""
+
+    async def query() -> list[dict[str, Any]]:
+        async with home_assistant.websocket() as websocket:
+            return await websocket.entity_registry("fltrust")
+
+    unique_id = f"{entry_id}_{ROGUE}_quarantined"
+    for entity in home_assistant.run(query()):
+        if entity["unique_id"] == unique_id:
+            return entity["entity_id"]
+    return None
+
+
+def _log_count(node: EdgeNodeProcess, text: str) -> int:
+    return node.process.log_path.read_text(errors="replace").count(text)
+
+
+def test_quarantine_cuts_broker_access(
+    run_dir: Path,
+    broker: Broker,
+    home_assistant: HassSession,
+    admin: DynsecAdmin,
+    accounts: dict[str, BrokerAccount],
+) -> None:
+    """Test a quarantined node is locked out of the broker until a release."""
+    client = home_assistant.client
+    settings = FederationSettings(
+        name="e2e-access",
+        topic_prefix=PREFIX,
+        federation_key=generate_federation_key(),
+        round_interval=ROUND_INTERVAL,
+        round_timeout=ROUND_TIMEOUT,
+        min_nodes=2,
+    )
+    entry = home_assistant.run(create_federation_entry(client, settings))
+    entry_id = entry["entry_id"]
+    home_assistant.run(
+        client.run_options_flow(
+            entry_id, [{"broker_access": True, "broker_username": "fltrust-{node_id}"}]
+        )
+    )
+    access_dir = run_dir / "broker-access"
+    nodes = start_nodes(
+        _node_specs(access_dir / "data", accounts),
+        federation=settings.name,
+        run_dir=access_dir,
+        broker_host=LOOPBACK,
+        broker_port=broker.port,
+        prefix=PREFIX,
+        federation_key=settings.federation_key,
+        heartbeat_interval=HEARTBEAT_INTERVAL,
+        wait_timeout=30.0,
+    )
+    rogue = next(node for node in nodes if node.node_id == ROGUE)
+    try:
+        entity_id = wait_for(
+            lambda: _quarantined_entity(home_assistant, entry_id), 60, "no quarantine sensor"
+        )
+        wait_for(
+            lambda: home_assistant.run(client.state(entity_id))["state"] == "on",
+            120,
+            f"{ROGUE} not quarantined",
+        )
+        wait_for(
+            lambda: admin.is_disabled(accounts[ROGUE].username),
+            15,
+            f"account {accounts[ROGUE].username} not disabled",
+        )
+        wait_for(
+            lambda: _log_count(rogue, "refused the connection: Not authorized"),
+            30,
+            f"{ROGUE} not refused by the broker",
+        )
+
+        for node_id in ("access-1", "access-2"):
+            assert not admin.is_disabled(accounts[node_id].username), node_id
+        connections = _log_count(rogue, f"{ROGUE}: connected to")
+
+        release = {"config_entry_id": entry_id, "node_id": ROGUE}
+        home_assistant.run(client.call_service("fltrust", "release", release))
+
+        wait_for(
+            lambda: not admin.is_disabled(accounts[ROGUE].username),
+            15,
+            f"account {accounts[ROGUE].username} still disabled after the release",
+        )
+        # The node's reconnection backoff grows to at most 60 s while it is locked out.
+        wait_for(
+            lambda: _log_count(rogue, f"{ROGUE}: connected to") > connections,
+            75,
+            f"{ROGUE} did not reconnect after the release",
+        )
+        assert "could not cut the broker access" not in home_assistant.log()
+    finally:
+        for node in nodes:
+            node.stop()
