@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import override
+from typing import Any, override
 
 from homeassistant.components.binary_sensor import (
     BinarySensorDeviceClass,
@@ -29,6 +29,7 @@ class FltrustNodeBinarySensorEntityDescription(BinarySensorEntityDescription):
     """A binary sensor of one edge node."""
 
     is_on_fn: Callable[[NodeData], bool | None]
+    attributes_fn: Callable[[FltrustCoordinator, str], dict[str, Any] | None] = lambda *_: None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,12 +41,25 @@ class FltrustDeviceBinarySensorEntityDescription(BinarySensorEntityDescription):
     requires_connection: bool = False
 
 
+def _broker_access_attributes(
+    coordinator: FltrustCoordinator, node_id: str
+) -> dict[str, Any] | None:
+    """Return what the broker last confirmed about the node's account, once there is a result."""
+    if coordinator.broker_access is None:
+        return None
+    record = coordinator.broker_access.records.get(node_id)
+    if record is None:
+        return None
+    return {"broker_access": record.state.value}
+
+
 NODE_BINARY_SENSORS: tuple[FltrustNodeBinarySensorEntityDescription, ...] = (
     FltrustNodeBinarySensorEntityDescription(
         key="quarantined",
         translation_key="quarantined",
         device_class=BinarySensorDeviceClass.PROBLEM,
         is_on_fn=lambda node: node.status == TrustStatus.QUARANTINED,
+        attributes_fn=_broker_access_attributes,
     ),
     FltrustNodeBinarySensorEntityDescription(
         key="reauth_required",
@@ -103,6 +117,12 @@ class FltrustNodeBinarySensor(FltrustNodeEntity, BinarySensorEntity):
     def is_on(self) -> bool | None:
         """Return the sensor's state."""
         return self.entity_description.is_on_fn(self.node)
+
+    @property
+    @override
+    def extra_state_attributes(self) -> dict[str, Any] | None:
+        """Return the state of the node's broker account on the quarantine sensor."""
+        return self.entity_description.attributes_fn(self.coordinator, self.node_id)
 
 
 class FltrustDeviceBinarySensor(FltrustDeviceEntity, BinarySensorEntity):

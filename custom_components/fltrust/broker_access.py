@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -54,11 +55,21 @@ class AccessRecord:
 class BrokerAccess:
     """Enables and disables edge nodes' broker accounts for one federation."""
 
-    def __init__(self, hass: HomeAssistant, entry: ConfigEntry, username_template: str) -> None:
-        """Keep the settings; ``async_start`` subscribes to the plugin's responses."""
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: ConfigEntry,
+        username_template: str,
+        on_change: Callable[[], None],
+    ) -> None:
+        """Keep the settings. ``async_start`` subscribes to the plugin's responses.
+
+        ``on_change`` is called whenever the record of a node changes.
+        """
         self.hass = hass
         self.entry = entry
         self.username_template = username_template
+        self._on_change = on_change
         self.records: dict[str, AccessRecord] = {}
         self._pending: dict[str, asyncio.Future[str | None]] = {}
         self._unsubscribe: mqtt.CALLBACK_TYPE | None = None
@@ -167,6 +178,7 @@ class BrokerAccess:
                 },
             )
         self.records[node_id] = record
+        self._on_change()
         return record
 
     def _issue_id(self, node_id: str) -> str:

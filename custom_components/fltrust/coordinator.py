@@ -155,6 +155,7 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
                 hass,
                 entry,
                 entry.options.get(CONF_BROKER_USERNAME, DEFAULT_USERNAME_TEMPLATE),
+                self.async_update_listeners,
             )
 
     # Set-up and shutdown.

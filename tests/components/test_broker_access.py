@@ -94,6 +94,9 @@ async def test_cut_at_start_restored_on_release(
     coordinator = quarantined_node.runtime_data
     assert coordinator.broker_access.records["node-1"].state is AccessState.CUT
     assert issue_registry.async_get_issue(DOMAIN, ISSUE_NODE_1) is None
+    sensor = hass.states.get("binary_sensor.node_1_quarantined")
+    assert sensor.attributes["broker_access"] == "cut"
+    assert "broker_access" not in hass.states.get("binary_sensor.node_2_quarantined").attributes
 
     await hass.services.async_call(
         DOMAIN, "release", {"config_entry_id": ENTRY_ID, "node_id": "node-1"}, blocking=True
@@ -107,6 +110,8 @@ async def test_cut_at_start_restored_on_release(
     await hass.async_block_till_done()
 
     assert coordinator.broker_access.records["node-1"].state is AccessState.RESTORED
+    sensor = hass.states.get("binary_sensor.node_1_quarantined")
+    assert sensor.attributes["broker_access"] == "restored"
 
 
 async def test_unknown_account_raises_issue_until_cut(
@@ -130,6 +135,8 @@ async def test_unknown_account_raises_issue_until_cut(
     assert issue.translation_placeholders["error"] == "Client not found"
     record = quarantined_node.runtime_data.broker_access.records["node-1"]
     assert record.state is AccessState.FAILED
+    sensor = hass.states.get("binary_sensor.node_1_quarantined")
+    assert sensor.attributes["broker_access"] == "failed"
     assert "could not cut the broker access of node node-1" in caplog.text
 
     # The next start tries again, and success clears the issue.
@@ -176,6 +183,7 @@ async def test_option_off_sends_no_command(
 
     assert _commands(mqtt_mock) == []
     assert quarantined_node.runtime_data.broker_access is None
+    assert "broker_access" not in hass.states.get("binary_sensor.node_1_quarantined").attributes
 
 
 async def test_quarantine_in_a_round_cuts_access(
