@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import stat
 import subprocess
 import time
@@ -13,8 +14,9 @@ from pathlib import Path
 import pytest
 from fltrust_core.security import generate_federation_key
 from fltrust_lab import EDGE_BIN, LOOPBACK
-from fltrust_lab.broker import Broker, start_broker
+from fltrust_lab.broker import Broker, BrokerAccount, BrokerError, start_broker
 from fltrust_lab.datasets import nab_device, write_nab_slice
+from fltrust_lab.dynsec_admin import DynsecAdmin
 from fltrust_lab.hass import (
     FLTRUST_LOGGER,
     HassError,
@@ -80,6 +82,27 @@ def test_embedded_broker_with_paho(run_dir: Path) -> None:
     finally:
         broker.stop()
     assert not broker.is_running()
+
+
+def test_dynsec_needs_mosquitto(run_dir: Path) -> None:
+    with pytest.raises(BrokerError, match="needs Mosquitto"):
+        start_broker(run_dir / "embedded-dynsec", kind="embedded", dynsec=True)
+
+
+def test_dynsec_admin_disables_account(broker: Broker) -> None:
+    if broker.admin is None:
+        pytest.skip("the broker runs without Mosquitto's dynamic-security plugin")
+    account = BrokerAccount(f"infra-{secrets.token_hex(4)}", secrets.token_urlsafe(12))
+
+    with DynsecAdmin(broker) as admin:
+        admin.create_client(account)
+        assert not admin.is_disabled(account.username)
+        admin.command("disableClient", username=account.username)
+        assert admin.is_disabled(account.username)
+        with pytest.raises(BrokerError, match="Client not found"):
+            admin.command("disableClient", username="infra-nobody")
+    # Anonymous clients keep full access next to the accounts.
+    check_pub_sub(broker, "dynsec")
 
 
 def test_node_config_round_trip(run_dir: Path) -> None:
