@@ -82,13 +82,20 @@ class BrokerAccess:
 
     @callback
     def async_stop(self) -> None:
-        """Unsubscribe and cancel the commands still waiting for a response."""
+        """Unsubscribe, cancel the commands still waiting for a response and drop their issues.
+
+        The next start sends the commands for quarantined nodes again, so an
+        issue that still applies comes back then.
+        """
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
         for future in self._pending.values():
             future.cancel()
         self._pending.clear()
+        for node_id, record in self.records.items():
+            if record.state is AccessState.FAILED:
+                ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(node_id))
 
     @callback
     def _async_response_received(self, message: mqtt.ReceiveMessage) -> None:

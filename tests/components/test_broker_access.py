@@ -139,12 +139,27 @@ async def test_unknown_account_raises_issue_until_cut(
     assert sensor.attributes["broker_access"] == "failed"
     assert "could not cut the broker access of node node-1" in caplog.text
 
-    # The next start tries again, and success clears the issue.
-    assert await hass.config_entries.async_reload(quarantined_node.entry_id)
+    # Unloading the federation withdraws its issue.
+    await hass.config_entries.async_unload(quarantined_node.entry_id)
+    await hass.async_block_till_done()
+    assert issue_registry.async_get_issue(DOMAIN, ISSUE_NODE_1) is None
+
+    # The next start tries again and raises the issue again, and a later success clears it.
+    assert await hass.config_entries.async_setup(quarantined_node.entry_id)
     await hass.async_block_till_done()
     retry = _commands(mqtt_mock)[-1]
     assert retry["command"] == "disableClient"
-    _respond(hass, retry)
+    _respond(hass, retry, error="Client not found")
+    await hass.async_block_till_done()
+    assert issue_registry.async_get_issue(DOMAIN, ISSUE_NODE_1) is not None
+
+    await hass.services.async_call(
+        DOMAIN, "release", {"config_entry_id": ENTRY_ID, "node_id": "node-1"}, blocking=True
+    )
+    await hass.async_block_till_done()
+    enable = _commands(mqtt_mock)[-1]
+    assert enable["command"] == "enableClient"
+    _respond(hass, enable)
     await hass.async_block_till_done()
 
     assert issue_registry.async_get_issue(DOMAIN, ISSUE_NODE_1) is None
