@@ -17,10 +17,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import shutil
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,9 @@ from typing import Any
 from fltrust_core.security import generate_federation_key
 
 from . import LOOPBACK, REPO_ROOT
-from .broker import Broker, BrokerError, start_broker
+from .broker import Broker, BrokerAccount, BrokerError, start_broker
 from .datasets import DataMissingError
+from .dynsec_admin import DynsecAdmin
 from .hass import (
     HassClient,
     HassCredentials,
@@ -39,7 +41,7 @@ from .hass import (
     create_federation_entry,
 )
 from .monitor import FederationMonitor
-from .nodes import EdgeNodeProcess, start_nodes
+from .nodes import EdgeNodeProcess, NodeSpec, start_nodes
 from .process import free_port
 from .scenario import Scenario, plan_scenario
 from .summary import build_summary, format_summary
@@ -106,6 +108,9 @@ class Demo:
         self.options = options
         self.run_dir = prepare_run_dir(options.demo_root)
         self.broker: Broker | None = None
+        # The broker's dynamic-security administrator, when Mosquitto runs the plugin.
+        self.admin: DynsecAdmin | None = None
+        self.accounts: dict[str, BrokerAccount] = {}
         self.hass: HomeAssistantProcess | None = None
         self.client: HassClient | None = None
         self.websocket: HassWebSocket | None = None
@@ -134,8 +139,14 @@ class Demo:
             await self._shutdown()
 
     async def _start_services(self) -> None:
-        self.broker = start_broker(self.run_dir / "broker")
+        self.broker = start_broker(self.run_dir / "broker", dynsec=None)
         _say(f"broker: {self.broker.kind} on {self.broker.url}")
+        if self.broker.admin is not None:
+            self.admin = await asyncio.to_thread(DynsecAdmin, self.broker)
+            _say(
+                "broker: dynamic-security plugin loaded, so a quarantine also disables the "
+                "node's broker account"
+            )
         port = self.options.port
         if port is None:
             port = free_port() if self.options.headless else INTERACTIVE_PORT
@@ -150,7 +161,7 @@ class Demo:
         await self.websocket.connect()
         await self.hass.check_http_config(self.websocket)
         await self.client.create_mqtt_entry(
-            self.broker.host, self.broker.port, self.broker.mqtt_protocol
+            self.broker.host, self.broker.port, self.broker.mqtt_protocol, self.broker.admin
         )
         elapsed = time.monotonic() - self.started
         _say(f"Home Assistant: running after {elapsed:.0f} s, MQTT entry created")
@@ -184,6 +195,11 @@ class Demo:
 
         for plan in self.scenario.federations:
             entry = await create_federation_entry(self.client, plan.settings)
+            if self.admin is not None:
+                await self.client.run_options_flow(
+                    entry["entry_id"],
+                    [{"broker_access": True, "broker_username": "fltrust-{node_id}"}],
+                )
             self.monitors.append(FederationMonitor(plan, entry["entry_id"]))
             _say(
                 f"federation {plan.name}: entry {entry['entry_id']} on "
@@ -200,7 +216,7 @@ class Demo:
 
         for plan in self.scenario.federations:
             self.nodes += start_nodes(
-                plan.nodes,
+                [await self._with_account(spec) for spec in plan.nodes],
                 federation=plan.name,
                 run_dir=self.run_dir,
                 broker_host=LOOPBACK,
@@ -214,6 +230,27 @@ class Demo:
             f"started {len(self.nodes)} edge nodes. Replays last about "
             f"{self.scenario.replay_seconds:.0f} s, rounds every {options.round_interval} s\n"
         )
+
+    async def _with_account(self, spec: NodeSpec) -> NodeSpec:
+        """Return the node with a broker account of its own, when the broker can disable it."""
+        if self.admin is None:
+            return spec
+        account = BrokerAccount(f"fltrust-{spec.node_id}", secrets.token_urlsafe(12))
+        await asyncio.to_thread(self.admin.create_client, account)
+        self.accounts[spec.node_id] = account
+        return replace(spec, broker_account=account)
+
+    async def _report_broker_access(self) -> dict[str, bool]:
+        """Print and return which node accounts the broker holds disabled."""
+        if self.admin is None:
+            return {}
+        disabled = {
+            node_id: await asyncio.to_thread(self.admin.is_disabled, account.username)
+            for node_id, account in self.accounts.items()
+        }
+        locked = sorted(node_id for node_id, is_disabled in disabled.items() if is_disabled)
+        _say("broker: accounts disabled: " + (", ".join(locked) if locked else "none"))
+        return disabled
 
     async def _refresh_registry(self) -> None:
         assert self.websocket is not None
@@ -309,6 +346,7 @@ class Demo:
             round_interval=self.options.round_interval,
             wall_seconds=time.monotonic() - self.started,
         )
+        summary["broker_accounts_disabled"] = await self._report_broker_access()
         self.options.summary_path.write_text(json.dumps(summary, indent=2) + "\n")
         _say(format_summary(summary))
         _say(f"\nsummary written to {self.options.summary_path}")
@@ -346,6 +384,8 @@ class Demo:
             await self.client.close()
         if self.hass is not None:
             self.hass.stop()
+        if self.admin is not None:
+            self.admin.close()
         if self.broker is not None:
             self.broker.stop()
 
