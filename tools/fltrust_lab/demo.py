@@ -241,7 +241,7 @@ class Demo:
         return replace(spec, broker_account=account)
 
     async def _report_broker_access(self) -> dict[str, bool]:
-        """Print and return which node accounts the broker holds disabled."""
+        """Print and return which node accounts are disabled on the broker."""
         if self.admin is None:
             return {}
         disabled = {
