@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from homeassistant.components import mqtt
 from homeassistant.config_entries import ConfigEntry
@@ -27,12 +28,18 @@ from .core.dynsec import (
     RESPONSE_TOPIC,
     broker_username,
     client_access_command,
+    create_account_commands,
+    encode_commands,
     parse_responses,
 )
 
 # Seconds to wait for the plugin's response. It usually responds within milliseconds;
 # the margin covers a busy broker and Home Assistant's own queue.
 RESPONSE_TIMEOUT = 10.0
+
+
+class BrokerAccessError(Exception):
+    """The broker did not carry out a dynamic-security command."""
 
 
 class AccessState(StrEnum):
@@ -59,6 +66,7 @@ class BrokerAccess:
         self,
         hass: HomeAssistant,
         entry: ConfigEntry,
+        prefix: str,
         username_template: str,
         on_change: Callable[[], None],
     ) -> None:
@@ -68,14 +76,28 @@ class BrokerAccess:
         """
         self.hass = hass
         self.entry = entry
+        self.prefix = prefix
         self.username_template = username_template
         self._on_change = on_change
         self.records: dict[str, AccessRecord] = {}
         self._pending: dict[str, asyncio.Future[str | None]] = {}
         self._unsubscribe: mqtt.CALLBACK_TYPE | None = None
+        self._unsubscribe_done: mqtt.CALLBACK_TYPE | None = None
+        self._subscribed = asyncio.Event()
+        # The newest command about each node's account: the result of an older one
+        # that arrives later, such as a timed-out disable after a release, is stale.
+        self._latest: dict[str, str] = {}
 
     async def async_start(self) -> None:
-        """Subscribe to the plugin's response topic."""
+        """Subscribe to the plugin's response topic.
+
+        Home Assistant sends subscriptions in batches, so the broker may get
+        the subscription after a command published right away, and would then
+        respond to nobody. Commands therefore wait until the broker confirmed it.
+        """
+        self._unsubscribe_done = mqtt.async_on_subscribe_done(
+            self.hass, RESPONSE_TOPIC, 1, self._subscribed.set
+        )
         self._unsubscribe = await mqtt.async_subscribe(
             self.hass, RESPONSE_TOPIC, self._async_response_received, qos=1, encoding=None
         )
@@ -90,6 +112,9 @@ class BrokerAccess:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._unsubscribe_done is not None:
+            self._unsubscribe_done()
+            self._unsubscribe_done = None
         for future in self._pending.values():
             future.cancel()
         self._pending.clear()
@@ -119,34 +144,68 @@ class BrokerAccess:
             if future is not None and not future.done():
                 future.set_result(response.error)
 
-    async def async_set_access(self, node_id: str, enabled: bool) -> AccessRecord:
-        """Enable or disable a node's broker account and return the broker's response."""
-        username = broker_username(self.username_template, node_id)
+    async def _async_send(self, commands: list[dict[str, Any]]) -> list[str | None]:
+        """Send commands in one message and return the plugin's error for each, or None.
+
+        Raises:
+            BrokerAccessError: when publishing fails or a response does not
+                arrive within ``RESPONSE_TIMEOUT``.
+        """
+        try:
+            async with asyncio.timeout(RESPONSE_TIMEOUT):
+                await self._subscribed.wait()
+        except TimeoutError:
+            LOGGER.debug(
+                "%s: no confirmation of the subscription to %s, sending the command anyway",
+                self.entry.entry_id,
+                RESPONSE_TOPIC,
+            )
         correlation = secrets.token_hex(8)
-        future: asyncio.Future[str | None] = self.hass.loop.create_future()
-        self._pending[correlation] = future
-        action = "restore" if enabled else "cut"
+        tags = [f"{correlation}-{index}" for index in range(len(commands))]
+        futures: list[asyncio.Future[str | None]] = []
+        for tag in tags:
+            futures.append(self.hass.loop.create_future())
+            self._pending[tag] = futures[-1]
         try:
             await mqtt.async_publish(
                 self.hass,
                 CONTROL_TOPIC,
-                client_access_command(username, enabled, correlation),
+                encode_commands(commands, correlation),
                 1,
                 False,
                 encoding=None,
             )
             async with asyncio.timeout(RESPONSE_TIMEOUT):
-                error = await future
+                return list(await asyncio.gather(*futures))
         except HomeAssistantError as err:
-            error = f"publishing the command failed: {err}"
-        except TimeoutError:
-            error = (
+            raise BrokerAccessError(f"publishing the command failed: {err}") from err
+        except TimeoutError as err:
+            raise BrokerAccessError(
                 f"no response within {RESPONSE_TIMEOUT:.0f} s; the broker may lack the "
                 "dynamic-security plugin, or Home Assistant's MQTT user may not be allowed "
                 "to use it"
-            )
+            ) from err
         finally:
-            self._pending.pop(correlation, None)
+            for tag in tags:
+                self._pending.pop(tag, None)
+
+    async def async_set_access(self, node_id: str, enabled: bool) -> AccessRecord:
+        """Enable or disable a node's broker account and return the broker's response."""
+        username = broker_username(self.username_template, node_id)
+        action = "restore" if enabled else "cut"
+        token = self._latest[node_id] = secrets.token_hex(8)
+        try:
+            [error] = await self._async_send([client_access_command(username, enabled)])
+        except BrokerAccessError as err:
+            error = str(err)
+        if self._latest.get(node_id) != token:
+            LOGGER.debug(
+                "%s: ignored the outcome of an older command to %s the broker access of node %s",
+                self.entry.entry_id,
+                action,
+                node_id,
+            )
+            return self.records.get(node_id, AccessRecord(username, AccessState.FAILED, error))
 
         if error is None:
             record = AccessRecord(username, AccessState.RESTORED if enabled else AccessState.CUT)
@@ -187,6 +246,40 @@ class BrokerAccess:
         self.records[node_id] = record
         self._on_change()
         return record
+
+    async def async_create_account(
+        self, node_id: str, sensor_topics: tuple[str, ...], replace: bool
+    ) -> tuple[str, str]:
+        """Create a node's broker account, confined to its own topics, and return its login.
+
+        Raises:
+            BrokerAccessError: with the plugin's error, when it did not create both.
+        """
+        username = broker_username(self.username_template, node_id)
+        password = secrets.token_urlsafe(24)
+        commands = create_account_commands(
+            self.prefix, node_id, username, password, sensor_topics, replace
+        )
+        errors = await self._async_send(commands)
+        # Deleting what does not exist yet is no failure when replacing.
+        failures = [
+            f"{command['command']}: {error}"
+            for command, error in zip(commands, errors, strict=True)
+            if error is not None and not command["command"].startswith("delete")
+        ]
+        if failures:
+            LOGGER.error(
+                "%s: could not create the broker account %s of node %s: %s",
+                self.entry.entry_id,
+                username,
+                node_id,
+                "; ".join(failures),
+            )
+            raise BrokerAccessError("; ".join(failures))
+        LOGGER.info(
+            "%s: created the broker account %s of node %s", self.entry.entry_id, username, node_id
+        )
+        return username, password
 
     def _issue_id(self, node_id: str) -> str:
         return f"broker_access_{self.entry.entry_id}_{node_id}"

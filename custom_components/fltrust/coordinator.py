@@ -154,6 +154,7 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
             self.broker_access = BrokerAccess(
                 hass,
                 entry,
+                self.settings.prefix,
                 entry.options.get(CONF_BROKER_USERNAME, DEFAULT_USERNAME_TEMPLATE),
                 self.async_update_listeners,
             )

@@ -1,7 +1,8 @@
-"""Actions of the fltrust integration: release a node and issue node keys.
+"""Actions of the fltrust integration: release a node, issue node keys, create broker accounts.
 
-Both actions are admin-only: a release lets a node's updates count again, and
-a node key lets its holder sign messages as that node.
+All actions are admin-only: a release lets a node's updates count again, a
+node key lets its holder sign messages as that node, and a broker account
+lets its holder publish on the node's topics.
 """
 
 from __future__ import annotations
@@ -15,25 +16,37 @@ from homeassistant.core import (
     SupportsResponse,
     callback,
 )
-from homeassistant.exceptions import ServiceValidationError
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.service import async_register_admin_service
 
+from .broker_access import BrokerAccessError
 from .const import (
     CONF_CONFIG_ENTRY_ID,
     CONF_NODE_ID,
+    CONF_REPLACE,
+    CONF_SENSOR_TOPICS,
     DOMAIN,
     LOGGER,
+    SERVICE_CREATE_NODE_ACCOUNT,
     SERVICE_ISSUE_NODE_KEY,
     SERVICE_RELEASE,
 )
 from .coordinator import FltrustCoordinator, NodeNotQuarantinedError
+from .core.dynsec import validate_sensor_topic
 from .core.protocol import ID_PATTERN, is_valid_id
 
 NODE_SCHEMA = vol.Schema(
     {
         vol.Required(CONF_CONFIG_ENTRY_ID): cv.string,
         vol.Required(CONF_NODE_ID): cv.string,
+    }
+)
+
+ACCOUNT_SCHEMA = NODE_SCHEMA.extend(
+    {
+        vol.Optional(CONF_SENSOR_TOPICS, default=list): vol.All(cv.ensure_list, [cv.string]),
+        vol.Optional(CONF_REPLACE, default=False): cv.boolean,
     }
 )
 
@@ -109,6 +122,48 @@ async def _async_issue_node_key(call: ServiceCall) -> ServiceResponse:
     }
 
 
+async def _async_create_node_account(call: ServiceCall) -> ServiceResponse:
+    """Create a node's broker account, confined to its topics, and return its login once."""
+    coordinator = _get_coordinator(call.hass, call.data[CONF_CONFIG_ENTRY_ID])
+    node_id = _valid_node_id(call.data[CONF_NODE_ID])
+    title = coordinator.config_entry.title
+    access = coordinator.broker_access
+    if access is None:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="broker_access_off",
+            translation_placeholders={"title": title},
+        )
+    topics = []
+    for topic in call.data[CONF_SENSOR_TOPICS]:
+        try:
+            topics.append(validate_sensor_topic(topic.strip(), coordinator.prefix))
+        except ValueError as err:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="invalid_sensor_topic",
+                translation_placeholders={"topic": topic[:80], "reason": str(err)},
+            ) from err
+    try:
+        username, password = await access.async_create_account(
+            node_id, tuple(topics), call.data[CONF_REPLACE]
+        )
+    except BrokerAccessError as err:
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="broker_account_failed",
+            translation_placeholders={"node_id": node_id, "title": title, "error": str(err)},
+        ) from err
+    LOGGER.info(
+        "%s: issued the broker account %s of node %s to user %s",
+        coordinator.config_entry.entry_id,
+        username,
+        node_id,
+        call.context.user_id,
+    )
+    return {"node_id": node_id, "username": username, "password": password}
+
+
 @callback
 def async_setup_services(hass: HomeAssistant) -> None:
     """Register the fltrust actions."""
@@ -119,5 +174,13 @@ def async_setup_services(hass: HomeAssistant) -> None:
         SERVICE_ISSUE_NODE_KEY,
         _async_issue_node_key,
         NODE_SCHEMA,
+        supports_response=SupportsResponse.ONLY,
+    )
+    async_register_admin_service(
+        hass,
+        DOMAIN,
+        SERVICE_CREATE_NODE_ACCOUNT,
+        _async_create_node_account,
+        ACCOUNT_SCHEMA,
         supports_response=SupportsResponse.ONLY,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Iterator
 from typing import Any
 from unittest.mock import MagicMock, patch
 
@@ -12,6 +13,7 @@ from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import issue_registry as ir
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
@@ -30,10 +32,14 @@ from custom_components.fltrust.core.dynsec import CONTROL_TOPIC, RESPONSE_TOPIC
 
 from .conftest import (
     ENTRY_ID,
+    PREFIX,
     EdgeNode,
     send_poisoned_rounds,
     set_up_with_quarantined_node,
 )
+
+# Commands wait for responses on a frozen clock, so a regression would hang instead of failing.
+pytestmark = pytest.mark.timeout(120)
 
 ISSUE_NODE_1 = f"broker_access_{ENTRY_ID}_node-1"
 
@@ -49,12 +55,54 @@ def _commands(mqtt_mock: MagicMock) -> list[dict[str, Any]]:
     return commands
 
 
+async def _sent(hass: HomeAssistant, mqtt_mock: MagicMock, count: int) -> list[dict[str, Any]]:
+    """Return the commands once at least ``count`` went out.
+
+    Commands go out from background tasks, which ``async_block_till_done``
+    does not wait for, so the test yields to the loop until they appear.
+    """
+    for _ in range(200):
+        await hass.async_block_till_done()
+        if len(_commands(mqtt_mock)) >= count:
+            break
+        await asyncio.sleep(0)
+    commands = _commands(mqtt_mock)
+    assert len(commands) == count
+    return commands
+
+
 def _respond(hass: HomeAssistant, command: dict[str, Any], error: str | None = None) -> None:
     """Publish the response the plugin sends to ``command``."""
     response = {"command": command["command"], "correlationData": command["correlationData"]}
     if error is not None:
         response["error"] = error
     async_fire_mqtt_message(hass, RESPONSE_TOPIC, json.dumps({"responses": [response]}))
+
+
+@pytest.fixture(autouse=True)
+def subscription_confirmed() -> Iterator[list[Callable[[], None]]]:
+    """Confirm the response subscription at once, as the broker does; or hold it when told.
+
+    The harness's MQTT client never reports subscriptions as done. A test that
+    appends ``None`` to the returned list gets the confirmation callbacks in
+    the list instead, to call them itself.
+    """
+    held: list[Callable[[], None]] = []
+
+    def on_subscribe_done(
+        hass: HomeAssistant, topic: str, qos: int, callback: Callable[[], None]
+    ) -> Callable[[], None]:
+        assert (topic, qos) == (RESPONSE_TOPIC, 1)
+        if held and held[0] is None:
+            held.append(callback)
+        else:
+            hass.loop.call_soon(callback)
+        return lambda: None
+
+    with patch(
+        "custom_components.fltrust.broker_access.mqtt.async_on_subscribe_done", on_subscribe_done
+    ):
+        yield held
 
 
 @pytest.fixture
@@ -84,12 +132,12 @@ async def test_cut_at_start_restored_on_release(
     issue_registry: ir.IssueRegistry,
 ) -> None:
     """Test a node quarantined before the start loses its account, and gets it back on release."""
-    [disable] = _commands(mqtt_mock)
+    [disable] = await _sent(hass, mqtt_mock, 1)
     assert disable["command"] == "disableClient"
     assert disable["username"] == "fltrust-node-1"
 
     _respond(hass, disable)
-    await hass.async_block_till_done()
+    await hass.async_block_till_done(wait_background_tasks=True)
 
     coordinator = quarantined_node.runtime_data
     assert coordinator.broker_access.records["node-1"].state is AccessState.CUT
@@ -102,12 +150,12 @@ async def test_cut_at_start_restored_on_release(
         DOMAIN, "release", {"config_entry_id": ENTRY_ID, "node_id": "node-1"}, blocking=True
     )
     await hass.async_block_till_done()
-    enable = _commands(mqtt_mock)[-1]
+    enable = (await _sent(hass, mqtt_mock, 2))[-1]
     assert enable["command"] == "enableClient"
     assert enable["username"] == "fltrust-node-1"
     assert enable["correlationData"] != disable["correlationData"]
     _respond(hass, enable)
-    await hass.async_block_till_done()
+    await hass.async_block_till_done(wait_background_tasks=True)
 
     assert coordinator.broker_access.records["node-1"].state is AccessState.RESTORED
     sensor = hass.states.get("binary_sensor.node_1_quarantined")
@@ -122,10 +170,10 @@ async def test_unknown_account_raises_issue_until_cut(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Test the plugin's error becomes a repair issue naming the node and its account."""
-    [disable] = _commands(mqtt_mock)
+    [disable] = await _sent(hass, mqtt_mock, 1)
 
     _respond(hass, disable, error="Client not found")
-    await hass.async_block_till_done()
+    await hass.async_block_till_done(wait_background_tasks=True)
 
     issue = issue_registry.async_get_issue(DOMAIN, ISSUE_NODE_1)
     assert issue is not None
@@ -147,20 +195,20 @@ async def test_unknown_account_raises_issue_until_cut(
     # The next start tries again and raises the issue again, and a later success clears it.
     assert await hass.config_entries.async_setup(quarantined_node.entry_id)
     await hass.async_block_till_done()
-    retry = _commands(mqtt_mock)[-1]
+    retry = (await _sent(hass, mqtt_mock, 2))[-1]
     assert retry["command"] == "disableClient"
     _respond(hass, retry, error="Client not found")
-    await hass.async_block_till_done()
+    await hass.async_block_till_done(wait_background_tasks=True)
     assert issue_registry.async_get_issue(DOMAIN, ISSUE_NODE_1) is not None
 
     await hass.services.async_call(
         DOMAIN, "release", {"config_entry_id": ENTRY_ID, "node_id": "node-1"}, blocking=True
     )
     await hass.async_block_till_done()
-    enable = _commands(mqtt_mock)[-1]
+    enable = (await _sent(hass, mqtt_mock, 3))[-1]
     assert enable["command"] == "enableClient"
     _respond(hass, enable)
-    await hass.async_block_till_done()
+    await hass.async_block_till_done(wait_background_tasks=True)
 
     assert issue_registry.async_get_issue(DOMAIN, ISSUE_NODE_1) is None
 
@@ -224,10 +272,10 @@ async def test_quarantine_in_a_round_cuts_access(
     )
 
     assert [event.data["node_id"] for event in quarantined] == ["node-c"]
-    [disable] = _commands(mqtt_mock)
+    [disable] = await _sent(hass, mqtt_mock, 1)
     assert (disable["command"], disable["username"]) == ("disableClient", "fltrust-node-c")
     _respond(hass, disable)
-    await hass.async_block_till_done()
+    await hass.async_block_till_done(wait_background_tasks=True)
     record = mock_config_entry.runtime_data.broker_access.records["node-c"]
     assert record.state is AccessState.CUT
     await hass.config_entries.async_unload(mock_config_entry.entry_id)
@@ -241,7 +289,7 @@ async def test_foreign_and_invalid_responses_ignored(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Test responses to other clients' commands and junk leave the waiting command alone."""
-    [disable] = _commands(mqtt_mock)
+    [disable] = await _sent(hass, mqtt_mock, 1)
 
     async_fire_mqtt_message(hass, RESPONSE_TOPIC, b"not json")
     async_fire_mqtt_message(
@@ -254,9 +302,167 @@ async def test_foreign_and_invalid_responses_ignored(
     assert "ignored an invalid response" in caplog.text
 
     _respond(hass, disable)
-    await hass.async_block_till_done()
+    await hass.async_block_till_done(wait_background_tasks=True)
     record = quarantined_node.runtime_data.broker_access.records["node-1"]
     assert record.state is AccessState.CUT
+
+
+async def _create_account(
+    hass: HomeAssistant, mqtt_mock: MagicMock, data: dict[str, Any], errors: list[str | None]
+) -> dict[str, Any]:
+    """Call the account action and respond to each of its commands with ``errors`` in order."""
+    before = len(_commands(mqtt_mock))
+    task = hass.async_create_task(
+        hass.services.async_call(
+            DOMAIN,
+            "create_node_account",
+            {"config_entry_id": ENTRY_ID, **data},
+            blocking=True,
+            return_response=True,
+        )
+    )
+    for _ in range(100):
+        await asyncio.sleep(0)
+        if len(_commands(mqtt_mock)) > before or task.done():
+            break
+    for command, error in zip(_commands(mqtt_mock)[before:], errors, strict=True):
+        _respond(hass, command, error)
+    return await task
+
+
+async def test_create_node_account(
+    hass: HomeAssistant, quarantined_node: MockConfigEntry, mqtt_mock: MagicMock
+) -> None:
+    """Test the action creates a confined account and returns its login once."""
+    [_disable] = await _sent(hass, mqtt_mock, 1)
+
+    response = await _create_account(
+        hass,
+        mqtt_mock,
+        {"node_id": "node-3", "sensor_topics": ["zigbee2mqtt/kitchen"]},
+        [None, None],
+    )
+
+    create_role, create_client = _commands(mqtt_mock)[1:]
+    assert response["username"] == "fltrust-node-3"
+    assert len(response["password"]) >= 32
+    assert create_client["command"] == "createClient"
+    assert create_client["username"] == "fltrust-node-3"
+    assert create_client["password"] == response["password"]
+    assert create_client["roles"] == [{"rolename": "fltrust-node-3"}]
+    assert create_role["command"] == "createRole"
+    topics = {acl["topic"] for acl in create_role["acls"] if acl["allow"]}
+    assert topics == {
+        f"{PREFIX}/node/node-3/#",
+        f"{PREFIX}/node/node-3/command",
+        f"{PREFIX}/coordinator/#",
+        "zigbee2mqtt/kitchen",
+    }
+
+
+async def test_create_node_account_errors(
+    hass: HomeAssistant, quarantined_node: MockConfigEntry, mqtt_mock: MagicMock
+) -> None:
+    """Test the plugin's refusal fails the action, while missing accounts do not block a replace."""
+    with pytest.raises(HomeAssistantError) as failed:
+        await _create_account(
+            hass, mqtt_mock, {"node_id": "node-2"}, [None, "Client already exists"]
+        )
+    assert failed.value.translation_key == "broker_account_failed"
+    assert "Client already exists" in str(failed.value.translation_placeholders)
+
+    response = await _create_account(
+        hass,
+        mqtt_mock,
+        {"node_id": "node-2", "replace": True},
+        ["Client not found", "Role not found", None, None],
+    )
+    assert response["username"] == "fltrust-node-2"
+    assert [command["command"] for command in _commands(mqtt_mock)[-4:]] == [
+        "deleteClient",
+        "deleteRole",
+        "createRole",
+        "createClient",
+    ]
+
+
+@pytest.mark.parametrize("topic", ["#", "$CONTROL/dynamic-security/#", f"{PREFIX}/node/+/state"])
+async def test_create_node_account_rejects_topic(
+    hass: HomeAssistant, quarantined_node: MockConfigEntry, mqtt_mock: MagicMock, topic: str
+) -> None:
+    """Test a sensor topic that would open the federation's or the broker's topics is rejected."""
+    with pytest.raises(ServiceValidationError) as rejected:
+        await hass.services.async_call(
+            DOMAIN,
+            "create_node_account",
+            {"config_entry_id": ENTRY_ID, "node_id": "node-3", "sensor_topics": [topic]},
+            blocking=True,
+            return_response=True,
+        )
+
+    assert rejected.value.translation_key == "invalid_sensor_topic"
+    assert len(_commands(mqtt_mock)) == 1
+
+
+@pytest.mark.parametrize("options", [{}])
+async def test_create_node_account_needs_option(
+    hass: HomeAssistant, quarantined_node: MockConfigEntry
+) -> None:
+    """Test the action explains that broker access must be turned on first."""
+    with pytest.raises(ServiceValidationError) as rejected:
+        await hass.services.async_call(
+            DOMAIN,
+            "create_node_account",
+            {"config_entry_id": ENTRY_ID, "node_id": "node-3"},
+            blocking=True,
+            return_response=True,
+        )
+
+    assert rejected.value.translation_key == "broker_access_off"
+
+
+async def test_commands_wait_for_subscription(
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    mock_config_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    frozen_time: FrozenDateTimeFactory,
+    options: dict[str, Any],
+    subscription_confirmed: list[Callable[[], None] | None],
+) -> None:
+    """Test no command goes out before the broker confirmed the response subscription."""
+    subscription_confirmed.append(None)
+    await set_up_with_quarantined_node(hass, mock_config_entry, hass_storage, options)
+
+    assert _commands(mqtt_mock) == []
+
+    subscription_confirmed[1]()
+    await hass.async_block_till_done()
+    [disable] = await _sent(hass, mqtt_mock, 1)
+    assert disable["username"] == "fltrust-node-1"
+
+
+async def test_late_failure_does_not_hide_release(
+    hass: HomeAssistant,
+    quarantined_node: MockConfigEntry,
+    mqtt_mock: MagicMock,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    """Test a disable that fails after a successful release leaves the release's result."""
+    [disable] = await _sent(hass, mqtt_mock, 1)
+    await hass.services.async_call(
+        DOMAIN, "release", {"config_entry_id": ENTRY_ID, "node_id": "node-1"}, blocking=True
+    )
+    await hass.async_block_till_done()
+    enable = (await _sent(hass, mqtt_mock, 2))[-1]
+
+    _respond(hass, enable)
+    _respond(hass, disable, error="Client not found")
+    await hass.async_block_till_done(wait_background_tasks=True)
+
+    record = quarantined_node.runtime_data.broker_access.records["node-1"]
+    assert record.state is AccessState.RESTORED
+    assert issue_registry.async_get_issue(DOMAIN, ISSUE_NODE_1) is None
 
 
 async def test_options_flow(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:

@@ -210,7 +210,8 @@ async def test_issue_node_key_requires_response(
 
 
 @pytest.mark.parametrize(
-    ("service", "return_response"), [("release", False), ("issue_node_key", True)]
+    ("service", "return_response"),
+    [("release", False), ("issue_node_key", True), ("create_node_account", True)],
 )
 async def test_actions_admin_only(
     hass: HomeAssistant,

@@ -10,20 +10,104 @@ from fltrust_core.dynsec import (
     DynsecResponse,
     broker_username,
     client_access_command,
+    create_account_commands,
+    encode_commands,
+    node_role_acls,
     parse_responses,
+    validate_sensor_topic,
     validate_username_template,
 )
 
 
 @pytest.mark.parametrize(("enabled", "command"), [(False, "disableClient"), (True, "enableClient")])
 def test_client_access_command(enabled: bool, command: str) -> None:
-    payload = json.loads(client_access_command("fltrust-kitchen-pi", enabled, "c0ffee"))
+    payload = json.loads(
+        encode_commands([client_access_command("fltrust-kitchen-pi", enabled)], "c0ffee")
+    )
 
     assert payload == {
         "commands": [
-            {"command": command, "username": "fltrust-kitchen-pi", "correlationData": "c0ffee"}
+            {"command": command, "username": "fltrust-kitchen-pi", "correlationData": "c0ffee-0"}
         ]
     }
+
+
+def _matches(pattern: str, topic: str) -> bool:
+    """Return whether an MQTT topic filter matches a topic name."""
+    pattern_levels, topic_levels = pattern.split("/"), topic.split("/")
+    for index, level in enumerate(pattern_levels):
+        if level == "#":
+            return True
+        if index >= len(topic_levels) or level not in ("+", topic_levels[index]):
+            return False
+    return len(pattern_levels) == len(topic_levels)
+
+
+def test_role_confines_node_to_its_topics() -> None:
+    acls = node_role_acls("fltrust/home", "kitchen-pi", ("zigbee2mqtt/kitchen",))
+    by_priority = sorted(acls, key=lambda acl: -acl["priority"])
+
+    def allowed(acltype: str, topic: str) -> bool:
+        # The plugin applies the first matching ACL from the highest priority down.
+        for acl in by_priority:
+            if acl["acltype"] == acltype and _matches(acl["topic"], topic):
+                return acl["allow"]
+        return True
+
+    assert allowed("publishClientSend", "fltrust/home/node/kitchen-pi/update")
+    assert not allowed("publishClientSend", "fltrust/home/node/hall-pi/update")
+    assert not allowed("publishClientSend", "fltrust/home/coordinator/model")
+    assert allowed("subscribePattern", "fltrust/home/coordinator/model")
+    assert allowed("subscribePattern", "fltrust/home/node/kitchen-pi/command")
+    assert not allowed("subscribePattern", "fltrust/home/node/hall-pi/state")
+    assert allowed("subscribePattern", "zigbee2mqtt/kitchen")
+    assert allowed("publishClientReceive", "zigbee2mqtt/kitchen")
+    assert not allowed("publishClientReceive", "fltrust/home/node/hall-pi/command")
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_create_account_commands(replace: bool) -> None:
+    commands = create_account_commands("p", "n1", "fltrust-n1", "secret", ("s/t",), replace)
+    names = [command["command"] for command in commands]
+
+    expected = ["createRole", "createClient"]
+    if replace:
+        expected = ["deleteClient", "deleteRole", *expected]
+    assert names == expected
+    create_client = commands[-1]
+    assert create_client["username"] == "fltrust-n1"
+    assert create_client["password"] == "secret"
+    assert create_client["roles"] == [{"rolename": "fltrust-n1"}]
+    assert commands[-2]["acls"] == node_role_acls("p", "n1", ("s/t",))
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["zigbee2mqtt/kitchen", "home/+/temperature", "sensors/#", "fltrust", "fltrust/other/#"],
+)
+def test_valid_sensor_topics(topic: str) -> None:
+    assert validate_sensor_topic(topic, "fltrust/home") == topic
+
+
+@pytest.mark.parametrize(
+    ("topic", "reason"),
+    [
+        ("", "not a valid"),
+        ("a\0b", "not a valid"),
+        ("$CONTROL/dynamic-security/#", "broker's own"),
+        ("$SYS/#", "broker's own"),
+        ("a/#/b", "wildcards"),
+        ("a/b#", "wildcards"),
+        ("a/x+/b", "wildcards"),
+        ("#", "federation's topics"),
+        ("fltrust/#", "federation's topics"),
+        ("+/home/node/hall-pi/state", "federation's topics"),
+        ("fltrust/home/node/+/command", "federation's topics"),
+    ],
+)
+def test_invalid_sensor_topics(topic: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        validate_sensor_topic(topic, "fltrust/home")
 
 
 @pytest.mark.parametrize(

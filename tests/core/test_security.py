@@ -113,3 +113,21 @@ def test_parse_uplink_topic() -> None:
     assert protocol.parse_uplink_topic("p", "p/node/a/device/d/state") == ("a", "state")
     assert protocol.parse_uplink_topic("p", "p/node/a/command") is None
     assert protocol.parse_uplink_topic("p", "q/node/a/update") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        ("kitchen-pi", True),
+        ("a" * 63, True),
+        ("a" * 64, False),
+        ("kitchen-pi\n", False),
+        ("\nkitchen-pi", False),
+        ("Kitchen", False),
+        ("-kitchen", False),
+        ("coordinator", False),
+        (7, False),
+    ],
+)
+def test_valid_ids(value: object, valid: bool) -> None:
+    assert protocol.is_valid_id(value) is valid

@@ -3,7 +3,10 @@
 Quarantine drops a node's updates at the coordinator, but the node can still
 publish and read every topic its broker account allows. With the plugin, the
 coordinator disables the node's broker account, which also disconnects the
-node at once, and enables it again when a person releases the node.
+node at once, and enables it again when a person releases the node. It can
+also create each node's account with a role that confines the node to its own
+topics, so that a node cannot publish as another node or read another node's
+messages.
 
 The plugin takes JSON commands on ``CONTROL_TOPIC`` from a client whose role
 allows it, and responds on ``RESPONSE_TOPIC``, one response per command, with
@@ -65,18 +68,124 @@ def broker_username(template: str, node_id: str) -> str:
     return template.replace(NODE_ID_FIELD, node_id)
 
 
-def client_access_command(username: str, enabled: bool, correlation: str) -> bytes:
+def validate_sensor_topic(topic_filter: str, prefix: str) -> str:
+    """Return a topic filter that a node's role may allow it to read its sensors from.
+
+    Raises:
+        ValueError: with the reason, when the filter is not a valid MQTT
+            subscription, starts with ``$`` (``$CONTROL`` carries the plugin's
+            commands, passwords included), or could match a topic under the
+            federation's prefix, which the role keeps the node from reading.
+    """
+    if not topic_filter or len(topic_filter.encode()) > 65535 or "\0" in topic_filter:
+        raise ValueError("not a valid MQTT topic filter")
+    if topic_filter.startswith("$"):
+        raise ValueError("topics starting with $ are the broker's own")
+    levels = topic_filter.split("/")
+    for index, level in enumerate(levels):
+        if ("#" in level and (level != "#" or index != len(levels) - 1)) or (
+            "+" in level and level != "+"
+        ):
+            raise ValueError("wildcards must fill a whole level, and # must be the last")
+    for index, level in enumerate(prefix.split("/")):
+        if index == len(levels):
+            return topic_filter
+        if levels[index] == "#":
+            break
+        if levels[index] not in ("+", level):
+            return topic_filter
+    raise ValueError(f"could match the federation's topics under {prefix}/")
+
+
+def node_role_acls(
+    prefix: str, node_id: str, sensor_topics: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """Return the ACLs of a node's role: its own topics, the coordinator's, and its sensors.
+
+    The plugin checks a role's ACLs from the highest priority down and applies
+    the first that matches, so the allowed topics come first and the rest of
+    the federation's topics are denied. The denials hold on a broker whose
+    default access allows everything. ``sensor_topics`` are the topic filters
+    the node reads its devices from.
+    """
+    own = f"{prefix}/node/{node_id}"
+    coordinator = f"{prefix}/coordinator/#"
+    allowed, denied = 10, 0
+    acls = [
+        _acl("publishClientSend", f"{own}/#", allowed, True),
+        _acl("publishClientSend", f"{prefix}/#", denied, False),
+        _acl("subscribePattern", coordinator, allowed, True),
+        _acl("subscribePattern", f"{own}/command", allowed, True),
+        _acl("subscribePattern", f"{prefix}/#", denied, False),
+        _acl("publishClientReceive", coordinator, allowed, True),
+        _acl("publishClientReceive", f"{own}/command", allowed, True),
+        _acl("publishClientReceive", f"{prefix}/#", denied, False),
+    ]
+    for topic in sensor_topics:
+        acls.append(_acl("subscribePattern", topic, allowed, True))
+        acls.append(_acl("publishClientReceive", topic, allowed, True))
+    return acls
+
+
+def _acl(acltype: str, topic: str, priority: int, allow: bool) -> dict[str, Any]:
+    return {"acltype": acltype, "topic": topic, "priority": priority, "allow": allow}
+
+
+def create_account_commands(
+    prefix: str,
+    node_id: str,
+    username: str,
+    password: str,
+    sensor_topics: tuple[str, ...] = (),
+    replace: bool = False,
+) -> list[dict[str, Any]]:
+    """Return the commands that create a node's account and its role, both named ``username``.
+
+    With ``replace`` an existing account and role of that name are deleted
+    first; the plugin then reports "not found" for the deletions when there
+    was none.
+    """
+    description = f"fltrust edge node {node_id}"
+    commands: list[dict[str, Any]] = []
+    if replace:
+        commands += [
+            {"command": "deleteClient", "username": username},
+            {"command": "deleteRole", "rolename": username},
+        ]
+    commands += [
+        {
+            "command": "createRole",
+            "rolename": username,
+            "textdescription": description,
+            "acls": node_role_acls(prefix, node_id, sensor_topics),
+        },
+        {
+            "command": "createClient",
+            "username": username,
+            "password": password,
+            "textname": description,
+            "roles": [{"rolename": username}],
+        },
+    ]
+    return commands
+
+
+def encode_commands(commands: list[dict[str, Any]], correlation: str) -> bytes:
+    """Return the message that sends ``commands``, the i-th tagged ``<correlation>-<i>``."""
+    tagged = [
+        {**command, "correlationData": f"{correlation}-{index}"}
+        for index, command in enumerate(commands)
+    ]
+    return json.dumps({"commands": tagged}, separators=(",", ":")).encode()
+
+
+def client_access_command(username: str, enabled: bool) -> dict[str, Any]:
     """Return the command that enables or disables the broker account ``username``.
 
     Disabling an account also disconnects every client logged in with it, and
     the broker refuses it until the account is enabled again.
     """
-    command = {
-        "command": "enableClient" if enabled else "disableClient",
-        "username": username,
-        "correlationData": correlation,
-    }
-    return json.dumps({"commands": [command]}, separators=(",", ":")).encode()
+    return {"command": "enableClient" if enabled else "disableClient", "username": username}
 
 
 def parse_responses(payload: bytes) -> list[DynsecResponse]:

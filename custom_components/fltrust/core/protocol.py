@@ -73,7 +73,7 @@ def is_valid_id(value: object) -> bool:
     """Return whether ``value`` is a valid node, device or kind id; "coordinator" is reserved."""
     return (
         isinstance(value, str)
-        and ID_PATTERN.match(value) is not None
+        and ID_PATTERN.fullmatch(value) is not None
         and value != COORDINATOR_SENDER
     )
 
