@@ -2,9 +2,9 @@
 
 The coordinator calls ``async_set_access`` when a node is quarantined or
 released. Each call publishes one command to the plugin and waits for the
-response, so that a failure becomes a repair issue naming the node instead of a
-silent gap: a broker without the plugin never responds, and a node whose
-account has another name gets "Client not found".
+response. A failure then becomes a repair issue that names the node, instead
+of a silent gap. A broker without the plugin never responds, and for a node
+whose account has another name the plugin reports "Client not found".
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 from homeassistant.components import mqtt
 from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import CONF_USERNAME
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import issue_registry as ir
@@ -92,8 +93,8 @@ class BrokerAccess:
         """Subscribe to the plugin's response topic.
 
         Home Assistant sends subscriptions in batches, so the broker may get
-        the subscription after a command published right away, and would then
-        respond to nobody. Commands therefore wait until the broker confirmed it.
+        the subscription after a command published right away, and its response
+        would then reach no subscriber. Commands therefore wait until the broker confirmed it.
         """
         self._unsubscribe_done = mqtt.async_on_subscribe_done(
             self.hass, RESPONSE_TOPIC, 1, self._subscribed.set
@@ -195,6 +196,7 @@ class BrokerAccess:
         action = "restore" if enabled else "cut"
         token = self._latest[node_id] = secrets.token_hex(8)
         try:
+            self._check_not_own(username)
             [error] = await self._async_send([client_access_command(username, enabled)])
         except BrokerAccessError as err:
             error = str(err)
@@ -256,6 +258,7 @@ class BrokerAccess:
             BrokerAccessError: with the plugin's error, when it did not create both.
         """
         username = broker_username(self.username_template, node_id)
+        self._check_not_own(username)
         password = secrets.token_urlsafe(24)
         commands = create_account_commands(
             self.prefix, node_id, username, password, sensor_topics, replace
@@ -280,6 +283,22 @@ class BrokerAccess:
             "%s: created the broker account %s of node %s", self.entry.entry_id, username, node_id
         )
         return username, password
+
+    def _check_not_own(self, username: str) -> None:
+        """Refuse to touch the account that Home Assistant itself logs in to the broker with.
+
+        Disabling it would cut off Home Assistant, and with it the release
+        that could lift the node's quarantine.
+
+        Raises:
+            BrokerAccessError: when ``username`` is the MQTT integration's.
+        """
+        for entry in self.hass.config_entries.async_entries(mqtt.DOMAIN):
+            if entry.data.get(CONF_USERNAME) == username:
+                raise BrokerAccessError(
+                    f"{username} is the account Home Assistant logs in to the broker with; "
+                    "choose a username pattern that gives nodes accounts of their own"
+                )
 
     def _issue_id(self, node_id: str) -> str:
         return f"broker_access_{self.entry.entry_id}_{node_id}"

@@ -48,7 +48,7 @@ from .const import (
     MAX_ROUND_INTERVAL,
     MIN_ROUND_INTERVAL,
 )
-from .core.dynsec import DEFAULT_USERNAME_TEMPLATE, validate_username_template
+from .core.dynsec import DEFAULT_USERNAME_TEMPLATE, NODE_ID_FIELD, validate_username_template
 from .core.security import (
     derive_coordinator_private_key,
     generate_federation_key,
@@ -276,4 +276,6 @@ class FltrustOptionsFlow(OptionsFlowWithReload):
                 OPTIONS_SCHEMA, user_input or self.config_entry.options
             ),
             errors=errors,
+            # The texts show the pattern's placeholder itself.
+            description_placeholders={"node_id": NODE_ID_FIELD},
         )

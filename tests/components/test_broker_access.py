@@ -234,6 +234,31 @@ async def test_broker_without_plugin_raises_issue(
     assert mock_config_entry.state is ConfigEntryState.LOADED
 
 
+async def test_own_account_never_disabled(
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    mock_config_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    frozen_time: FrozenDateTimeFactory,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    """Test a pattern that names Home Assistant's own MQTT account leaves it alone."""
+    [mqtt_entry] = hass.config_entries.async_entries("mqtt")
+    hass.config_entries.async_update_entry(
+        mqtt_entry, data={**mqtt_entry.data, "username": "homeassistant-node-1"}
+    )
+    options = {CONF_BROKER_ACCESS: True, CONF_BROKER_USERNAME: "homeassistant-{node_id}"}
+
+    await set_up_with_quarantined_node(hass, mock_config_entry, hass_storage, options)
+    await hass.async_block_till_done(wait_background_tasks=True)
+
+    assert _commands(mqtt_mock) == []
+    issue = issue_registry.async_get_issue(DOMAIN, ISSUE_NODE_1)
+    assert "account Home Assistant logs in" in issue.translation_placeholders["error"]
+    with pytest.raises(HomeAssistantError):
+        await _create_account(hass, mqtt_mock, {"node_id": "node-1"}, [])
+
+
 @pytest.mark.parametrize("options", [{}, {CONF_BROKER_ACCESS: False}])
 async def test_option_off_sends_no_command(
     hass: HomeAssistant, quarantined_node: MockConfigEntry, mqtt_mock: MagicMock

@@ -1,28 +1,31 @@
 """Quarantine cuts a node's broker account in a real Mosquitto, and release restores it.
 
 Home Assistant logs in to the broker with the administrator account of its
-dynamic-security plugin. Three edge nodes log in with accounts of their own,
-and one of them turns compromised. The test checks the account state through
-the plugin itself and the node's own log of refused and new connections.
+dynamic-security plugin and creates an account for each of three edge nodes,
+one of which turns compromised. The test checks that an account reaches only
+its own node's topics, then the account state through the plugin itself and
+the node's own log of refused and new connections.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from fltrust_core.security import generate_federation_key
 from fltrust_lab import LOOPBACK
 from fltrust_lab.broker import Broker, BrokerAccount
 from fltrust_lab.datasets import write_nab_slice
 from fltrust_lab.dynsec_admin import DynsecAdmin
-from fltrust_lab.hass import FederationSettings, create_federation_entry
+from fltrust_lab.hass import FederationSettings, HassError, create_federation_entry
+from fltrust_lab.mqtt_capture import MqttCapture
 from fltrust_lab.nodes import DeviceSpec, EdgeNodeProcess, NodeSpec, start_nodes
 from fltrust_lab.scenario import COMPROMISE
+from paho.mqtt.enums import CallbackAPIVersion
 
 from .conftest import HEARTBEAT_INTERVAL, ROUND_INTERVAL, ROUND_TIMEOUT, HassSession
 
@@ -54,17 +57,6 @@ def admin(broker: Broker) -> Iterator[DynsecAdmin]:
         pytest.skip("the broker runs without Mosquitto's dynamic-security plugin")
     with DynsecAdmin(broker) as admin:
         yield admin
-
-
-@pytest.fixture
-def accounts(admin: DynsecAdmin) -> dict[str, BrokerAccount]:
-    """A broker account per node, named as the integration's default pattern names it."""
-    accounts = {}
-    for node_id in NODE_SLICES:
-        account = BrokerAccount(f"fltrust-{node_id}", secrets.token_urlsafe(12))
-        admin.create_client(account)
-        accounts[node_id] = account
-    return accounts
 
 
 def _node_specs(data_dir: Path, accounts: dict[str, BrokerAccount]) -> list[NodeSpec]:
@@ -107,6 +99,68 @@ def _quarantined_entity(home_assistant: HassSession, entry_id: str) -> str | Non
     return None
 
 
+def _create_account(
+    home_assistant: HassSession, entry_id: str, node_id: str
+) -> BrokerAccount | None:
+    """Create a node's broker account through the integration's action.
+
+    Returns None while the entry is not loaded: the options flow reloads it.
+    """
+    try:
+        response = home_assistant.run(
+            home_assistant.client.call_service_for_response(
+                "fltrust", "create_node_account", {"config_entry_id": entry_id, "node_id": node_id}
+            )
+        )
+    except HassError as err:
+        if "is not loaded" in str(err):
+            return None
+        raise
+    return BrokerAccount(response["username"], response["password"])
+
+
+def _create_accounts(home_assistant: HassSession, entry_id: str) -> dict[str, BrokerAccount]:
+    """Create each node's broker account."""
+    return {
+        node_id: wait_for(
+            lambda node_id=node_id: _create_account(home_assistant, entry_id, node_id),
+            30,
+            f"no account for {node_id}",
+        )
+        for node_id in NODE_SLICES
+    }
+
+
+def _check_confined(broker: Broker, account: BrokerAccount, other: str) -> None:
+    """Check that ``account`` publishes under its own topics only and cannot read others'."""
+    capture = MqttCapture(broker.host, broker.port, f"{PREFIX}/#", client_id="access-capture")
+    capture.start()
+    granted: list[list[int]] = []
+    probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="access-probe")
+    probe.username_pw_set(account.username, account.password)
+    probe.on_subscribe = lambda _c, _u, _mid, codes, _p: granted.append([c.value for c in codes])
+    try:
+        probe.connect(broker.host, broker.port)
+        probe.loop_start()
+        own = f"{PREFIX}/node/{ROGUE}/probe"
+        probe.subscribe(f"{PREFIX}/node/{other}/#", qos=1)
+        probe.subscribe(f"{PREFIX}/coordinator/#", qos=1)
+        probe.publish(f"{PREFIX}/node/{other}/update", b"forged", qos=1).wait_for_publish(10)
+        probe.publish(f"{PREFIX}/coordinator/model", b"forged", qos=1).wait_for_publish(10)
+        probe.publish(own, b"own", qos=1).wait_for_publish(10)
+        wait_for(lambda: capture.messages(lambda m: m.topic == own), 10, "own topic not delivered")
+        wait_for(lambda: len(granted) == 2, 10, "no answer to the subscriptions")
+    finally:
+        probe.disconnect()
+        probe.loop_stop()
+        capture.stop()
+
+    assert capture.messages(lambda m: m.payload == b"forged") == []
+    # The broker refuses a subscription with a reason code of 0x80 or above.
+    assert granted[0][0] >= 0x80
+    assert granted[1][0] < 0x80
+
+
 def _log_count(node: EdgeNodeProcess, text: str) -> int:
     return node.process.log_path.read_text(errors="replace").count(text)
 
@@ -116,7 +170,6 @@ def test_quarantine_cuts_broker_access(
     broker: Broker,
     home_assistant: HassSession,
     admin: DynsecAdmin,
-    accounts: dict[str, BrokerAccount],
 ) -> None:
     """Test a quarantined node is locked out of the broker until a release."""
     client = home_assistant.client
@@ -135,6 +188,11 @@ def test_quarantine_cuts_broker_access(
             entry_id, [{"broker_access": True, "broker_username": "fltrust-{node_id}"}]
         )
     )
+    accounts = _create_accounts(home_assistant, entry_id)
+    assert {account.username for account in accounts.values()} == {
+        f"fltrust-{node_id}" for node_id in NODE_SLICES
+    }
+    _check_confined(broker, accounts[ROGUE], "access-1")
     access_dir = run_dir / "broker-access"
     nodes = start_nodes(
         _node_specs(access_dir / "data", accounts),

@@ -345,6 +345,13 @@ class HassClient:
         """Call a service and return the states it changed."""
         return await self.post(f"/api/services/{domain}/{service}", dict(data))
 
+    async def call_service_for_response(
+        self, domain: str, service: str, data: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Call a service that returns a response, and return that response."""
+        result = await self.post(f"/api/services/{domain}/{service}?return_response", dict(data))
+        return result["service_response"]
+
     async def config_entries(self, domain: str | None = None) -> list[dict[str, Any]]:
         """Return the config entries, optionally of one domain only."""
         suffix = f"?domain={domain}" if domain else ""

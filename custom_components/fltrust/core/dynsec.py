@@ -189,7 +189,7 @@ def client_access_command(username: str, enabled: bool) -> dict[str, Any]:
 
 
 def parse_responses(payload: bytes) -> list[DynsecResponse]:
-    """Return the responses in a message on ``RESPONSE_TOPIC``.
+    """Return the responses in a message on ``RESPONSE_TOPIC``, skipping malformed items.
 
     Raises:
         ValueError: when the payload is not a response list the plugin sends.
@@ -204,8 +204,9 @@ def parse_responses(payload: bytes) -> list[DynsecResponse]:
         raise ValueError("response has no list 'responses'")
     responses = []
     for item in data["responses"]:
+        # One malformed item must not hide the valid responses beside it.
         if not isinstance(item, dict) or not isinstance(item.get("command"), str):
-            raise ValueError("response item without a command name")
+            continue
         correlation = item.get("correlationData")
         error = item.get("error")
         responses.append(
