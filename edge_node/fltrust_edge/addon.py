@@ -153,8 +153,11 @@ def read_options(path: Path) -> Any:
         raise AddonOptionError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        # Both messages give the position but none of the file's text.
+    except RecursionError as err:
+        raise AddonOptionError(f"{path}: invalid JSON: nested too deeply") from err
+    except ValueError as err:
+        # The messages give the position, or the length of an overlong number, but
+        # none of the file's text. UnicodeDecodeError and JSONDecodeError are ValueErrors.
         raise AddonOptionError(f"{path}: invalid JSON: {err}") from err
 
 

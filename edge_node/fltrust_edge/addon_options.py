@@ -78,7 +78,9 @@ class OptionReader:
     def port(self, key: str) -> int | None:
         value = self.integer(key)
         if value is not None and not 1 <= value <= 65535:
-            raise AddonOptionError(f"{self.name(key)}: must be from 1 to 65535, got {value}")
+            raise AddonOptionError(
+                f"{self.name(key)}: must be from 1 to 65535, got {_shorten(value)}"
+            )
         return value
 
     def choice(self, key: str, choices: tuple[str, ...]) -> str | None:

@@ -421,6 +421,26 @@ def test_options_file_not_json(tmp_path):
     assert str(caught.value).startswith(f"{path}: invalid JSON: Expecting value")
 
 
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("[" * 100000 + "]" * 100000, "nested too deeply"),
+        ('{"train_rows": ' + "9" * 5000 + "}", "invalid JSON"),
+        (r'{"node_id": "\udc80"}', None),
+    ],
+)
+def test_options_file_hostile_json(tmp_path, text, reason):
+    path = tmp_path / "options.json"
+    path.write_text(text)
+
+    with pytest.raises(AddonOptionError) as caught:
+        write_addon_config(path, tmp_path / "edge.toml", SERVICE, tmp_path / "state")
+
+    assert len(str(caught.value)) < 300
+    if reason is not None:
+        assert reason in str(caught.value)
+
+
 # Command line.
 
 
