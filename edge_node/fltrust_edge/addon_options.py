@@ -99,10 +99,12 @@ class OptionReader:
             raise self._wrong_type(key, "a list of text")
         for index, item in enumerate(value):
             item_name = f"{self.name(key)}[{index}]"
-            if not isinstance(item, str) or not item:
+            if not isinstance(item, str):
                 raise AddonOptionError(
                     f"{item_name}: expected text, got {_type_of(item)} ({_shorten(item)})"
                 )
+            if not item:
+                raise AddonOptionError(f"{item_name}: must not be empty")
             _check_unicode(item_name, item)
         return value
 

@@ -361,6 +361,10 @@ BAD_OPTIONS = {
         {"topics": addon_options()["topics"][1:]},
         "devices[0].features: no topic for feature 'humidity' of device 'kitchen-climate'",
     ),
+    "empty feature": (
+        {"devices": devices_with(0, first_device(features=["temperature", ""]))},
+        "devices[0].features[1]: must not be empty",
+    ),
     "lone surrogate": (
         {"devices": devices_with(0, first_device(name="Kitchen \ud800"))},
         "devices[0].name: invalid Unicode character at position 9",
