@@ -21,7 +21,7 @@ from fltrust_lab import LOOPBACK
 from fltrust_lab.broker import Broker, BrokerAccount
 from fltrust_lab.datasets import write_nab_slice
 from fltrust_lab.dynsec_admin import DynsecAdmin
-from fltrust_lab.hass import FederationSettings, HassError, create_federation_entry
+from fltrust_lab.hass import FederationSettings, create_federation_entry, create_node_account
 from fltrust_lab.mqtt_capture import MqttCapture
 from fltrust_lab.nodes import DeviceSpec, EdgeNodeProcess, NodeSpec, start_nodes
 from fltrust_lab.scenario import COMPROMISE
@@ -99,34 +99,10 @@ def _quarantined_entity(home_assistant: HassSession, entry_id: str) -> str | Non
     return None
 
 
-def _create_account(
-    home_assistant: HassSession, entry_id: str, node_id: str
-) -> BrokerAccount | None:
-    """Create a node's broker account through the integration's action.
-
-    Returns None while the entry is not loaded: the options flow reloads it.
-    """
-    try:
-        response = home_assistant.run(
-            home_assistant.client.call_service_for_response(
-                "fltrust", "create_node_account", {"config_entry_id": entry_id, "node_id": node_id}
-            )
-        )
-    except HassError as err:
-        if "is not loaded" in str(err):
-            return None
-        raise
-    return BrokerAccount(response["username"], response["password"])
-
-
 def _create_accounts(home_assistant: HassSession, entry_id: str) -> dict[str, BrokerAccount]:
-    """Create each node's broker account."""
+    """Create each node's broker account through the integration's action."""
     return {
-        node_id: wait_for(
-            lambda node_id=node_id: _create_account(home_assistant, entry_id, node_id),
-            30,
-            f"no account for {node_id}",
-        )
+        node_id: home_assistant.run(create_node_account(home_assistant.client, entry_id, node_id))
         for node_id in NODE_SLICES
     }
 

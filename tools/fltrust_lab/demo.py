@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 import shutil
 import signal
 import time
@@ -39,6 +38,7 @@ from .hass import (
     HassWebSocket,
     HomeAssistantProcess,
     create_federation_entry,
+    create_node_account,
 )
 from .monitor import FederationMonitor
 from .nodes import EdgeNodeProcess, NodeSpec, start_nodes
@@ -214,9 +214,9 @@ class Demo:
                 sources = "; ".join(device.data.description for device in node.devices)
                 _say(f"  {node.node_id:<18} {role:<34} {sources}")
 
-        for plan in self.scenario.federations:
+        for plan, monitor in zip(self.scenario.federations, self.monitors, strict=True):
             self.nodes += start_nodes(
-                [await self._with_account(spec) for spec in plan.nodes],
+                [await self._with_account(spec, monitor.entry_id) for spec in plan.nodes],
                 federation=plan.name,
                 run_dir=self.run_dir,
                 broker_host=LOOPBACK,
@@ -231,12 +231,16 @@ class Demo:
             f"{self.scenario.replay_seconds:.0f} s, rounds every {options.round_interval} s\n"
         )
 
-    async def _with_account(self, spec: NodeSpec) -> NodeSpec:
-        """Return the node with a broker account of its own, when the broker can disable it."""
+    async def _with_account(self, spec: NodeSpec, entry_id: str) -> NodeSpec:
+        """Return the node with a broker account of its own, when the broker can disable it.
+
+        fltrust's action creates the account with a role that confines the node
+        to its own topics.
+        """
         if self.admin is None:
             return spec
-        account = BrokerAccount(f"fltrust-{spec.node_id}", secrets.token_urlsafe(12))
-        await asyncio.to_thread(self.admin.create_client, account)
+        assert self.client is not None
+        account = await create_node_account(self.client, entry_id, spec.node_id)
         self.accounts[spec.node_id] = account
         return replace(spec, broker_account=account)
 

@@ -593,3 +593,29 @@ async def create_federation_entry(
     """
     result = await client.run_config_flow("fltrust", [settings.form()])
     return result["result"]
+
+
+async def create_node_account(
+    client: HassClient, entry_id: str, node_id: str, timeout: float = 30.0
+) -> BrokerAccount:
+    """Create a node's broker account through fltrust's action and return its login.
+
+    Turning on broker access in the options flow reloads the entry, and the
+    action fails while the entry is not loaded, so the call is repeated until
+    ``timeout``.
+
+    Raises:
+        HassError: when the action fails otherwise, or the entry stays unloaded.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response = await client.call_service_for_response(
+                "fltrust", "create_node_account", {"config_entry_id": entry_id, "node_id": node_id}
+            )
+        except HassError as err:
+            if "is not loaded" not in str(err) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+            continue
+        return BrokerAccount(response["username"], response["password"])
