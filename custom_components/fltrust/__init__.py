@@ -7,11 +7,17 @@ from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryNotReady, HomeAssistantError
 from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.storage import Store
 from homeassistant.helpers.typing import ConfigType
 
 from .const import CONF_TOPIC_PREFIX, DOMAIN, LOGGER, STORAGE_VERSION
-from .coordinator import FltrustConfigEntry, FltrustCoordinator
+from .coordinator import (
+    FltrustConfigEntry,
+    FltrustCoordinator,
+    NodeConnectedError,
+    NodeQuarantinedError,
+)
 from .core.protocol import command_topic, model_topic, round_topic
 from .services import async_setup_services
 
@@ -40,6 +46,38 @@ async def async_setup_entry(hass: HomeAssistant, entry: FltrustConfigEntry) -> b
 async def async_unload_entry(hass: HomeAssistant, entry: FltrustConfigEntry) -> bool:
     """Unload a config entry. The coordinator saves the state when the entry unloads."""
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+
+
+async def async_remove_config_entry_device(
+    hass: HomeAssistant, entry: FltrustConfigEntry, device_entry: dr.DeviceEntry
+) -> bool:
+    """Let a person delete the device of an edge node taken out of service.
+
+    The federation forgets the node. Its watched devices go with it, and the
+    federation device stays. A quarantined or still connected node stays.
+    """
+    coordinator = entry.runtime_data
+    node_id = coordinator.devices.node_for_device(device_entry.id)
+    if node_id is None:
+        return False
+    placeholders = {"node_id": node_id, "title": entry.title}
+    try:
+        await coordinator.async_forget_node(node_id)
+    except KeyError:
+        return True
+    except NodeQuarantinedError as err:
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="remove_quarantined_node",
+            translation_placeholders=placeholders,
+        ) from err
+    except NodeConnectedError as err:
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="remove_connected_node",
+            translation_placeholders=placeholders,
+        ) from err
+    return True
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: FltrustConfigEntry) -> None:

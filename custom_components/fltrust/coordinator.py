@@ -79,6 +79,14 @@ class NodeNotQuarantinedError(Exception):
     """A release was requested for a node that is not quarantined."""
 
 
+class NodeQuarantinedError(Exception):
+    """A quarantined node cannot be forgotten: starting over would lift its quarantine."""
+
+
+class NodeConnectedError(Exception):
+    """A node that is still sending messages cannot be forgotten."""
+
+
 @dataclass
 class _JobResult:
     """The outcome of one engine call and the snapshot taken right after it."""
@@ -474,6 +482,34 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
                     reasons=["released by a user"],
                 )
         return _JobResult(outcome, build_federation_data(federation, now))
+
+    # Removing a node.
+
+    async def async_forget_node(self, node_id: str) -> None:
+        """Forget a node taken out of service, remove its watched devices and reload.
+
+        The reload rebuilds the entities without the node; the caller removes
+        the node's own device.
+
+        Raises:
+            KeyError: when the federation does not know the node.
+            NodeQuarantinedError: when the node is quarantined.
+            NodeConnectedError: when the node was heard from recently.
+        """
+        async with self._lock:
+            now = self._now()
+            node = self.data.nodes[node_id]
+            if node.status == TrustStatus.QUARANTINED:
+                raise NodeQuarantinedError(node_id)
+            if node.is_connected(now):
+                raise NodeConnectedError(node_id)
+            outcome = await self.hass.async_add_executor_job(self.federation.forget_node, node_id)
+            for publish in outcome.publishes:
+                await self._async_publish(publish)
+        self.devices.async_forget_node(node_id)
+        await self.async_save()
+        LOGGER.info("%s: forgot edge node %s", self.config_entry.entry_id, node_id)
+        self.hass.config_entries.async_schedule_reload(self.config_entry.entry_id)
 
     # Applying outcomes.
 

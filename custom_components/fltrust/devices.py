@@ -93,6 +93,22 @@ class FederationDevices:
         return None
 
     @callback
+    def async_forget_node(self, node_id: str) -> None:
+        """Remove the devices that a forgotten node watched and stop tracking the node."""
+        registry = dr.async_get(self._hass)
+        for key, (owner, device_id) in list(self._owners.items()):
+            if owner != node_id:
+                continue
+            del self._owners[key]
+            self._written.pop(key, None)
+            if device_id is None:
+                continue
+            device = registry.async_get_device_by_identifier((DOMAIN, key), self._entry.entry_id)
+            if device is not None:
+                registry.async_update_device(device.id, remove_config_entry_id=self._entry.entry_id)
+        self.node_device_ids.pop(node_id, None)
+
+    @callback
     def async_register(self, nodes: dict[str, NodeData]) -> None:
         """Register new nodes and devices and update changed names and software versions.
 

@@ -184,6 +184,34 @@ def test_quarantined_update_dropped_and_release(federation: Federation, now: flo
         federation.release("missing", now)
 
 
+def test_forget_node(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    old_heartbeat = node.heartbeat(now)
+    _deliver(federation, old_heartbeat, now)
+    federation.nodes["node-1"].trust.status = TrustStatus.QUARANTINED
+    with pytest.raises(ValueError, match="quarantined"):
+        federation.forget_node("node-1")
+    federation.nodes["node-1"].trust.status = TrustStatus.TRUSTED
+
+    outcome = federation.forget_node("node-1")
+
+    assert "node-1" not in federation.nodes
+    [clear] = outcome.publishes
+    assert (clear.topic, clear.payload, clear.retain) == (
+        protocol.command_topic(PREFIX, "node-1"),
+        b"",
+        True,
+    )
+    # The counter stays, so an old message is still a replay; a newer one makes it new again.
+    _deliver(federation, old_heartbeat, now + 1)
+    assert "node-1" not in federation.nodes
+    _deliver(federation, node.heartbeat(now + 2), now + 2)
+    assert federation.nodes["node-1"].trust.status == TrustStatus.TRUSTED
+    with pytest.raises(KeyError):
+        federation.forget_node("missing")
+
+
 def test_state_survives_restart(federation: Federation, now: float) -> None:
     node = NodeSimulator("node-1")
     _join(federation, [node], now)

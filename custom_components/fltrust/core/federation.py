@@ -769,6 +769,28 @@ class Federation:
             ],
         )
 
+    def forget_node(self, node_id: str) -> Outcome:
+        """Drop the record of a node taken out of service, and clear its retained command.
+
+        The node's replay counter stays, so that its old messages cannot be
+        replayed. If it comes back, it starts over as a new node. A
+        quarantined node cannot be forgotten, because starting over would
+        lift its quarantine: release it first.
+
+        Raises:
+            KeyError: when the federation does not know the node.
+            ValueError: when the node is quarantined.
+        """
+        node = self.nodes[node_id]
+        if node.trust.status == TrustStatus.QUARANTINED:
+            raise ValueError(f"node {node_id} is quarantined")
+        del self.nodes[node_id]
+        self.updates.pop(node_id, None)
+        # An empty retained message deletes the retained command.
+        return Outcome(
+            publishes=[Publish(command_topic(self.settings.prefix, node_id), b"", retain=True)]
+        )
+
     # Storage.
 
     def to_dict(self, clean: bool = False) -> dict[str, Any]:
