@@ -29,7 +29,9 @@ from .core.dynsec import (
     RESPONSE_TOPIC,
     broker_username,
     client_access_command,
-    create_account_commands,
+    create_client_command,
+    create_role_command,
+    delete_role_command,
     encode_commands,
     parse_responses,
 )
@@ -250,9 +252,14 @@ class BrokerAccess:
         return record
 
     async def async_create_account(
-        self, node_id: str, sensor_topics: tuple[str, ...], replace: bool
+        self, node_id: str, sensor_topics: tuple[str, ...]
     ) -> tuple[str, str]:
         """Create a node's broker account, confined to its own topics, and return its login.
+
+        The role comes first. When the plugin refuses it, as it does when a
+        role of that name exists, no account is created, so an account never
+        gets a role that someone else made. When the account then fails, the
+        new role is deleted again.
 
         Raises:
             BrokerAccessError: with the plugin's error, when it did not create both.
@@ -260,25 +267,25 @@ class BrokerAccess:
         username = broker_username(self.username_template, node_id)
         self._check_not_own(username)
         password = secrets.token_urlsafe(24)
-        commands = create_account_commands(
-            self.prefix, node_id, username, password, sensor_topics, replace
+        [error] = await self._async_send(
+            [create_role_command(self.prefix, node_id, username, sensor_topics)]
         )
-        errors = await self._async_send(commands)
-        # Deleting what does not exist yet is no failure when replacing.
-        failures = [
-            f"{command['command']}: {error}"
-            for command, error in zip(commands, errors, strict=True)
-            if error is not None and not command["command"].startswith("delete")
-        ]
-        if failures:
+        if error is None:
+            [error] = await self._async_send([create_client_command(node_id, username, password)])
+            if error is not None:
+                await self._async_send([delete_role_command(username)])
+        if error is not None:
             LOGGER.error(
                 "%s: could not create the broker account %s of node %s: %s",
                 self.entry.entry_id,
                 username,
                 node_id,
-                "; ".join(failures),
+                error,
             )
-            raise BrokerAccessError("; ".join(failures))
+            raise BrokerAccessError(
+                f"{error}; an account or role named {username} may exist already, which "
+                "fltrust does not change: delete it with mosquitto_ctrl first if it is this node's"
+            )
         LOGGER.info(
             "%s: created the broker account %s of node %s", self.entry.entry_id, username, node_id
         )

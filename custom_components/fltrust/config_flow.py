@@ -263,6 +263,10 @@ class FltrustOptionsFlow(OptionsFlowWithReload):
             except ValueError:
                 errors[CONF_BROKER_USERNAME] = "invalid_username_template"
             else:
+                if user_input[CONF_BROKER_ACCESS] and self._template_in_use(template):
+                    # Both federations would disable the same account for a shared node id.
+                    errors[CONF_BROKER_USERNAME] = "username_template_in_use"
+            if not errors:
                 return self.async_create_entry(
                     data={
                         CONF_BROKER_ACCESS: bool(user_input[CONF_BROKER_ACCESS]),
@@ -279,3 +283,13 @@ class FltrustOptionsFlow(OptionsFlowWithReload):
             # The texts show the pattern's placeholder itself.
             description_placeholders={"node_id": NODE_ID_FIELD},
         )
+
+    def _template_in_use(self, template: str) -> bool:
+        """Return whether another federation manages broker accounts with ``template``."""
+        return any(
+            entry.entry_id != self.config_entry.entry_id
+            and entry.options.get(CONF_BROKER_ACCESS, False)
+            and entry.options.get(CONF_BROKER_USERNAME, DEFAULT_USERNAME_TEMPLATE) == template
+            for entry in self.hass.config_entries.async_entries(DOMAIN)
+        )
+

@@ -46,7 +46,6 @@ SERVICE_RELEASE: Final = "release"
 SERVICE_ISSUE_NODE_KEY: Final = "issue_node_key"
 SERVICE_CREATE_NODE_ACCOUNT: Final = "create_node_account"
 CONF_SENSOR_TOPICS: Final = "sensor_topics"
-CONF_REPLACE: Final = "replace"
 
 STORAGE_VERSION: Final = 1
 # Seconds between a change of the federation state and writing it to storage.

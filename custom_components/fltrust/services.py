@@ -24,7 +24,6 @@ from .broker_access import BrokerAccessError
 from .const import (
     CONF_CONFIG_ENTRY_ID,
     CONF_NODE_ID,
-    CONF_REPLACE,
     CONF_SENSOR_TOPICS,
     DOMAIN,
     LOGGER,
@@ -35,6 +34,7 @@ from .const import (
 from .coordinator import FltrustCoordinator, NodeNotQuarantinedError
 from .core.dynsec import validate_sensor_topic
 from .core.protocol import ID_PATTERN, is_valid_id
+from .core.trust import TrustStatus
 
 NODE_SCHEMA = vol.Schema(
     {
@@ -46,7 +46,6 @@ NODE_SCHEMA = vol.Schema(
 ACCOUNT_SCHEMA = NODE_SCHEMA.extend(
     {
         vol.Optional(CONF_SENSOR_TOPICS, default=list): vol.All(cv.ensure_list, [cv.string]),
-        vol.Optional(CONF_REPLACE, default=False): cv.boolean,
     }
 )
 
@@ -144,10 +143,16 @@ async def _async_create_node_account(call: ServiceCall) -> ServiceResponse:
                 translation_key="invalid_sensor_topic",
                 translation_placeholders={"topic": topic[:80], "reason": str(err)},
             ) from err
-    try:
-        username, password = await access.async_create_account(
-            node_id, tuple(topics), call.data[CONF_REPLACE]
+    node = coordinator.data.nodes.get(node_id)
+    if node is not None and node.status == TrustStatus.QUARANTINED:
+        # The new account would not be disabled, and so would lift the cut.
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="account_for_quarantined_node",
+            translation_placeholders={"node_id": node_id, "title": title},
         )
+    try:
+        username, password = await access.async_create_account(node_id, tuple(topics))
     except BrokerAccessError as err:
         raise HomeAssistantError(
             translation_domain=DOMAIN,

@@ -335,7 +335,10 @@ async def test_foreign_and_invalid_responses_ignored(
 async def _create_account(
     hass: HomeAssistant, mqtt_mock: MagicMock, data: dict[str, Any], errors: list[str | None]
 ) -> dict[str, Any]:
-    """Call the account action and respond to each of its commands with ``errors`` in order."""
+    """Call the account action and respond to its commands, one by one, with ``errors``.
+
+    The action sends each command after the response to the one before.
+    """
     before = len(_commands(mqtt_mock))
     task = hass.async_create_task(
         hass.services.async_call(
@@ -346,12 +349,14 @@ async def _create_account(
             return_response=True,
         )
     )
-    for _ in range(100):
-        await asyncio.sleep(0)
-        if len(_commands(mqtt_mock)) > before or task.done():
-            break
-    for command, error in zip(_commands(mqtt_mock)[before:], errors, strict=True):
-        _respond(hass, command, error)
+    for error in errors:
+        for _ in range(100):
+            await asyncio.sleep(0)
+            if len(_commands(mqtt_mock)) > before or task.done():
+                break
+        assert len(_commands(mqtt_mock)) == before + 1, "the action sent no further command"
+        _respond(hass, _commands(mqtt_mock)[before], error)
+        before += 1
     return await task
 
 
@@ -374,6 +379,7 @@ async def test_create_node_account(
     assert create_client["command"] == "createClient"
     assert create_client["username"] == "fltrust-node-3"
     assert create_client["password"] == response["password"]
+    assert create_client["clientid"] == "fltrust-edge-node-3"
     assert create_client["roles"] == [{"rolename": "fltrust-node-3"}]
     assert create_role["command"] == "createRole"
     topics = {acl["topic"] for acl in create_role["acls"] if acl["allow"]}
@@ -385,30 +391,40 @@ async def test_create_node_account(
     }
 
 
-async def test_create_node_account_errors(
+async def test_create_node_account_never_takes_over(
     hass: HomeAssistant, quarantined_node: MockConfigEntry, mqtt_mock: MagicMock
 ) -> None:
-    """Test the plugin's refusal fails the action, while missing accounts do not block a replace."""
+    """Test an existing role or account stops the action and leaves nothing half made."""
     with pytest.raises(HomeAssistantError) as failed:
-        await _create_account(
-            hass, mqtt_mock, {"node_id": "node-2"}, [None, "Client already exists"]
-        )
+        await _create_account(hass, mqtt_mock, {"node_id": "node-2"}, ["Role already exists"])
     assert failed.value.translation_key == "broker_account_failed"
-    assert "Client already exists" in str(failed.value.translation_placeholders)
+    assert "Role already exists" in failed.value.translation_placeholders["error"]
+    # No account was created that could get the other role.
+    assert [command["command"] for command in _commands(mqtt_mock)[1:]] == ["createRole"]
 
-    response = await _create_account(
-        hass,
-        mqtt_mock,
-        {"node_id": "node-2", "replace": True},
-        ["Client not found", "Role not found", None, None],
-    )
-    assert response["username"] == "fltrust-node-2"
-    assert [command["command"] for command in _commands(mqtt_mock)[-4:]] == [
-        "deleteClient",
-        "deleteRole",
+    with pytest.raises(HomeAssistantError):
+        await _create_account(
+            hass, mqtt_mock, {"node_id": "node-2"}, [None, "Client already exists", None]
+        )
+    assert [command["command"] for command in _commands(mqtt_mock)[2:]] == [
         "createRole",
         "createClient",
+        "deleteRole",
     ]
+    assert _commands(mqtt_mock)[-1]["rolename"] == "fltrust-node-2"
+
+
+async def test_no_account_for_quarantined_node(
+    hass: HomeAssistant, quarantined_node: MockConfigEntry, mqtt_mock: MagicMock
+) -> None:
+    """Test a quarantined node gets no new account, which would lift the cut."""
+    await _sent(hass, mqtt_mock, 1)
+
+    with pytest.raises(ServiceValidationError) as rejected:
+        await _create_account(hass, mqtt_mock, {"node_id": "node-1"}, [])
+
+    assert rejected.value.translation_key == "account_for_quarantined_node"
+    assert len(_commands(mqtt_mock)) == 1
 
 
 @pytest.mark.parametrize("topic", ["#", "$CONTROL/dynamic-security/#", f"{PREFIX}/node/+/state"])
@@ -516,3 +532,29 @@ async def test_options_flow(hass: HomeAssistant, init_integration: MockConfigEnt
     coordinator = init_integration.runtime_data
     assert coordinator.broker_access is not None
     assert coordinator.broker_access.username_template == "node-{node_id}"
+
+
+async def test_options_flow_rejects_shared_pattern(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """Test two federations cannot manage accounts under the same username pattern."""
+    other = MockConfigEntry(
+        domain=DOMAIN,
+        title="Other federation",
+        unique_id="other/prefix",
+        data=init_integration.data,
+        options={CONF_BROKER_ACCESS: True, CONF_BROKER_USERNAME: "fltrust-{node_id}"},
+    )
+    other.add_to_hass(hass)
+    result = await hass.config_entries.options.async_init(init_integration.entry_id)
+
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_BROKER_ACCESS: True, CONF_BROKER_USERNAME: "fltrust-{node_id}"}
+    )
+    assert result["errors"] == {CONF_BROKER_USERNAME: "username_template_in_use"}
+
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_BROKER_ACCESS: True, CONF_BROKER_USERNAME: "home-{node_id}"}
+    )
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.CREATE_ENTRY

@@ -10,7 +10,9 @@ from fltrust_core.dynsec import (
     DynsecResponse,
     broker_username,
     client_access_command,
-    create_account_commands,
+    create_client_command,
+    create_role_command,
+    delete_role_command,
     encode_commands,
     node_role_acls,
     parse_responses,
@@ -63,22 +65,26 @@ def test_role_confines_node_to_its_topics() -> None:
     assert allowed("subscribePattern", "zigbee2mqtt/kitchen")
     assert allowed("publishClientReceive", "zigbee2mqtt/kitchen")
     assert not allowed("publishClientReceive", "fltrust/home/node/hall-pi/command")
+    # Outside the federation too, whatever the broker's default access.
+    assert not allowed("publishClientSend", "homeassistant/lock/door/config")
+    assert not allowed("subscribePattern", "#")
+    assert not allowed("subscribePattern", "fltrust/other/coordinator/model")
+    assert not allowed("publishClientReceive", "zigbee2mqtt/hall")
 
 
-@pytest.mark.parametrize("replace", [False, True])
-def test_create_account_commands(replace: bool) -> None:
-    commands = create_account_commands("p", "n1", "fltrust-n1", "secret", ("s/t",), replace)
-    names = [command["command"] for command in commands]
+def test_account_commands() -> None:
+    role = create_role_command("p", "n1", "fltrust-n1", ("s/t",))
+    client = create_client_command("n1", "fltrust-n1", "secret")
 
-    expected = ["createRole", "createClient"]
-    if replace:
-        expected = ["deleteClient", "deleteRole", *expected]
-    assert names == expected
-    create_client = commands[-1]
-    assert create_client["username"] == "fltrust-n1"
-    assert create_client["password"] == "secret"
-    assert create_client["roles"] == [{"rolename": "fltrust-n1"}]
-    assert commands[-2]["acls"] == node_role_acls("p", "n1", ("s/t",))
+    assert role["command"] == "createRole"
+    assert role["rolename"] == "fltrust-n1"
+    assert role["acls"] == node_role_acls("p", "n1", ("s/t",))
+    assert client["command"] == "createClient"
+    assert client["username"] == "fltrust-n1"
+    assert client["password"] == "secret"
+    assert client["clientid"] == "fltrust-edge-n1"
+    assert client["roles"] == [{"rolename": "fltrust-n1"}]
+    assert delete_role_command("fltrust-n1") == {"command": "deleteRole", "rolename": "fltrust-n1"}
 
 
 @pytest.mark.parametrize(

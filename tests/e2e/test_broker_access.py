@@ -16,6 +16,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from fltrust_core.dynsec import node_client_id
 from fltrust_core.security import generate_federation_key
 from fltrust_lab import LOOPBACK
 from fltrust_lab.broker import Broker, BrokerAccount
@@ -108,33 +109,59 @@ def _create_accounts(home_assistant: HassSession, entry_id: str) -> dict[str, Br
 
 
 def _check_confined(broker: Broker, account: BrokerAccount, other: str) -> None:
-    """Check that ``account`` publishes under its own topics only and cannot read others'."""
-    capture = MqttCapture(broker.host, broker.port, f"{PREFIX}/#", client_id="access-capture")
+    """Check that ``account`` publishes under its own topics only and cannot read others'.
+
+    The lab broker's default access allows everything, so only the role
+    confines the account.
+    """
+    capture = MqttCapture(broker.host, broker.port, "#", client_id="access-capture")
     capture.start()
     granted: list[list[int]] = []
-    probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="access-probe")
+    refused: list[str] = []
+    intruder = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"access-intruder-{other}")
+    intruder.username_pw_set(account.username, account.password)
+    intruder.on_connect = lambda _c, _u, _f, code, _p: refused.append(str(code))
+    probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=node_client_id(ROGUE))
     probe.username_pw_set(account.username, account.password)
     probe.on_subscribe = lambda _c, _u, _mid, codes, _p: granted.append([c.value for c in codes])
+    filters = [
+        f"{PREFIX}/coordinator/#",
+        f"{PREFIX}/node/{other}/#",
+        "#",
+        "$SYS/#",
+        "$share/group/#",
+    ]
     try:
+        # The account accepts only its node's client id.
+        intruder.connect(broker.host, broker.port)
+        intruder.loop_start()
+        wait_for(lambda: refused, 10, "no answer to a connection with another client id")
         probe.connect(broker.host, broker.port)
         probe.loop_start()
         own = f"{PREFIX}/node/{ROGUE}/probe"
-        probe.subscribe(f"{PREFIX}/node/{other}/#", qos=1)
-        probe.subscribe(f"{PREFIX}/coordinator/#", qos=1)
-        probe.publish(f"{PREFIX}/node/{other}/update", b"forged", qos=1).wait_for_publish(10)
-        probe.publish(f"{PREFIX}/coordinator/model", b"forged", qos=1).wait_for_publish(10)
+        for topic_filter in filters:
+            probe.subscribe(topic_filter, qos=1)
+        for topic in (
+            f"{PREFIX}/node/{other}/update",
+            f"{PREFIX}/coordinator/model",
+            "homeassistant/lock/front_door/config",
+        ):
+            probe.publish(topic, b"forged", qos=1).wait_for_publish(10)
         probe.publish(own, b"own", qos=1).wait_for_publish(10)
         wait_for(lambda: capture.messages(lambda m: m.topic == own), 10, "own topic not delivered")
-        wait_for(lambda: len(granted) == 2, 10, "no answer to the subscriptions")
+        wait_for(lambda: len(granted) == len(filters), 10, "no answer to the subscriptions")
     finally:
-        probe.disconnect()
-        probe.loop_stop()
+        for client in (intruder, probe):
+            client.disconnect()
+            client.loop_stop()
         capture.stop()
 
+    assert refused == ["Not authorized"]
     assert capture.messages(lambda m: m.payload == b"forged") == []
     # The broker refuses a subscription with a reason code of 0x80 or above.
-    assert granted[0][0] >= 0x80
-    assert granted[1][0] < 0x80
+    assert granted[0][0] < 0x80
+    for topic_filter, codes in zip(filters[1:], granted[1:], strict=True):
+        assert codes[0] >= 0x80, topic_filter
 
 
 def _log_count(node: EdgeNodeProcess, text: str) -> int:

@@ -103,8 +103,8 @@ def node_role_acls(
     """Return the ACLs of a node's role: its own topics, the coordinator's, and its sensors.
 
     The plugin checks a role's ACLs from the highest priority down and applies
-    the first that matches, so the allowed topics come first and the rest of
-    the federation's topics are denied. The denials hold on a broker whose
+    the first that matches. The allowed topics come first, and everything else
+    is denied last, so that the role confines the node even on a broker whose
     default access allows everything. ``sensor_topics`` are the topic filters
     the node reads its devices from.
     """
@@ -113,17 +113,18 @@ def node_role_acls(
     allowed, denied = 10, 0
     acls = [
         _acl("publishClientSend", f"{own}/#", allowed, True),
-        _acl("publishClientSend", f"{prefix}/#", denied, False),
         _acl("subscribePattern", coordinator, allowed, True),
         _acl("subscribePattern", f"{own}/command", allowed, True),
-        _acl("subscribePattern", f"{prefix}/#", denied, False),
         _acl("publishClientReceive", coordinator, allowed, True),
         _acl("publishClientReceive", f"{own}/command", allowed, True),
-        _acl("publishClientReceive", f"{prefix}/#", denied, False),
     ]
     for topic in sensor_topics:
         acls.append(_acl("subscribePattern", topic, allowed, True))
         acls.append(_acl("publishClientReceive", topic, allowed, True))
+    # "#" does not match topics that start with "$", so those are denied apart.
+    for acltype in ("publishClientSend", "subscribePattern", "publishClientReceive"):
+        for topic in ("#", "$SYS/#", "$share/#", "$CONTROL/#"):
+            acls.append(_acl(acltype, topic, denied, False))
     return acls
 
 
@@ -131,43 +132,47 @@ def _acl(acltype: str, topic: str, priority: int, allow: bool) -> dict[str, Any]
     return {"acltype": acltype, "topic": topic, "priority": priority, "allow": allow}
 
 
-def create_account_commands(
-    prefix: str,
-    node_id: str,
-    username: str,
-    password: str,
-    sensor_topics: tuple[str, ...] = (),
-    replace: bool = False,
-) -> list[dict[str, Any]]:
-    """Return the commands that create a node's account and its role, both named ``username``.
+def node_client_id(node_id: str) -> str:
+    """Return the MQTT client id that an edge node uses unless its configuration sets another."""
+    return f"fltrust-edge-{node_id}"
 
-    With ``replace`` an existing account and role of that name are deleted
-    first; the plugin then reports "not found" for the deletions when there
-    was none.
+
+def create_role_command(
+    prefix: str, node_id: str, username: str, sensor_topics: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Return the command that creates a node's role, named like its account.
+
+    The plugin refuses it when a role of that name exists, which keeps the
+    coordinator from taking over a role that someone else made.
     """
-    description = f"fltrust edge node {node_id}"
-    commands: list[dict[str, Any]] = []
-    if replace:
-        commands += [
-            {"command": "deleteClient", "username": username},
-            {"command": "deleteRole", "rolename": username},
-        ]
-    commands += [
-        {
-            "command": "createRole",
-            "rolename": username,
-            "textdescription": description,
-            "acls": node_role_acls(prefix, node_id, sensor_topics),
-        },
-        {
-            "command": "createClient",
-            "username": username,
-            "password": password,
-            "textname": description,
-            "roles": [{"rolename": username}],
-        },
-    ]
-    return commands
+    return {
+        "command": "createRole",
+        "rolename": username,
+        "textdescription": f"fltrust edge node {node_id}",
+        "acls": node_role_acls(prefix, node_id, sensor_topics),
+    }
+
+
+def create_client_command(node_id: str, username: str, password: str) -> dict[str, Any]:
+    """Return the command that creates a node's account with its role.
+
+    The account accepts only the node's own client id, so that it cannot
+    take over another node's session, whose client id the broker would
+    otherwise hand to the newest connection.
+    """
+    return {
+        "command": "createClient",
+        "username": username,
+        "password": password,
+        "clientid": node_client_id(node_id),
+        "textname": f"fltrust edge node {node_id}",
+        "roles": [{"rolename": username}],
+    }
+
+
+def delete_role_command(username: str) -> dict[str, Any]:
+    """Return the command that deletes the role named ``username``."""
+    return {"command": "deleteRole", "rolename": username}
 
 
 def encode_commands(commands: list[dict[str, Any]], correlation: str) -> bytes:
