@@ -53,7 +53,7 @@ async def async_remove_config_entry_device(
 ) -> bool:
     """Let a person delete the device of an edge node taken out of service.
 
-    The federation forgets the node. Its watched devices go with it, and the
+    The federation drops the node's record. Its watched devices go with it, and the
     federation device stays. A quarantined or still connected node stays.
     """
     coordinator = entry.runtime_data

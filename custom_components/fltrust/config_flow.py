@@ -292,4 +292,3 @@ class FltrustOptionsFlow(OptionsFlowWithReload):
             and entry.options.get(CONF_BROKER_USERNAME, DEFAULT_USERNAME_TEMPLATE) == template
             for entry in self.hass.config_entries.async_entries(DOMAIN)
         )
-

@@ -133,6 +133,7 @@ async def _async_create_node_account(call: ServiceCall) -> ServiceResponse:
             translation_key="broker_access_off",
             translation_placeholders={"title": title},
         )
+
     topics = []
     for topic in call.data[CONF_SENSOR_TOPICS]:
         try:
@@ -143,6 +144,7 @@ async def _async_create_node_account(call: ServiceCall) -> ServiceResponse:
                 translation_key="invalid_sensor_topic",
                 translation_placeholders={"topic": topic[:80], "reason": str(err)},
             ) from err
+
     node = coordinator.data.nodes.get(node_id)
     if node is not None and node.status == TrustStatus.QUARANTINED:
         # The new account would not be disabled, and so would lift the cut.
@@ -151,6 +153,7 @@ async def _async_create_node_account(call: ServiceCall) -> ServiceResponse:
             translation_key="account_for_quarantined_node",
             translation_placeholders={"node_id": node_id, "title": title},
         )
+
     try:
         username, password = await access.async_create_account(node_id, tuple(topics))
     except BrokerAccessError as err:
@@ -159,6 +162,7 @@ async def _async_create_node_account(call: ServiceCall) -> ServiceResponse:
             translation_key="broker_account_failed",
             translation_placeholders={"node_id": node_id, "title": title, "error": str(err)},
         ) from err
+
     LOGGER.info(
         "%s: issued the broker account %s of node %s to user %s",
         coordinator.config_entry.entry_id,
