@@ -230,8 +230,14 @@ def test_forged_and_replayed_updates_rejected(
     # Trust changes only when a round closes, so publish right after one closed
     # and read the trust again before the next one closes. On a busy machine a
     # round can close in between, so the attempt is repeated.
+    version_entity = entity_ids(home_assistant, federation)[f"{entry_id}_model_version"]
     for _attempt in range(3):
         closed_version = wait_for_new_model(federation, timeout=30)
+        # The entities take the closed round's trust a moment after the model goes out.
+        deadline = time.monotonic() + 10
+        while int(state_of(home_assistant, version_entity)["state"]) < closed_version:
+            assert time.monotonic() < deadline, "the model version entity did not follow"
+            time.sleep(0.1)
         trust_before = float(state_of(home_assistant, trust_entity)["state"])
         log_start = len(home_assistant.log())
 
