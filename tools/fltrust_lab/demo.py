@@ -198,7 +198,8 @@ class Demo:
             if self.admin is not None:
                 await self.client.run_options_flow(
                     entry["entry_id"],
-                    [{"broker_access": True, "broker_username": "fltrust-{node_id}"}],
+                    # Each federation needs a username pattern of its own.
+                    [{"broker_access": True, "broker_username": f"{plan.name}-{{node_id}}"}],
                 )
             self.monitors.append(FederationMonitor(plan, entry["entry_id"]))
             _say(
