@@ -11,6 +11,7 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.storage import Store
 from homeassistant.helpers.typing import ConfigType
 
+from .broker_access import BrokerAccessError
 from .const import CONF_TOPIC_PREFIX, DOMAIN, LOGGER, STORAGE_VERSION
 from .coordinator import (
     FltrustConfigEntry,
@@ -54,7 +55,8 @@ async def async_remove_config_entry_device(
     """Let a person delete the device of an edge node taken out of service.
 
     The federation drops the node's record. Its watched devices go with it, and the
-    federation device stays. A quarantined or still connected node stays.
+    federation device stays. A quarantined or still connected node stays. With
+    broker access on, the node's broker account is disabled too.
     """
     coordinator = entry.runtime_data
     node_id = coordinator.devices.node_for_device(device_entry.id)
@@ -76,6 +78,12 @@ async def async_remove_config_entry_device(
             translation_domain=DOMAIN,
             translation_key="remove_connected_node",
             translation_placeholders=placeholders,
+        ) from err
+    except BrokerAccessError as err:
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="remove_node_account_failed",
+            translation_placeholders={**placeholders, "error": str(err)},
         ) from err
     return True
 

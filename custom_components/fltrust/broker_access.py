@@ -251,6 +251,34 @@ class BrokerAccess:
         self._on_change()
         return record
 
+    async def async_retire(self, node_id: str) -> None:
+        """Disable the broker account of a node taken out of service.
+
+        Raises:
+            BrokerAccessError: with the plugin's error, when it did not disable it.
+        """
+        username = broker_username(self.username_template, node_id)
+        self._check_not_own(username)
+        [error] = await self._async_send([client_access_command(username, enabled=False)])
+        if error is not None:
+            LOGGER.error(
+                "%s: could not disable the broker account %s of retired node %s: %s",
+                self.entry.entry_id,
+                username,
+                node_id,
+                error,
+            )
+            raise BrokerAccessError(error)
+        self._latest.pop(node_id, None)
+        self.records.pop(node_id, None)
+        ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(node_id))
+        LOGGER.info(
+            "%s: disabled the broker account %s of retired node %s",
+            self.entry.entry_id,
+            username,
+            node_id,
+        )
+
     async def async_create_account(
         self, node_id: str, sensor_topics: tuple[str, ...]
     ) -> tuple[str, str]:

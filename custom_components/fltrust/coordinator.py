@@ -491,18 +491,25 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         The reload rebuilds the entities without the node; the caller removes
         the node's own device.
 
+        With broker access on, the node's broker account is disabled first,
+        so that a retired node's login stops working; when the broker does not
+        confirm that, the node stays.
+
         Raises:
             KeyError: when the federation does not know the node.
             NodeQuarantinedError: when the node is quarantined.
             NodeConnectedError: when the node was heard from recently.
+            BrokerAccessError: when the broker did not disable the node's account.
         """
+        node = self.data.nodes[node_id]
+        if node.status == TrustStatus.QUARANTINED:
+            raise NodeQuarantinedError(node_id)
+        if node.is_connected(self._now()):
+            raise NodeConnectedError(node_id)
+        if self.broker_access is not None:
+            await self.broker_access.async_retire(node_id)
+
         async with self._lock:
-            now = self._now()
-            node = self.data.nodes[node_id]
-            if node.status == TrustStatus.QUARANTINED:
-                raise NodeQuarantinedError(node_id)
-            if node.is_connected(now):
-                raise NodeConnectedError(node_id)
             outcome = await self.hass.async_add_executor_job(self.federation.forget_node, node_id)
             for publish in outcome.publishes:
                 await self._async_publish(publish)

@@ -14,12 +14,15 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     async_capture_events,
     async_fire_mqtt_message,
 )
+from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
 from custom_components.fltrust.broker_access import AccessState
 from custom_components.fltrust.const import (
@@ -34,6 +37,7 @@ from .conftest import (
     ENTRY_ID,
     PREFIX,
     EdgeNode,
+    advance,
     send_poisoned_rounds,
     set_up_with_quarantined_node,
 )
@@ -558,3 +562,47 @@ async def test_options_flow_rejects_shared_pattern(
     )
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+@pytest.mark.parametrize(("error", "removed"), [(None, True), ("Client not found", False)])
+async def test_retired_node_loses_account(
+    hass: HomeAssistant,
+    quarantined_node: MockConfigEntry,
+    mqtt_mock: MagicMock,
+    hass_ws_client: WebSocketGenerator,
+    device_registry: dr.DeviceRegistry,
+    frozen_time: FrozenDateTimeFactory,
+    error: str | None,
+    removed: bool,
+) -> None:
+    """Test deleting a retired node's device disables its account, or keeps the node."""
+    assert await async_setup_component(hass, "config", {})
+    [disable_quarantined] = await _sent(hass, mqtt_mock, 1)
+    _respond(hass, disable_quarantined)
+    await advance(hass, frozen_time, 300)
+    device = device_registry.async_get_device_by_identifier(
+        (DOMAIN, f"{ENTRY_ID}_node-2"), ENTRY_ID
+    )
+    client = await hass_ws_client(hass)
+
+    await client.send_json_auto_id(
+        {
+            "type": "config/device_registry/remove_config_entry",
+            "config_entry_id": ENTRY_ID,
+            "device_id": device.id,
+        }
+    )
+    [_, disable] = await _sent(hass, mqtt_mock, 2)
+    _respond(hass, disable, error)
+    response = await client.receive_json()
+    await hass.async_block_till_done()
+
+    assert (disable["command"], disable["username"]) == ("disableClient", "fltrust-node-2")
+    assert response["success"] is removed
+    node_device = device_registry.async_get_device_by_identifier(
+        (DOMAIN, f"{ENTRY_ID}_node-2"), ENTRY_ID
+    )
+    assert (node_device is None) is removed
+    if not removed:
+        assert "Client not found" in response["error"]["message"]
+        assert "node-2" in quarantined_node.runtime_data.data.nodes
