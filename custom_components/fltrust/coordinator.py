@@ -491,9 +491,9 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         The reload rebuilds the entities without the node; the caller removes
         the node's own device.
 
-        With broker access on, the node's broker account is disabled first,
-        so that a retired node's login stops working; when the broker does not
-        confirm that, the node stays.
+        With broker access on, the node's broker account is disabled first, so
+        that a retired node's login stops working. The node stays when the
+        broker does not confirm this.
 
         Raises:
             KeyError: when the federation does not know the node.

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .addon_options import AddonOptionError, OptionReader
-from .config import MAX_CONFIG_BYTES, ConfigError, NodeConfig, load_config
+from .config import ConfigError, NodeConfig, load_config, read_small_file
 from .toml_writer import dumps_toml
 
 # Environment variables of the MQTT service, set by the add-on's run script.
@@ -143,14 +143,9 @@ def read_options(path: Path) -> Any:
         AddonOptionError: the file is missing, unreadable, too large or not JSON.
     """
     try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError as err:
-        raise AddonOptionError(f"options file not found: {path}") from err
-    except OSError as err:
-        raise AddonOptionError(f"cannot read options file {path}: {err.strerror or err}") from err
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise AddonOptionError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+        raw = read_small_file(path, "options file")
+    except ConfigError as err:
+        raise AddonOptionError(str(err)) from err
     try:
         return json.loads(raw)
     except RecursionError as err:

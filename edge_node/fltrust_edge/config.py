@@ -168,6 +168,24 @@ class NodeConfig:
         return tuple(d for d in self.devices if isinstance(d.source, CsvSourceConfig))
 
 
+def read_small_file(path: Path, what: str) -> bytes:
+    """Return the bytes of a file of at most ``MAX_CONFIG_BYTES``; ``what`` names it in errors.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or too large.
+    """
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{what} not found: {path}") from err
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} {path}: {_reason(err)}") from err
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes, so not a {what}")
+    return raw
+
+
 def load_config(path: str | Path) -> NodeConfig:
     """Read and validate a TOML configuration file, creating ``state_dir`` if it is missing.
 
@@ -175,17 +193,7 @@ def load_config(path: str | Path) -> NodeConfig:
         ConfigError: the file is missing, is not valid TOML, or a key is invalid.
     """
     path = Path(path)
-    try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError as err:
-        raise ConfigError(f"configuration file not found: {path}") from err
-    except OSError as err:
-        raise ConfigError(f"cannot read configuration file {path}: {_reason(err)}") from err
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"{path}: larger than {MAX_CONFIG_BYTES} bytes, so not a configuration file"
-        )
+    raw = read_small_file(path, "configuration file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:

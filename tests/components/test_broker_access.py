@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 from unittest.mock import MagicMock, patch
 
@@ -83,22 +84,35 @@ def _respond(hass: HomeAssistant, command: dict[str, Any], error: str | None = N
     async_fire_mqtt_message(hass, RESPONSE_TOPIC, json.dumps({"responses": [response]}))
 
 
-@pytest.fixture(autouse=True)
-def subscription_confirmed() -> Iterator[list[Callable[[], None]]]:
-    """Confirm the response subscription at once, as the broker does; or hold it when told.
+async def _release_node_1(hass: HomeAssistant) -> None:
+    """Release node-1 through the action."""
+    await hass.services.async_call(
+        DOMAIN, "release", {"config_entry_id": ENTRY_ID, "node_id": "node-1"}, blocking=True
+    )
 
-    The harness's MQTT client never reports subscriptions as done. A test that
-    appends ``None`` to the returned list gets the confirmation callbacks in
-    the list instead, to call them itself.
+
+@dataclass
+class Subscriptions:
+    """Confirmations of the response subscription, held back while ``hold`` is set."""
+
+    hold: bool = False
+    held: list[Callable[[], None]] = field(default_factory=list)
+
+
+@pytest.fixture(autouse=True)
+def subscriptions() -> Iterator[Subscriptions]:
+    """Confirm the response subscription at once, as the broker does, unless a test holds it.
+
+    The harness's MQTT client never reports subscriptions as done.
     """
-    held: list[Callable[[], None]] = []
+    state = Subscriptions()
 
     def on_subscribe_done(
         hass: HomeAssistant, topic: str, qos: int, callback: Callable[[], None]
     ) -> Callable[[], None]:
         assert (topic, qos) == (RESPONSE_TOPIC, 1)
-        if held and held[0] is None:
-            held.append(callback)
+        if state.hold:
+            state.held.append(callback)
         else:
             hass.loop.call_soon(callback)
         return lambda: None
@@ -106,7 +120,7 @@ def subscription_confirmed() -> Iterator[list[Callable[[], None]]]:
     with patch(
         "custom_components.fltrust.broker_access.mqtt.async_on_subscribe_done", on_subscribe_done
     ):
-        yield held
+        yield state
 
 
 @pytest.fixture
@@ -150,9 +164,7 @@ async def test_cut_at_start_restored_on_release(
     assert sensor.attributes["broker_access"] == "cut"
     assert "broker_access" not in hass.states.get("binary_sensor.node_2_quarantined").attributes
 
-    await hass.services.async_call(
-        DOMAIN, "release", {"config_entry_id": ENTRY_ID, "node_id": "node-1"}, blocking=True
-    )
+    await _release_node_1(hass)
     await hass.async_block_till_done()
     enable = (await _sent(hass, mqtt_mock, 2))[-1]
     assert enable["command"] == "enableClient"
@@ -205,9 +217,7 @@ async def test_unknown_account_raises_issue_until_cut(
     await hass.async_block_till_done(wait_background_tasks=True)
     assert issue_registry.async_get_issue(DOMAIN, ISSUE_NODE_1) is not None
 
-    await hass.services.async_call(
-        DOMAIN, "release", {"config_entry_id": ENTRY_ID, "node_id": "node-1"}, blocking=True
-    )
+    await _release_node_1(hass)
     await hass.async_block_till_done()
     enable = (await _sent(hass, mqtt_mock, 3))[-1]
     assert enable["command"] == "enableClient"
@@ -268,9 +278,7 @@ async def test_option_off_sends_no_command(
     hass: HomeAssistant, quarantined_node: MockConfigEntry, mqtt_mock: MagicMock
 ) -> None:
     """Test nothing reaches the plugin unless the option is on."""
-    await hass.services.async_call(
-        DOMAIN, "release", {"config_entry_id": ENTRY_ID, "node_id": "node-1"}, blocking=True
-    )
+    await _release_node_1(hass)
     await hass.async_block_till_done()
 
     assert _commands(mqtt_mock) == []
@@ -473,15 +481,15 @@ async def test_commands_wait_for_subscription(
     hass_storage: dict[str, Any],
     frozen_time: FrozenDateTimeFactory,
     options: dict[str, Any],
-    subscription_confirmed: list[Callable[[], None] | None],
+    subscriptions: Subscriptions,
 ) -> None:
     """Test no command goes out before the broker confirmed the response subscription."""
-    subscription_confirmed.append(None)
+    subscriptions.hold = True
     await set_up_with_quarantined_node(hass, mock_config_entry, hass_storage, options)
 
     assert _commands(mqtt_mock) == []
 
-    subscription_confirmed[1]()
+    subscriptions.held[0]()
     await hass.async_block_till_done()
     [disable] = await _sent(hass, mqtt_mock, 1)
     assert disable["username"] == "fltrust-node-1"
@@ -495,9 +503,7 @@ async def test_late_failure_does_not_hide_release(
 ) -> None:
     """Test a disable that fails after a successful release leaves the release's result."""
     [disable] = await _sent(hass, mqtt_mock, 1)
-    await hass.services.async_call(
-        DOMAIN, "release", {"config_entry_id": ENTRY_ID, "node_id": "node-1"}, blocking=True
-    )
+    await _release_node_1(hass)
     await hass.async_block_till_done()
     enable = (await _sent(hass, mqtt_mock, 2))[-1]
 

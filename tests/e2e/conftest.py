@@ -192,6 +192,23 @@ def _node_specs(data_dir: Path) -> list[NodeSpec]:
     return specs
 
 
+def start_test_nodes(
+    specs: list[NodeSpec], settings: FederationSettings, run_dir: Path, broker: Broker
+) -> list[EdgeNodeProcess]:
+    """Start edge node processes of a test federation, with the tests' heartbeat and timeout."""
+    return start_nodes(
+        specs,
+        federation=settings.name,
+        run_dir=run_dir,
+        broker_host=LOOPBACK,
+        broker_port=broker.port,
+        prefix=settings.topic_prefix,
+        federation_key=settings.federation_key,
+        heartbeat_interval=HEARTBEAT_INTERVAL,
+        wait_timeout=30.0,
+    )
+
+
 def _global_model_rounds(capture: MqttCapture) -> set[int]:
     rounds = set()
     for message in capture.messages(lambda m: m.topic == f"{PREFIX}/coordinator/model"):
@@ -224,17 +241,7 @@ def federation(
     capture.start()
     nodes: list[EdgeNodeProcess] = []
     try:
-        nodes = start_nodes(
-            _node_specs(run_dir / "data"),
-            federation=settings.name,
-            run_dir=run_dir,
-            broker_host=LOOPBACK,
-            broker_port=broker.port,
-            prefix=PREFIX,
-            federation_key=settings.federation_key,
-            heartbeat_interval=HEARTBEAT_INTERVAL,
-            wait_timeout=30.0,
-        )
+        nodes = start_test_nodes(_node_specs(run_dir / "data"), settings, run_dir, broker)
         deadline = time.monotonic() + 150
         while len(_global_model_rounds(capture)) < MIN_ROUNDS:
             stopped = [n.node_id for n in nodes if not n.is_running()]

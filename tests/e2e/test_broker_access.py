@@ -18,17 +18,16 @@ import paho.mqtt.client as mqtt
 import pytest
 from fltrust_core.dynsec import node_client_id
 from fltrust_core.security import generate_federation_key
-from fltrust_lab import LOOPBACK
 from fltrust_lab.broker import Broker, BrokerAccount
 from fltrust_lab.datasets import write_nab_slice
 from fltrust_lab.dynsec_admin import DynsecAdmin
 from fltrust_lab.hass import FederationSettings, create_federation_entry, create_node_account
 from fltrust_lab.mqtt_capture import MqttCapture
-from fltrust_lab.nodes import DeviceSpec, EdgeNodeProcess, NodeSpec, start_nodes
+from fltrust_lab.nodes import DeviceSpec, EdgeNodeProcess, NodeSpec
 from fltrust_lab.scenario import COMPROMISE
 from paho.mqtt.enums import CallbackAPIVersion
 
-from .conftest import HEARTBEAT_INTERVAL, ROUND_INTERVAL, ROUND_TIMEOUT, HassSession
+from .conftest import ROUND_INTERVAL, ROUND_TIMEOUT, HassSession, start_test_nodes
 
 PREFIX = "fltrust/e2e-access"
 ROGUE = "access-rogue"
@@ -117,10 +116,10 @@ def _check_confined(broker: Broker, account: BrokerAccount, other: str) -> None:
     capture = MqttCapture(broker.host, broker.port, "#", client_id="access-capture")
     capture.start()
     granted: list[list[int]] = []
-    refused: list[str] = []
+    connect_results: list[str] = []
     intruder = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"access-intruder-{other}")
     intruder.username_pw_set(account.username, account.password)
-    intruder.on_connect = lambda _c, _u, _f, code, _p: refused.append(str(code))
+    intruder.on_connect = lambda _c, _u, _f, code, _p: connect_results.append(str(code))
     probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=node_client_id(ROGUE))
     probe.username_pw_set(account.username, account.password)
     probe.on_subscribe = lambda _c, _u, _mid, codes, _p: granted.append([c.value for c in codes])
@@ -135,7 +134,7 @@ def _check_confined(broker: Broker, account: BrokerAccount, other: str) -> None:
         # The account accepts only its node's client id.
         intruder.connect(broker.host, broker.port)
         intruder.loop_start()
-        wait_for(lambda: refused, 10, "no answer to a connection with another client id")
+        wait_for(lambda: connect_results, 10, "no answer to a connection with another client id")
         probe.connect(broker.host, broker.port)
         probe.loop_start()
         own = f"{PREFIX}/node/{ROGUE}/probe"
@@ -156,7 +155,7 @@ def _check_confined(broker: Broker, account: BrokerAccount, other: str) -> None:
             client.loop_stop()
         capture.stop()
 
-    assert refused == ["Not authorized"]
+    assert connect_results == ["Not authorized"]
     assert capture.messages(lambda m: m.payload == b"forged") == []
     # The broker refuses a subscription with a reason code of 0x80 or above.
     assert granted[0][0] < 0x80
@@ -197,16 +196,8 @@ def test_quarantine_cuts_broker_access(
     }
     _check_confined(broker, accounts[ROGUE], "access-1")
     access_dir = run_dir / "broker-access"
-    nodes = start_nodes(
-        _node_specs(access_dir / "data", accounts),
-        federation=settings.name,
-        run_dir=access_dir,
-        broker_host=LOOPBACK,
-        broker_port=broker.port,
-        prefix=PREFIX,
-        federation_key=settings.federation_key,
-        heartbeat_interval=HEARTBEAT_INTERVAL,
-        wait_timeout=30.0,
+    nodes = start_test_nodes(
+        _node_specs(access_dir / "data", accounts), settings, access_dir, broker
     )
     rogue = next(node for node in nodes if node.node_id == ROGUE)
     try:
