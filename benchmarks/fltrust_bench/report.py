@@ -1116,9 +1116,13 @@ class Report:
                     "of the trust-dynamics table). The node loses evidence only in a round in "
                     "which its own update also moved more than 1.5 usual distances from its "
                     "history" + moved + ". A second such round within the probation that "
-                    "follows, with a move of more than 1, would quarantine it. Per-node broker "
-                    "ACLs, which would stop nodes from reading each other's updates, are not in "
-                    "place yet.",
+                    "follows, with a move of more than 1, would quarantine it. The benchmark's "
+                    "colluders read every honest update, as the attack assumes. With the "
+                    "integration's broker access option and the accounts that "
+                    "`fltrust.create_node_account` creates, a node can read the coordinator's "
+                    "messages but no other node's updates, so framing a node needs a broker "
+                    'or coordinator that leaks them. "A little is enough" still works there '
+                    "with colluders that estimate the mean and spread from their own updates.",
                     "- Attacks that stay within a node's own round-to-round variation cannot be "
                     "told from it, and their effect on the model is as small.",
                     "- An update between 2 and 3 usual distances from its history keeps its "
