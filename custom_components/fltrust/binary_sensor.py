@@ -64,6 +64,7 @@ NODE_BINARY_SENSORS: tuple[FltrustNodeBinarySensorEntityDescription, ...] = (
     FltrustNodeBinarySensorEntityDescription(
         key="reauth_required",
         translation_key="reauth_required",
+        device_class=BinarySensorDeviceClass.PROBLEM,
         # Off once the node responded to its challenge, even while its trust is
         # still below the threshold: nothing more is required of it.
         is_on_fn=lambda node: node.status == TrustStatus.REAUTH_REQUIRED and not node.authenticated,
@@ -80,6 +81,7 @@ DEVICE_BINARY_SENSORS: tuple[FltrustDeviceBinarySensorEntityDescription, ...] = 
     FltrustDeviceBinarySensorEntityDescription(
         key="anomaly",
         translation_key="anomaly",
+        device_class=BinarySensorDeviceClass.PROBLEM,
         is_on_fn=lambda device: device.anomaly,
         requires_connection=True,
     ),

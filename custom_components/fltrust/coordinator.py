@@ -58,7 +58,7 @@ from .core.security import (
 )
 from .core.trust import TrustConfig, TrustStatus
 from .devices import FederationDevices
-from .models import FederationData, build_federation_data
+from .models import FederationData, NodeData, build_federation_data
 from .rejections import RejectionLog
 
 # Messages waiting for the engine. Beyond either limit new messages are dropped
@@ -143,6 +143,8 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         self.devices = FederationDevices(hass, entry)
         # Messages dropped because too many were waiting for the engine.
         self.dropped_messages = 0
+        # Nodes last logged as disconnected, so that each change is logged once.
+        self._disconnected_nodes: set[str] = set()
         self._federation: Federation | None = None
         self._lock = asyncio.Lock()
         self._store: Store[dict[str, Any]] = Store(
@@ -210,6 +212,7 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
                 build_federation_data, self.federation, self._now()
             )
         self.devices.async_register(data.nodes)
+        self._async_log_connectivity(data.nodes)
         return data
 
     async def async_start(self) -> None:
@@ -545,6 +548,7 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
             round_started |= event.kind == "round_started"
             self._async_handle_event(event, context)
         self.async_set_updated_data(result.data)
+        self._async_log_connectivity(result.data.nodes)
         self._schedule_save()
         if round_started and not self._stopping:
             if self._deadline_timer is not None:
@@ -556,6 +560,27 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
                     self._handle_deadline_timer, f"{DOMAIN} round deadline", cancel_on_shutdown=True
                 ),
             )
+
+    @callback
+    def _async_log_connectivity(self, nodes: dict[str, NodeData]) -> None:
+        """Log once when a node becomes disconnected and once when it is heard again."""
+        entry_id = self.config_entry.entry_id
+        now = self._now()
+        for node_id, node in nodes.items():
+            if node.is_connected(now):
+                if node_id in self._disconnected_nodes:
+                    self._disconnected_nodes.discard(node_id)
+                    LOGGER.info("%s: edge node %s is connected again", entry_id, node_id)
+            elif node_id not in self._disconnected_nodes:
+                self._disconnected_nodes.add(node_id)
+                LOGGER.info(
+                    "%s: edge node %s sent no message for more than %.0f s, so it counts as "
+                    "disconnected and the anomaly entities of its devices are unavailable",
+                    entry_id,
+                    node_id,
+                    node.connected_timeout,
+                )
+        self._disconnected_nodes &= nodes.keys()
 
     @callback
     def _async_handle_event(self, event: FederationEvent, context: Context | None) -> None:

@@ -54,8 +54,12 @@ async def async_validate_trigger_config(hass: HomeAssistant, config: ConfigType)
     config = TRIGGER_SCHEMA(config)
     if _is_node_device(hass, config[CONF_DEVICE_ID]) is False:
         raise InvalidDeviceAutomationConfig(
-            f"device {config[CONF_DEVICE_ID]} is not an fltrust edge node, so it has no "
-            f"{config[CONF_TYPE]} trigger"
+            translation_domain=DOMAIN,
+            translation_key="invalid_trigger_device",
+            translation_placeholders={
+                "device_id": config[CONF_DEVICE_ID],
+                "type": config[CONF_TYPE],
+            },
         )
     return config
 

@@ -11,6 +11,7 @@ from homeassistant.components.sensor import (
     SensorEntityDescription,
     SensorStateClass,
 )
+from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
@@ -79,12 +80,14 @@ FEDERATION_SENSORS: tuple[FltrustFederationSensorEntityDescription, ...] = (
     FltrustFederationSensorEntityDescription(
         key="round",
         translation_key="round",
+        entity_category=EntityCategory.DIAGNOSTIC,
         value_fn=lambda data: data.round,
         attributes_fn=_round_attributes,
     ),
     FltrustFederationSensorEntityDescription(
         key="model_version",
         translation_key="model_version",
+        entity_category=EntityCategory.DIAGNOSTIC,
         value_fn=lambda data: data.model_version,
     ),
     FltrustFederationSensorEntityDescription(

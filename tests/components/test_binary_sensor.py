@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from freezegun.api import FrozenDateTimeFactory
-from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE, STATE_UNKNOWN, Platform
+from homeassistant.components.binary_sensor import BinarySensorDeviceClass
+from homeassistant.const import (
+    ATTR_DEVICE_CLASS,
+    STATE_OFF,
+    STATE_ON,
+    STATE_UNAVAILABLE,
+    STATE_UNKNOWN,
+    Platform,
+)
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry, snapshot_platform
@@ -52,6 +62,25 @@ async def test_binary_sensor_unique_ids(
     }
 
 
+async def test_binary_sensor_device_classes(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """Test the node and device status sensors carry the problem or connectivity class."""
+    EdgeNode(hass, "node-1").send_heartbeat()
+    await hass.async_block_till_done()
+
+    expected = {
+        "binary_sensor.node_1_quarantined": BinarySensorDeviceClass.PROBLEM,
+        "binary_sensor.node_1_re_authentication_required": BinarySensorDeviceClass.PROBLEM,
+        "binary_sensor.node_1_connectivity": BinarySensorDeviceClass.CONNECTIVITY,
+        "binary_sensor.hall_thermostat_anomaly": BinarySensorDeviceClass.PROBLEM,
+    }
+    for entity_id, device_class in expected.items():
+        state = hass.states.get(entity_id)
+        assert state is not None, entity_id
+        assert state.attributes.get(ATTR_DEVICE_CLASS) == device_class, entity_id
+
+
 async def test_anomaly_unknown_before_first_state(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
@@ -93,6 +122,41 @@ async def test_silent_node_disconnected(
     await hass.async_block_till_done()
     assert hass.states.get("binary_sensor.node_1_connectivity").state == STATE_ON
     assert hass.states.get("binary_sensor.hall_thermostat_anomaly").state == STATE_ON
+
+
+async def test_disconnect_logged_once(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    frozen_time: FrozenDateTimeFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Test a node going silent is logged once at info level, and so is its return."""
+    caplog.set_level(logging.INFO, logger="custom_components.fltrust")
+    node = EdgeNode(hass, "node-1")
+    node.send_heartbeat()
+    await hass.async_block_till_done()
+
+    def messages(text: str) -> list[logging.LogRecord]:
+        return [record for record in caplog.records if text in record.getMessage()]
+
+    await advance(hass, frozen_time, 60)
+    assert messages("node-1 sent no message") == []
+
+    # The node stays silent for three more round ticks, and only the first one logs it.
+    for _ in range(3):
+        await advance(hass, frozen_time, 60)
+    disconnected = messages("node-1 sent no message for more than 90 s")
+    assert len(disconnected) == 1
+    assert disconnected[0].levelno == logging.INFO
+    assert messages("node-1 is connected again") == []
+
+    node.send_heartbeat()
+    await hass.async_block_till_done()
+    await advance(hass, frozen_time, 60)
+    reconnected = messages("node-1 is connected again")
+    assert len(reconnected) == 1
+    assert reconnected[0].levelno == logging.INFO
+    assert len(messages("node-1 sent no message")) == 1
 
 
 async def test_claimed_long_interval_capped(

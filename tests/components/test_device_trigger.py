@@ -9,6 +9,7 @@ import pytest
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components import automation
 from homeassistant.components.device_automation import DeviceAutomationType
+from homeassistant.components.device_automation.exceptions import InvalidDeviceAutomationConfig
 from homeassistant.core import HomeAssistant, ServiceCall
 from homeassistant.helpers import device_registry as dr
 from homeassistant.setup import async_setup_component
@@ -19,6 +20,7 @@ from pytest_homeassistant_custom_component.common import (
 )
 
 from custom_components.fltrust.const import DOMAIN, EVENT_QUARANTINED
+from custom_components.fltrust.device_trigger import async_validate_trigger_config
 
 from .conftest import ENTRY_ID, EdgeNode, send_poisoned_rounds
 
@@ -104,6 +106,33 @@ async def test_trigger_on_federation_device_rejected(
     states = [hass.states.get(entity_id).state for entity_id in automations]
     assert states == ["unavailable", "unavailable"]
     assert "is not an fltrust edge node" in caplog.text
+
+
+async def test_invalid_trigger_error_translated(
+    hass: HomeAssistant, init_integration: MockConfigEntry, device_registry: dr.DeviceRegistry
+) -> None:
+    """Test the error for a trigger on a device that is not an edge node is translated."""
+    federation = _device(device_registry, ENTRY_ID)
+    config = {
+        "platform": "device",
+        "domain": DOMAIN,
+        "device_id": federation.id,
+        "type": "quarantined",
+    }
+
+    with pytest.raises(InvalidDeviceAutomationConfig) as err:
+        await async_validate_trigger_config(hass, config)
+
+    assert err.value.translation_domain == DOMAIN
+    assert err.value.translation_key == "invalid_trigger_device"
+    assert err.value.translation_placeholders == {
+        "device_id": federation.id,
+        "type": "quarantined",
+    }
+    # Home Assistant drops the final full stop of a translated exception message.
+    assert str(err.value) == (
+        f"Device {federation.id} is not an fltrust edge node, so it has no quarantined trigger"
+    )
 
 
 async def test_trigger_filters_by_device(

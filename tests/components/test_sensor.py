@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from freezegun.api import FrozenDateTimeFactory
-from homeassistant.const import STATE_UNAVAILABLE, STATE_UNKNOWN, Platform
+from homeassistant.const import STATE_UNAVAILABLE, STATE_UNKNOWN, EntityCategory, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry, snapshot_platform
@@ -52,6 +52,20 @@ async def test_sensor_unique_ids(
         f"{ENTRY_ID}_node-1_thermostat_trust",
         f"{ENTRY_ID}_node-1_thermostat_anomaly_score",
     }
+
+
+async def test_federation_sensor_categories(
+    hass: HomeAssistant, init_integration: MockConfigEntry, entity_registry: er.EntityRegistry
+) -> None:
+    """Test the round and model version are diagnostic, and rejected messages stay primary."""
+    categories = {
+        entry.unique_id: entry.entity_category
+        for entry in er.async_entries_for_config_entry(entity_registry, ENTRY_ID)
+    }
+
+    assert categories[f"{ENTRY_ID}_round"] is EntityCategory.DIAGNOSTIC
+    assert categories[f"{ENTRY_ID}_model_version"] is EntityCategory.DIAGNOSTIC
+    assert categories[f"{ENTRY_ID}_rejected_messages"] is None
 
 
 async def test_sensors_added_for_new_devices(
