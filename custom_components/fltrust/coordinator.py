@@ -23,6 +23,7 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import EVENT_HOMEASSISTANT_STOP
 from homeassistant.core import CALLBACK_TYPE, Context, Event, HassJob, HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryError, HomeAssistantError
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.event import async_call_later, async_track_time_interval
 from homeassistant.helpers.storage import Store
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
@@ -73,6 +74,14 @@ BUS_EVENTS = {
     "quarantined": EVENT_QUARANTINED,
     "released": EVENT_RELEASED,
 }
+
+
+ISSUE_NODE_QUARANTINED = "node_quarantined"
+
+
+def quarantine_issue_id(entry_id: str, node_id: str) -> str:
+    """Return the id of the repair issue of a quarantined node."""
+    return f"{ISSUE_NODE_QUARANTINED}_{entry_id}_{node_id}"
 
 
 class NodeNotQuarantinedError(Exception):
@@ -244,6 +253,11 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
                 self.federation.model_message, self._now()
             )
             await self._async_publish(publish)
+        for node_id, node in self.data.nodes.items():
+            if node.status == TrustStatus.QUARANTINED:
+                self._async_create_quarantine_issue(node_id, node.trust)
+            else:
+                self._async_delete_quarantine_issue(node_id)
         if self.broker_access is not None:
             await self.broker_access.async_start()
             # A node quarantined while broker access was off, or whose account could
@@ -272,6 +286,10 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
             self._save_timer = None
         if self.broker_access is not None:
             self.broker_access.async_stop()
+        if self._federation is not None and self.data is not None:
+            # Their fix flows need a loaded entry; the next start creates them again.
+            for node_id in self.data.nodes:
+                self._async_delete_quarantine_issue(node_id)
 
     async def _async_on_stop(self, _event: Event) -> None:
         """Stop processing and save the state when Home Assistant stops."""
@@ -623,6 +641,7 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
                     DOMAIN,
                 )
                 self._async_set_broker_access(data["node_id"], enabled=False)
+                self._async_create_quarantine_issue(data["node_id"], data["trust"])
             case "released":
                 LOGGER.info(
                     "%s: released node %s from quarantine with trust %s; it must re-authenticate",
@@ -631,6 +650,7 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
                     data["trust"],
                 )
                 self._async_set_broker_access(data["node_id"], enabled=True)
+                self._async_delete_quarantine_issue(data["node_id"])
             case "reauth_required":
                 LOGGER.info(
                     "%s: node %s must re-authenticate, trust %s",
@@ -671,6 +691,33 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
             self.hass,
             self.broker_access.async_set_access(node_id, enabled),
             f"{DOMAIN} broker access {node_id}",
+        )
+
+    @callback
+    def _async_create_quarantine_issue(self, node_id: str, trust: float) -> None:
+        """Create the repair issue that asks a person to check and release a quarantined node."""
+        entry = self.config_entry
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            quarantine_issue_id(entry.entry_id, node_id),
+            is_fixable=True,
+            # Every start creates the issue again for each node still quarantined.
+            is_persistent=False,
+            severity=ir.IssueSeverity.ERROR,
+            translation_key=ISSUE_NODE_QUARANTINED,
+            translation_placeholders={
+                "title": entry.title,
+                "node_id": node_id,
+                "trust": f"{trust:.1f}",
+            },
+            data={"entry_id": entry.entry_id, "node_id": node_id},
+        )
+
+    @callback
+    def _async_delete_quarantine_issue(self, node_id: str) -> None:
+        ir.async_delete_issue(
+            self.hass, DOMAIN, quarantine_issue_id(self.config_entry.entry_id, node_id)
         )
 
     def _bus_event_data(self, data: dict[str, Any]) -> dict[str, Any]:

@@ -99,6 +99,20 @@ def _quarantined_entity(home_assistant: HassSession, entry_id: str) -> str | Non
     return None
 
 
+def _quarantine_issue(home_assistant: HassSession, entry_id: str) -> dict[str, Any] | None:
+    """Return the repair issue of the rogue node's quarantine, if Home Assistant lists one."""
+
+    async def query() -> list[dict[str, Any]]:
+        async with home_assistant.websocket() as websocket:
+            return await websocket.repair_issues("fltrust")
+
+    issue_id = f"node_quarantined_{entry_id}_{ROGUE}"
+    for issue in home_assistant.run(query()):
+        if issue["issue_id"] == issue_id:
+            return issue
+    return None
+
+
 def _create_accounts(home_assistant: HassSession, entry_id: str) -> dict[str, BrokerAccount]:
     """Create each node's broker account through the integration's action."""
     return {
@@ -224,8 +238,13 @@ def test_quarantine_cuts_broker_access(
             assert not admin.is_disabled(accounts[node_id].username), node_id
         connections = _log_count(rogue, f"{ROGUE}: connected to")
 
-        release = {"config_entry_id": entry_id, "node_id": ROGUE}
-        home_assistant.run(client.call_service("fltrust", "release", release))
+        # A person releases the node from its repair issue, as the Repairs page does.
+        issue = wait_for(
+            lambda: _quarantine_issue(home_assistant, entry_id), 15, "no quarantine repair issue"
+        )
+        assert issue["is_fixable"] is True
+        assert issue["translation_placeholders"]["node_id"] == ROGUE
+        home_assistant.run(client.run_repair_flow("fltrust", issue["issue_id"], [{}]))
 
         wait_for(
             lambda: not admin.is_disabled(accounts[ROGUE].username),
@@ -239,6 +258,7 @@ def test_quarantine_cuts_broker_access(
             f"{ROGUE} did not reconnect after the release",
         )
         assert "could not cut the broker access" not in home_assistant.log()
+        assert _quarantine_issue(home_assistant, entry_id) is None
     finally:
         for node in nodes:
             node.stop()

@@ -366,7 +366,7 @@ class HassClient:
         Raises:
             HassError: when the flow aborts, reports form errors or needs more steps.
         """
-        return await self._run_flow("/api/config/config_entries/flow", handler, steps)
+        return await self._run_flow("/api/config/config_entries/flow", {"handler": handler}, steps)
 
     async def run_options_flow(
         self, entry_id: str, steps: list[Mapping[str, Any]]
@@ -376,13 +376,28 @@ class HassClient:
         Raises:
             HassError: when the flow aborts, reports form errors or needs more steps.
         """
-        return await self._run_flow("/api/config/config_entries/options/flow", entry_id, steps)
+        return await self._run_flow(
+            "/api/config/config_entries/options/flow", {"handler": entry_id}, steps
+        )
+
+    async def run_repair_flow(
+        self, domain: str, issue_id: str, steps: list[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """Run the fix flow of a repair issue with one form per step and return the result.
+
+        Raises:
+            HassError: when the flow aborts, reports form errors or needs more steps.
+        """
+        return await self._run_flow(
+            "/api/repairs/issues/fix", {"handler": domain, "issue_id": issue_id}, steps
+        )
 
     async def _run_flow(
-        self, path: str, handler: str, steps: list[Mapping[str, Any]]
+        self, path: str, start: Mapping[str, str], steps: list[Mapping[str, Any]]
     ) -> dict[str, Any]:
+        handler = start["handler"]
         try:
-            result = await self.post(path, {"handler": handler})
+            result = await self.post(path, dict(start))
         except HassError as err:
             if "Invalid handler specified" in str(err):
                 raise HassError(
@@ -555,6 +570,11 @@ class HassWebSocket:
         if platform is None:
             return entries
         return [entry for entry in entries if entry.get("platform") == platform]
+
+    async def repair_issues(self, domain: str) -> list[dict[str, Any]]:
+        """Return the repair issues of one integration, as the Repairs page lists them."""
+        result = await self.command("repairs/list_issues")
+        return [issue for issue in result["issues"] if issue.get("domain") == domain]
 
 
 @dataclass(frozen=True)

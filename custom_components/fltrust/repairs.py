@@ -1,0 +1,81 @@
+"""Repairs of the fltrust integration: a person releases a quarantined node.
+
+A quarantine lasts until someone lifts it, so every quarantined node has a
+repair issue. Its fix flow shows the node's trust and, once the person
+confirms that they checked the device, releases the node as the action
+``fltrust.release`` does.
+"""
+
+from __future__ import annotations
+
+import voluptuous as vol
+from homeassistant.components.repairs import RepairsFlow, RepairsFlowResult
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant
+
+from .const import DOMAIN, LOGGER
+from .coordinator import FltrustCoordinator, NodeNotQuarantinedError
+from .core.trust import TrustStatus
+
+
+class ReleaseNodeRepairFlow(RepairsFlow):
+    """Fix flow that releases a quarantined node after a person confirms it."""
+
+    def __init__(self, entry_id: str, node_id: str) -> None:
+        """Store which federation and node the issue is about."""
+        self._entry_id = entry_id
+        self._node_id = node_id
+
+    def _coordinator(self) -> FltrustCoordinator | None:
+        entry = self.hass.config_entries.async_get_entry(self._entry_id)
+        if entry is None or entry.domain != DOMAIN or entry.state is not ConfigEntryState.LOADED:
+            return None
+        return entry.runtime_data
+
+    async def async_step_init(self, user_input: dict[str, str] | None = None) -> RepairsFlowResult:
+        """Start with the confirmation."""
+        return await self.async_step_confirm()
+
+    async def async_step_confirm(
+        self, user_input: dict[str, str] | None = None
+    ) -> RepairsFlowResult:
+        """Show the node's trust, and release the node once the person confirms."""
+        coordinator = self._coordinator()
+        if coordinator is None:
+            return self.async_abort(reason="entry_not_loaded")
+        node = coordinator.data.nodes.get(self._node_id)
+        if node is None or node.status != TrustStatus.QUARANTINED:
+            return self.async_abort(reason="not_quarantined")
+
+        if user_input is not None:
+            try:
+                await coordinator.async_release(self._node_id)
+            except (KeyError, NodeNotQuarantinedError):
+                # A release by the action or another flow came first.
+                return self.async_abort(reason="not_quarantined")
+            LOGGER.info(
+                "%s: node %s released from its repair issue",
+                self._entry_id,
+                self._node_id,
+            )
+            return self.async_create_entry(data={})
+
+        return self.async_show_form(
+            step_id="confirm",
+            data_schema=vol.Schema({}),
+            description_placeholders={
+                "title": coordinator.config_entry.title,
+                "node_id": self._node_id,
+                "trust": f"{node.trust:.1f}",
+                "reauth_threshold": f"{coordinator.settings.trust.reauth_threshold:.0f}",
+            },
+        )
+
+
+async def async_create_fix_flow(
+    hass: HomeAssistant, issue_id: str, data: dict[str, str | int | float | None] | None
+) -> RepairsFlow:
+    """Return the fix flow of a repair issue of this integration."""
+    if data is None or not isinstance(data.get("entry_id"), str):
+        raise ValueError(f"repair issue {issue_id} has no config entry id")
+    return ReleaseNodeRepairFlow(str(data["entry_id"]), str(data["node_id"]))
