@@ -44,6 +44,7 @@ EVENT_RELEASED: Final = f"{DOMAIN}_released"
 
 SERVICE_RELEASE: Final = "release"
 SERVICE_ISSUE_NODE_KEY: Final = "issue_node_key"
+SERVICE_REPLACE_NODE_KEY: Final = "replace_node_key"
 SERVICE_CREATE_NODE_ACCOUNT: Final = "create_node_account"
 CONF_SENSOR_TOPICS: Final = "sensor_topics"
 

@@ -53,7 +53,6 @@ from .core.federation import Federation, FederationEvent, FederationSettings, Ou
 from .core.protocol import MAX_PAYLOAD_BYTES, parse_uplink_topic, uplink_subscription
 from .core.security import (
     derive_coordinator_private_key,
-    derive_node_key,
     parse_key,
     public_key_hex,
 )
@@ -347,9 +346,33 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         """The coordinator's Ed25519 public key as hexadecimal, which nodes use to verify it."""
         return public_key_hex(derive_coordinator_private_key(self.settings.federation_key))
 
-    def node_key(self, node_id: str) -> str:
-        """Return the HMAC key of a node as hexadecimal."""
-        return derive_node_key(self.settings.federation_key, node_id).hex()
+    async def async_node_key(self, node_id: str) -> tuple[str, int]:
+        """Return the current HMAC key of a node as hexadecimal, and its generation."""
+        async with self._lock:
+            return await self.hass.async_add_executor_job(self._job_node_key, node_id)
+
+    def _job_node_key(self, node_id: str) -> tuple[str, int]:
+        federation = self.federation
+        return federation.node_key(node_id).hex(), federation.key_generations.get(node_id, 0)
+
+    async def async_replace_node_key(self, node_id: str) -> tuple[str, int]:
+        """Give a node a new HMAC key and return it as hexadecimal, with its generation.
+
+        The state is saved at once: after a restart that lost the new
+        generation, the replaced key would work again.
+
+        Raises:
+            ValueError: when ``node_id`` is invalid or has no key generation left.
+        """
+        async with self._lock:
+            outcome = await self.hass.async_add_executor_job(
+                self.federation.replace_node_key, node_id
+            )
+            key, generation = await self.hass.async_add_executor_job(self._job_node_key, node_id)
+        for event in outcome.events:
+            self._async_handle_event(event, None)
+        await self.async_save()
+        return key, generation
 
     # Messages from the nodes.
 
@@ -658,6 +681,14 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
                     data["node_id"],
                     data["trust"],
                 )
+            case "key_replaced":
+                LOGGER.warning(
+                    "%s: replaced the key of node %s with generation %s; messages signed with "
+                    "an earlier key are rejected from now on",
+                    entry_id,
+                    data["node_id"],
+                    data["generation"],
+                )
             case "authenticated":
                 LOGGER.info("%s: node %s re-authenticated", entry_id, data["node_id"])
             case "round_started":
@@ -695,7 +726,7 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
 
     @callback
     def _async_create_quarantine_issue(self, node_id: str, trust: float) -> None:
-        """Create the repair issue that asks a person to check and release a quarantined node."""
+        """Create the repair issue through which a person checks and releases a quarantined node."""
         entry = self.config_entry
         ir.async_create_issue(
             self.hass,

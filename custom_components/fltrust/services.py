@@ -1,4 +1,4 @@
-"""Actions of the fltrust integration: release a node, issue node keys, create broker accounts.
+"""Actions of the fltrust integration: node release, node keys and broker accounts.
 
 All actions are admin-only: a release lets a node's updates count again, a
 node key lets its holder sign messages as that node, and a broker account
@@ -30,6 +30,7 @@ from .const import (
     SERVICE_CREATE_NODE_ACCOUNT,
     SERVICE_ISSUE_NODE_KEY,
     SERVICE_RELEASE,
+    SERVICE_REPLACE_NODE_KEY,
 )
 from .coordinator import FltrustCoordinator, NodeNotQuarantinedError
 from .core.dynsec import validate_sensor_topic
@@ -113,9 +114,38 @@ async def _async_issue_node_key(call: ServiceCall) -> ServiceResponse:
         node_id,
         call.context.user_id,
     )
+    node_key, generation = await coordinator.async_node_key(node_id)
     return {
         "node_id": node_id,
-        "node_key": coordinator.node_key(node_id),
+        "node_key": node_key,
+        "key_generation": generation,
+        "coordinator_public_key": coordinator.public_key,
+        "topic_prefix": coordinator.prefix,
+    }
+
+
+async def _async_replace_node_key(call: ServiceCall) -> ServiceResponse:
+    """Give a node a new key, so that its current one stops working, and return the new one."""
+    coordinator = _get_coordinator(call.hass, call.data[CONF_CONFIG_ENTRY_ID])
+    node_id = _valid_node_id(call.data[CONF_NODE_ID])
+    try:
+        node_key, generation = await coordinator.async_replace_node_key(node_id)
+    except ValueError as err:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="node_key_not_replaced",
+            translation_placeholders={"node_id": node_id, "error": str(err)},
+        ) from err
+    LOGGER.info(
+        "%s: issued the new key of node %s to user %s",
+        coordinator.config_entry.entry_id,
+        node_id,
+        call.context.user_id,
+    )
+    return {
+        "node_id": node_id,
+        "node_key": node_key,
+        "key_generation": generation,
         "coordinator_public_key": coordinator.public_key,
         "topic_prefix": coordinator.prefix,
     }
@@ -182,6 +212,14 @@ def async_setup_services(hass: HomeAssistant) -> None:
         DOMAIN,
         SERVICE_ISSUE_NODE_KEY,
         _async_issue_node_key,
+        NODE_SCHEMA,
+        supports_response=SupportsResponse.ONLY,
+    )
+    async_register_admin_service(
+        hass,
+        DOMAIN,
+        SERVICE_REPLACE_NODE_KEY,
+        _async_replace_node_key,
         NODE_SCHEMA,
         supports_response=SupportsResponse.ONLY,
     )

@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keys.add_argument("--node-id", required=True, help="id of the node")
     keys.add_argument(
+        "--key-generation",
+        type=int,
+        default=0,
+        help="generation of the node key: 0 for a node's first key, one more for each "
+        "time Home Assistant's action fltrust.replace_node_key replaced it (default: 0)",
+    )
+    keys.add_argument(
         "--state-dir",
         default="/var/lib/fltrust-edge",
         help="state directory to put in the snippet (default: /var/lib/fltrust-edge)",
@@ -134,7 +141,11 @@ def _keys(args: argparse.Namespace) -> int:
     except ValueError as err:
         _error(str(err))
         return EXIT_USAGE
-    node_key = derive_node_key(federation_key, args.node_id)
+    try:
+        node_key = derive_node_key(federation_key, args.node_id, args.key_generation)
+    except ValueError as err:
+        _error(f"--key-generation: {err}")
+        return EXIT_USAGE
     public_key = public_key_hex(derive_coordinator_private_key(federation_key))
     sys.stdout.write(
         "[security]\n"

@@ -1,4 +1,4 @@
-"""The fltrust.release and fltrust.issue_node_key actions."""
+"""The fltrust.release, issue_node_key and replace_node_key actions."""
 
 from __future__ import annotations
 
@@ -167,11 +167,74 @@ async def test_issue_node_key(hass: HomeAssistant, init_integration: MockConfigE
     assert response == {
         "node_id": "kitchen-pi",
         "node_key": security.derive_node_key(federation_key, "kitchen-pi").hex(),
+        "key_generation": 0,
         "coordinator_public_key": security.public_key_hex(
             security.derive_coordinator_private_key(federation_key)
         ),
         "topic_prefix": PREFIX,
     }
+
+
+async def test_replace_node_key(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Test a replaced key is rejected without a trust charge, and the new one works."""
+    node = EdgeNode(hass, "kitchen-pi")
+    node.send_heartbeat()
+    await hass.async_block_till_done()
+    trust = hass.states.get("sensor.kitchen_pi_trust").state
+    data = {"config_entry_id": ENTRY_ID, "node_id": "kitchen-pi"}
+
+    response = await _call(hass, "replace_node_key", data, return_response=True)
+
+    federation_key = bytes.fromhex(FEDERATION_KEY)
+    new_key = security.derive_node_key(federation_key, "kitchen-pi", 1).hex()
+    assert response["node_key"] == new_key
+    assert response["key_generation"] == 1
+    assert response["coordinator_public_key"] == security.public_key_hex(
+        security.derive_coordinator_private_key(federation_key)
+    )
+    assert await _call(hass, "issue_node_key", data, return_response=True) == response
+    # Saved at once, so a crash cannot bring the replaced key back.
+    stored = hass_storage[f"{DOMAIN}.{ENTRY_ID}"]["data"]
+    assert stored["key_generations"] == {"kitchen-pi": 1}
+    assert "replaced the key of node kitchen-pi with generation 1" in caplog.text
+
+    node.send_heartbeat()
+    await hass.async_block_till_done()
+
+    assert "reason revoked_key" in caplog.text
+    state = hass.states.get("sensor.kitchen_pi_trust")
+    assert state.state == trust
+    assert state.attributes["rejected"] == 1
+    assert state.attributes["last_rejection"].startswith("revoked_key: ")
+
+    node.key = bytes.fromhex(new_key)
+    node.send_heartbeat()
+    await hass.async_block_till_done()
+
+    assert hass.states.get("sensor.kitchen_pi_trust").attributes["rejected"] == 1
+    assert hass.states.get("sensor.test_federation_rejected_messages").state == "1"
+
+
+async def test_replace_node_key_survives_reload(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """Test the key generation is kept over an unload and a new set-up."""
+    data = {"config_entry_id": ENTRY_ID, "node_id": "kitchen-pi"}
+    await _call(hass, "replace_node_key", data, return_response=True)
+    await _call(hass, "replace_node_key", data, return_response=True)
+
+    await hass.config_entries.async_reload(ENTRY_ID)
+    await hass.async_block_till_done()
+
+    response = await _call(hass, "issue_node_key", data, return_response=True)
+    assert response["key_generation"] == 2
+    expected = security.derive_node_key(bytes.fromhex(FEDERATION_KEY), "kitchen-pi", 2)
+    assert response["node_key"] == expected.hex()
 
 
 async def test_issue_node_key_invalid_id(
@@ -211,7 +274,12 @@ async def test_issue_node_key_requires_response(
 
 @pytest.mark.parametrize(
     ("service", "return_response"),
-    [("release", False), ("issue_node_key", True), ("create_node_account", True)],
+    [
+        ("release", False),
+        ("issue_node_key", True),
+        ("replace_node_key", True),
+        ("create_node_account", True),
+    ],
 )
 async def test_actions_admin_only(
     hass: HomeAssistant,

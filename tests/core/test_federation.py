@@ -11,7 +11,7 @@ from fltrust_core import protocol, security
 from fltrust_core.federation import Federation, FederationEvent
 from fltrust_core.trust import GROWTH_WINDOW, TrustStatus
 
-from .conftest import PARAMS, PREFIX, NodeSimulator, kind_model
+from .conftest import FEDERATION_KEY, PARAMS, PREFIX, NodeSimulator, kind_model
 
 
 def _deliver(federation: Federation, message: tuple[str, bytes], now: float):
@@ -210,6 +210,72 @@ def test_forget_node(federation: Federation, now: float) -> None:
     assert federation.nodes["node-1"].trust.status == TrustStatus.TRUSTED
     with pytest.raises(KeyError):
         federation.forget_node("missing")
+
+
+def test_replaced_node_key(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    trust = federation.nodes["node-1"].trust.to_dict()
+
+    outcome = federation.replace_node_key("node-1")
+
+    assert outcome.events == [
+        FederationEvent("key_replaced", {"node_id": "node-1", "generation": 1})
+    ]
+    outcome = _deliver(federation, node.heartbeat(now + 1), now + 1)
+    [event] = outcome.events
+    assert event.data["reason"] == "revoked_key"
+    assert "node needs its key of generation 1" in event.data["detail"]
+    # Not charged: the node may not have its new key yet, and anyone may hold the old one.
+    assert federation.nodes["node-1"].trust.to_dict() == trust
+    node.key = federation.node_key("node-1")
+    assert node.key == security.derive_node_key(FEDERATION_KEY, "node-1", 1)
+    assert "rejected" not in _kinds(_deliver(federation, node.heartbeat(now + 2), now + 2))
+
+
+def test_key_older_than_previous_is_bad(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    federation.replace_node_key("node-1")
+    federation.replace_node_key("node-1")
+
+    outcome = _deliver(federation, node.heartbeat(now + 1), now + 1)
+
+    assert outcome.events[0].data["reason"] == "bad_signature"
+    assert "generation 2" in outcome.events[0].data["detail"]
+
+
+@pytest.mark.parametrize("node_id", ["", "bad id", "x" * 200, "node\n"])
+def test_replace_node_key_invalid_id(federation: Federation, node_id: str) -> None:
+    with pytest.raises(ValueError, match="invalid node id"):
+        federation.replace_node_key(node_id)
+
+    assert federation.key_generations == {}
+
+
+def test_key_generation_survives_forget_and_restart(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    federation.replace_node_key("node-1")
+    federation.replace_node_key("unknown-node")
+    federation.forget_node("node-1")
+    stored = json.loads(json.dumps(federation.to_dict()))
+
+    restored = Federation(federation.settings, stored, now=now)
+
+    assert restored.key_generations == {"node-1": 1, "unknown-node": 1}
+    outcome = _deliver(restored, node.heartbeat(now + 1), now + 1)
+    assert outcome.events[0].data["reason"] == "revoked_key"
+    assert "node-1" not in restored.nodes
+
+
+@pytest.mark.parametrize("generation", [0, -1, "1", 1.5, True, None, 10**7])
+def test_invalid_stored_key_generation(federation: Federation, generation: object) -> None:
+    stored = json.loads(json.dumps(federation.to_dict()))
+    stored["key_generations"] = {"node-1": generation}
+
+    with pytest.raises(ValueError, match="invalid stored key generation"):
+        Federation(federation.settings, stored)
 
 
 def test_state_survives_restart(federation: Federation, now: float) -> None:

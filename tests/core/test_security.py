@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 
 import pytest
@@ -14,6 +16,19 @@ KEY = bytes(range(32))
 def test_node_keys_differ_per_node() -> None:
     assert security.derive_node_key(KEY, "a") != security.derive_node_key(KEY, "b")
     assert security.derive_node_key(KEY, "a") == security.derive_node_key(KEY, "a")
+
+
+def test_node_key_generations() -> None:
+    # Generation 0 keeps the derivation that keys issued before generations existed use.
+    first = hmac.new(KEY, b"fltrust node key\x00a", hashlib.sha256).digest()
+    assert security.derive_node_key(KEY, "a") == first
+    assert security.derive_node_key(KEY, "a", 0) == first
+    keys = {security.derive_node_key(KEY, node_id, g) for node_id in ("a", "a1") for g in (0, 1, 2)}
+    assert len(keys) == 6
+    with pytest.raises(ValueError, match="invalid key generation -1"):
+        security.derive_node_key(KEY, "a", -1)
+    with pytest.raises(ValueError, match="invalid key generation"):
+        security.derive_node_key(KEY, "a", security.MAX_KEY_GENERATION + 1)
 
 
 def test_hmac_round_trip_and_tamper() -> None:

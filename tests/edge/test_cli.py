@@ -24,11 +24,33 @@ def test_keys_prints_security_snippet(capsys):
     assert FEDERATION_KEY.hex() not in output
 
 
+def test_keys_of_later_generation(capsys):
+    code = main(
+        [
+            "keys",
+            "--federation-key",
+            FEDERATION_KEY.hex(),
+            "--node-id",
+            NODE_ID,
+            "--key-generation",
+            "2",
+        ]
+    )
+
+    output = capsys.readouterr().out
+    assert code == 0
+    assert f'node_key = "{security.derive_node_key(FEDERATION_KEY, NODE_ID, 2).hex()}"' in output
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
         (["--federation-key", "abc", "--node-id", NODE_ID], "--federation-key must be"),
         (["--federation-key", "00" * 32, "--node-id", "Bad Id"], "--node-id: invalid id"),
+        (
+            ["--federation-key", "00" * 32, "--node-id", NODE_ID, "--key-generation", "-1"],
+            "--key-generation: invalid key generation -1",
+        ),
     ],
 )
 def test_keys_rejects_bad_input(capsys, arguments, message):

@@ -41,6 +41,7 @@ from .protocol import (
     command_topic,
     decode_envelope,
     encode,
+    is_valid_id,
     model_topic,
     parse_auth,
     parse_heartbeat,
@@ -52,6 +53,7 @@ from .protocol import (
 )
 from .scoring import UpdateScore, score_updates, typical_data, update_digest, update_parts
 from .security import (
+    MAX_KEY_GENERATION,
     REJECTION_SEVERITY,
     MessageRejected,
     RejectReason,
@@ -183,6 +185,17 @@ def _check_state_topic(topic: str, body: dict[str, Any]) -> None:
         )
 
 
+def _key_generation(value: Any) -> int:
+    """Return a stored key generation, raising ValueError for anything but a valid one."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"invalid stored key generation {value!r}: expected an integer")
+    if not 1 <= value <= MAX_KEY_GENERATION:
+        raise ValueError(
+            f"invalid stored key generation {value}: expected 1 to {MAX_KEY_GENERATION}"
+        )
+    return value
+
+
 class Federation:
     """State and rules of one federation's coordinator."""
 
@@ -215,6 +228,8 @@ class Federation:
         self._round_scores: dict[str, dict[str, UpdateScore]] = {}
         self.rejected_total = 0
         self._counter = 0
+        # Node id -> generation of its current key; nodes not listed use generation 0.
+        self.key_generations: dict[str, int] = {}
         if stored:
             self._restore(stored)
             if not stored.get("clean"):
@@ -306,11 +321,34 @@ class Federation:
                 f"envelope says {envelope.type} from {envelope.sender!r}, topic says "
                 f"{message_type} from {node_id!r}",
             )
-        verify_hmac(derive_node_key(self.settings.federation_key, node_id), envelope.raw)
+        self._verify_node_key(node_id, envelope.raw)
         self.replay.check(node_id, envelope.counter, envelope.timestamp, now)
         # The signature and counter are good: this message is spent even if its body is invalid.
         self.replay.accept(node_id, envelope.counter)
         return envelope
+
+    def _verify_node_key(self, node_id: str, envelope: dict[str, Any]) -> None:
+        """Raise MessageRejected unless the message is signed with the node's current key."""
+        generation = self.key_generations.get(node_id, 0)
+        try:
+            verify_hmac(self.node_key(node_id), envelope)
+        except MessageRejected:
+            if generation == 0:
+                raise
+            # Telling a replaced key apart lets the rejection name the key the node needs.
+            previous = derive_node_key(self.settings.federation_key, node_id, generation - 1)
+            try:
+                verify_hmac(previous, envelope)
+            except MessageRejected:
+                raise MessageRejected(
+                    RejectReason.BAD_SIGNATURE,
+                    f"HMAC tag does not match the node key of generation {generation}",
+                ) from None
+            raise MessageRejected(
+                RejectReason.REVOKED_KEY,
+                f"signed with the replaced node key of generation {generation - 1}; the "
+                f"node needs its key of generation {generation}",
+            ) from None
 
     def _apply(
         self, node_id: str, message_type: str, envelope: Envelope, size: int, now: float
@@ -769,13 +807,43 @@ class Federation:
             ],
         )
 
+    # Node keys.
+
+    def node_key(self, node_id: str) -> bytes:
+        """Return the current HMAC key of a node."""
+        return derive_node_key(
+            self.settings.federation_key, node_id, self.key_generations.get(node_id, 0)
+        )
+
+    def replace_node_key(self, node_id: str) -> Outcome:
+        """Move a node to its next key generation, so that its current key stops working.
+
+        Messages signed with any earlier key are rejected from now on, without
+        counting against the node's trust. The node's trust and status do not
+        change: a quarantined node stays quarantined until a release.
+
+        Raises:
+            ValueError: when ``node_id`` is not a valid node id, or the node has
+                reached ``MAX_KEY_GENERATION``.
+        """
+        if not is_valid_id(node_id):
+            raise ValueError(f"invalid node id {node_id[:64]!r}")
+        generation = self.key_generations.get(node_id, 0) + 1
+        if generation > MAX_KEY_GENERATION:
+            raise ValueError(f"node {node_id} has reached the last key generation")
+        self.key_generations[node_id] = generation
+        return Outcome(
+            events=[FederationEvent("key_replaced", {"node_id": node_id, "generation": generation})]
+        )
+
     def forget_node(self, node_id: str) -> Outcome:
         """Drop the record of a node taken out of service, and clear its retained command.
 
-        The node's replay counter stays, so that its old messages cannot be
-        replayed. If it comes back, it starts over as a new node. A
-        quarantined node cannot be forgotten, because starting over would
-        lift its quarantine: release it first.
+        The node's replay counter and key generation stay, so that its old
+        messages cannot be replayed and a replaced key does not work again.
+        If it comes back, it starts over as a new node. A quarantined node
+        cannot be forgotten, because starting over would lift its quarantine:
+        release it first.
 
         Raises:
             KeyError: when the federation does not know the node.
@@ -811,6 +879,7 @@ class Federation:
             "counter": self._counter,
             "rejected_total": self.rejected_total,
             "replay": dict(self.replay.counters),
+            "key_generations": dict(self.key_generations),
             "model": self.model.to_json(),
             "nodes": {
                 node_id: {
@@ -842,6 +911,10 @@ class Federation:
         self._counter = int(stored.get("counter", 0))
         self.rejected_total = int(stored.get("rejected_total", 0))
         self.replay.counters = {str(k): int(v) for k, v in stored.get("replay", {}).items()}
+        self.key_generations = {
+            str(node_id): _key_generation(generation)
+            for node_id, generation in stored.get("key_generations", {}).items()
+        }
         if stored.get("model"):
             model = GlobalModel.from_json(stored["model"])
             # The configured parameters win over stored ones; a changed shape restarts the model.

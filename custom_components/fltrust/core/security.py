@@ -5,7 +5,9 @@ Every security decision lives here so that it can be audited in one read:
 - Uplink messages (node to coordinator) carry an HMAC-SHA256 tag made with the
   node's key. Node keys are derived from the federation key, so the coordinator
   can verify any node that an administrator issued a key to, and a node cannot
-  forge another node's messages.
+  forge another node's messages. Each node key has a generation: replacing a
+  node's key moves it to the next generation, which makes a leaked key useless
+  without touching the federation key or any other node's key.
 - Downlink messages (coordinator to nodes) carry an Ed25519 signature. The key
   pair is derived from the federation key. Nodes hold only the public key, so a
   compromised node cannot forge a round announcement or a global model.
@@ -32,6 +34,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 KEY_BYTES = 32
+# Highest generation of a node key. Nobody replaces a key this often; the
+# bound only keeps a corrupted stored value from being taken as a generation.
+MAX_KEY_GENERATION = 1_000_000
 # Clock skew tolerated between a sender and the receiver, in seconds.
 DEFAULT_MAX_SKEW = 300.0
 
@@ -52,6 +57,7 @@ class RejectReason(StrEnum):
     WRONG_ROUND = "wrong_round"
     LATE = "late"
     QUARANTINED = "quarantined"
+    REVOKED_KEY = "revoked_key"
 
 
 # How much one rejection counts against the sender's trust. The round engine
@@ -74,6 +80,9 @@ REJECTION_SEVERITY: dict[RejectReason, float] = {
     # lost its connection for a moment sends one.
     RejectReason.LATE: 0.0,
     RejectReason.QUARANTINED: 0.0,
+    # Signed with a node key that was replaced: expected from a node that has not
+    # received its new key yet, and from whoever holds the old one.
+    RejectReason.REVOKED_KEY: 0.0,
 }
 
 
@@ -112,11 +121,21 @@ def parse_key(key_hex: str, label: str = "key") -> bytes:
     return key
 
 
-def derive_node_key(federation_key: bytes, node_id: str) -> bytes:
-    """Derive the HMAC key of one node from the federation key."""
-    return hmac.new(
-        federation_key, b"fltrust node key\x00" + node_id.encode(), hashlib.sha256
-    ).digest()
+def derive_node_key(federation_key: bytes, node_id: str, generation: int = 0) -> bytes:
+    """Derive the HMAC key of one node and key generation from the federation key.
+
+    Generation 0 is a node's first key. Node ids contain no NUL byte, so the
+    input of one id and generation never equals that of another.
+
+    Raises:
+        ValueError: when ``generation`` is not between 0 and ``MAX_KEY_GENERATION``.
+    """
+    if not 0 <= generation <= MAX_KEY_GENERATION:
+        raise ValueError(f"invalid key generation {generation}: expected 0 to {MAX_KEY_GENERATION}")
+    message = b"fltrust node key\x00" + node_id.encode()
+    if generation:
+        message += b"\x00" + str(generation).encode()
+    return hmac.new(federation_key, message, hashlib.sha256).digest()
 
 
 def derive_coordinator_private_key(federation_key: bytes) -> Ed25519PrivateKey:
