@@ -222,11 +222,27 @@ def _global_model_rounds(capture: MqttCapture) -> set[int]:
     return rounds
 
 
+def _update_senders(capture: MqttCapture) -> set[str]:
+    """Return the ids of the nodes that published an update."""
+    prefix = f"{PREFIX}/node/"
+    return {
+        message.topic.removeprefix(prefix).removesuffix("/update")
+        for message in capture.messages(
+            lambda m: m.topic.startswith(prefix) and m.topic.endswith("/update")
+        )
+    }
+
+
 @pytest.fixture(scope="session")
 def federation(
     run_dir: Path, broker: Broker, home_assistant: HassSession
 ) -> Iterator[FederationRun]:
-    """An fltrust federation with three edge nodes, after ``MIN_ROUNDS`` global models."""
+    """An fltrust federation with three edge nodes, after ``MIN_ROUNDS`` global models.
+
+    It also waits until every node has sent an update: a node joins a round only
+    once its training buffer is full, which on a busy machine can take more than
+    ``MIN_ROUNDS`` rounds.
+    """
     allow_loopback_sockets()
     settings = FederationSettings(
         name="e2e",
@@ -243,14 +259,18 @@ def federation(
     try:
         nodes = start_test_nodes(_node_specs(run_dir / "data"), settings, run_dir, broker)
         deadline = time.monotonic() + 150
-        while len(_global_model_rounds(capture)) < MIN_ROUNDS:
+        senders = set(NODE_SLICES)
+        while (
+            len(_global_model_rounds(capture)) < MIN_ROUNDS or _update_senders(capture) != senders
+        ):
             stopped = [n.node_id for n in nodes if not n.is_running()]
             if stopped:
                 details = "\n".join(f"--- {n.node_id}\n{n.process.log_tail(15)}" for n in nodes)
                 pytest.fail(f"edge nodes {stopped} exited before {MIN_ROUNDS} rounds:\n{details}")
             if time.monotonic() > deadline:
                 pytest.fail(
-                    f"only {len(_global_model_rounds(capture))} global models within 150 s. "
+                    f"only {len(_global_model_rounds(capture))} global models and updates from "
+                    f"{sorted(_update_senders(capture))} within 150 s. "
                     f"Home Assistant log: {home_assistant.process.log_path}, run folder: {run_dir}"
                 )
             time.sleep(0.5)
