@@ -52,16 +52,17 @@ async def async_unload_entry(hass: HomeAssistant, entry: FltrustConfigEntry) -> 
 async def async_remove_config_entry_device(
     hass: HomeAssistant, entry: FltrustConfigEntry, device_entry: dr.DeviceEntry
 ) -> bool:
-    """Let a person delete the device of an edge node taken out of service.
+    """Let a person delete the device of a retired edge node or of a device it stopped watching.
 
-    The federation drops the node's record. Its watched devices go with it, and the
-    federation device stays. A quarantined or still connected node stays. With
-    broker access on, the node's broker account is disabled too.
+    For an edge node the federation drops the node's record. Its watched devices
+    go with it, and the federation device stays. A quarantined or still connected
+    node stays. With broker access on, the node's broker account is disabled too.
+    A watched device can be deleted once its node's heartbeats no longer list it.
     """
     coordinator = entry.runtime_data
     node_id = coordinator.devices.node_for_device(device_entry.id)
     if node_id is None:
-        return False
+        return await _async_remove_watched_device(entry, device_entry)
     placeholders = {"node_id": node_id, "title": entry.title}
     try:
         await coordinator.async_forget_node(node_id)
@@ -84,6 +85,28 @@ async def async_remove_config_entry_device(
             translation_domain=DOMAIN,
             translation_key="remove_node_account_failed",
             translation_placeholders={**placeholders, "error": str(err)},
+        ) from err
+    return True
+
+
+async def _async_remove_watched_device(
+    entry: FltrustConfigEntry, device_entry: dr.DeviceEntry
+) -> bool:
+    """Forget a watched device that its node no longer announces. Return False for other devices."""
+    coordinator = entry.runtime_data
+    watched = coordinator.devices.watched_device_for(device_entry)
+    if watched is None:
+        return False
+    node_id, device_id = watched
+    try:
+        await coordinator.async_forget_device(node_id, device_id)
+    except KeyError:
+        return True
+    except ValueError as err:
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="remove_watched_device",
+            translation_placeholders={"node_id": node_id, "device_id": device_id},
         ) from err
     return True
 

@@ -562,6 +562,26 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         LOGGER.info("%s: forgot edge node %s", self.config_entry.entry_id, node_id)
         self.hass.config_entries.async_schedule_reload(self.config_entry.entry_id)
 
+    async def async_forget_device(self, node_id: str, device_id: str) -> None:
+        """Forget a device that its node no longer watches, and reload to drop its entities.
+
+        The caller removes the device itself.
+
+        Raises:
+            KeyError: when the federation does not know the node or the device.
+            ValueError: when the node's latest heartbeat still lists the device.
+        """
+        async with self._lock:
+            await self.hass.async_add_executor_job(
+                self.federation.forget_device, node_id, device_id
+            )
+        self.devices.async_forget_device(node_id, device_id)
+        await self.async_save()
+        LOGGER.info(
+            "%s: forgot device %s of edge node %s", self.config_entry.entry_id, device_id, node_id
+        )
+        self.hass.config_entries.async_schedule_reload(self.config_entry.entry_id)
+
     # Applying outcomes.
 
     async def _async_publish(self, publish: Publish) -> None:

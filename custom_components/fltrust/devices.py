@@ -92,6 +92,21 @@ class FederationDevices:
                 return node_id
         return None
 
+    def watched_device_for(self, device_entry: dr.DeviceEntry) -> tuple[str, str] | None:
+        """Return the node id and device id behind a watched device's Home Assistant device."""
+        for domain, key in device_entry.identifiers:
+            owner = self._owners.get(key) if domain == DOMAIN else None
+            if owner is not None and owner[1] is not None:
+                return owner[0], owner[1]
+        return None
+
+    @callback
+    def async_forget_device(self, node_id: str, device_id: str) -> None:
+        """Stop tracking a forgotten device, so that it is registered anew if it comes back."""
+        key = device_key(self._entry.entry_id, node_id, device_id)
+        self._owners.pop(key, None)
+        self._written.pop(key, None)
+
     @callback
     def async_forget_node(self, node_id: str) -> None:
         """Remove the devices that a forgotten node watched and stop tracking the node."""

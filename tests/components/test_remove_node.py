@@ -146,3 +146,51 @@ async def test_federation_device_stays(
 
     assert not response["success"]
     assert _device(device_registry, ENTRY_ID) is not None
+
+
+async def test_remove_unwatched_device(
+    hass: HomeAssistant,
+    federation: MockConfigEntry,
+    hass_ws_client: WebSocketGenerator,
+    device_registry: dr.DeviceRegistry,
+    entity_registry: er.EntityRegistry,
+    hass_storage: dict[str, Any],
+) -> None:
+    """Test a device its node stopped announcing can be deleted, a watched one cannot."""
+    node = EdgeNode(hass, "node-2")
+    node.counter = itertools.count(10**6)
+    thermostat = EdgeNode.device("thermostat", "temperature", "Hall thermostat")
+    porch = EdgeNode.device("porch", "temperature", "Porch sensor")
+    node.send_heartbeat((thermostat, porch))
+    await hass.async_block_till_done()
+    node.send_heartbeat((thermostat,))
+    await hass.async_block_till_done()
+
+    response = await _remove(
+        hass, hass_ws_client, _device(device_registry, f"{ENTRY_ID}_node-2_thermostat")
+    )
+
+    assert not response["success"]
+    assert "still watches device thermostat" in response["error"]["message"]
+
+    response = await _remove(
+        hass, hass_ws_client, _device(device_registry, f"{ENTRY_ID}_node-2_porch")
+    )
+
+    assert response["success"], response
+    assert _device(device_registry, f"{ENTRY_ID}_node-2_porch") is None
+    assert not [
+        entry
+        for entry in er.async_entries_for_config_entry(entity_registry, ENTRY_ID)
+        if entry.unique_id.startswith(f"{ENTRY_ID}_node-2_porch")
+    ]
+    stored = hass_storage[f"{DOMAIN}.{ENTRY_ID}"]["data"]["nodes"]["node-2"]["devices"]
+    assert set(stored) == {"thermostat"}
+    assert _device(device_registry, f"{ENTRY_ID}_node-2_thermostat") is not None
+    assert hass.states.get("sensor.hall_thermostat_trust") is not None
+
+    # Announced again, it comes back as a new device.
+    node.send_heartbeat((thermostat, porch))
+    await hass.async_block_till_done()
+    assert _device(device_registry, f"{ENTRY_ID}_node-2_porch") is not None
+    assert hass.states.get("sensor.porch_sensor_trust") is not None

@@ -278,6 +278,51 @@ def test_invalid_stored_key_generation(federation: Federation, generation: objec
         Federation(federation.settings, stored)
 
 
+def _heartbeat_listing(
+    node: NodeSimulator, device_ids: tuple[str, ...], now: float
+) -> tuple[str, bytes]:
+    heartbeat = protocol.Heartbeat(
+        devices=tuple(
+            protocol.DeviceInfo(device_id, "temperature", "Sensor", ("t",))
+            for device_id in device_ids
+        ),
+        interval=10.0,
+        samples=100,
+        anomalies=1,
+        peers_known=1,
+        peers_unknown=0,
+        traffic_bytes=5000,
+        model_version=0,
+        software="test",
+    )
+    return node.message("heartbeat", protocol.heartbeat_body(heartbeat), now)
+
+
+def test_forget_unannounced_device(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _deliver(federation, _heartbeat_listing(node, ("hall", "porch"), now), now)
+    _deliver(federation, _heartbeat_listing(node, ("hall",), now + 1), now + 1)
+    devices = federation.nodes["node-1"].devices
+    assert devices["hall"].announced is True
+    assert devices["porch"].announced is False
+
+    with pytest.raises(ValueError, match="node node-1 still watches device hall"):
+        federation.forget_device("node-1", "hall")
+    restored = Federation(federation.settings, json.loads(json.dumps(federation.to_dict())))
+    assert restored.nodes["node-1"].devices["porch"].announced is False
+    federation.forget_device("node-1", "porch")
+
+    assert set(devices) == {"hall"}
+    with pytest.raises(KeyError):
+        federation.forget_device("node-1", "porch")
+    with pytest.raises(KeyError):
+        federation.forget_device("node-2", "hall")
+    # A device announced again starts over.
+    outcome = _deliver(federation, _heartbeat_listing(node, ("hall", "porch"), now + 2), now + 2)
+    assert "device_discovered" in _kinds(outcome)
+    assert devices["porch"].announced is True
+
+
 def test_state_survives_restart(federation: Federation, now: float) -> None:
     node = NodeSimulator("node-1")
     _join(federation, [node], now)

@@ -134,6 +134,9 @@ class DeviceRecord:
     threshold: float | None = None
     last_seen: float = 0.0
     trust: DeviceTrust = field(default_factory=DeviceTrust)
+    # Whether the node's latest heartbeat listed the device. One that it no
+    # longer lists may be removed by a person (``Federation.forget_device``).
+    announced: bool = True
 
 
 @dataclass
@@ -396,6 +399,9 @@ class Federation:
                 )
             else:
                 record.info = info
+        listed = {info.device_id for info in heartbeat.devices}
+        for device_id, record in node.devices.items():
+            record.announced = device_id in listed
         # Traffic the coordinator saw itself counts when the node reports less.
         traffic = max(heartbeat.traffic_bytes, node.received_bytes)
         node.received_bytes = 0
@@ -859,6 +865,20 @@ class Federation:
             publishes=[Publish(command_topic(self.settings.prefix, node_id), b"", retain=True)]
         )
 
+    def forget_device(self, node_id: str, device_id: str) -> None:
+        """Drop the record of a device that its node no longer watches.
+
+        A device the node announces again later starts over as a new device.
+
+        Raises:
+            KeyError: when the federation does not know the node or the device.
+            ValueError: when the node's latest heartbeat still lists the device.
+        """
+        devices = self.nodes[node_id].devices
+        if devices[device_id].announced:
+            raise ValueError(f"node {node_id} still watches device {device_id}")
+        del devices[device_id]
+
     # Storage.
 
     def to_dict(self, clean: bool = False) -> dict[str, Any]:
@@ -898,6 +918,7 @@ class Federation:
                             "name": record.info.name,
                             "features": list(record.info.features),
                             "trust": record.trust.to_dict(),
+                            "announced": record.announced,
                         }
                         for device_id, record in node.devices.items()
                     },
@@ -938,5 +959,6 @@ class Federation:
                         device_id, device["kind"], device.get("name", ""), tuple(device["features"])
                     ),
                     trust=DeviceTrust.from_dict(device.get("trust", {})),
+                    announced=bool(device.get("announced", True)),
                 )
             self.nodes[node_id] = node
