@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from homeassistant.components import mqtt
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
@@ -117,7 +119,7 @@ async def async_remove_entry(hass: HomeAssistant, entry: FltrustConfigEntry) -> 
     A federation set up again on the same prefix would otherwise hand its
     nodes the old model and the old quarantine commands.
     """
-    store: Store[dict] = Store(hass, STORAGE_VERSION, f"{DOMAIN}.{entry.entry_id}")
+    store: Store[dict[str, Any]] = Store(hass, STORAGE_VERSION, f"{DOMAIN}.{entry.entry_id}")
     stored = await store.async_load()
     await store.async_remove()
     prefix = entry.data[CONF_TOPIC_PREFIX]

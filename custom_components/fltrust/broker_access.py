@@ -14,12 +14,12 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from homeassistant.components import mqtt
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import CONF_USERNAME
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import issue_registry as ir
 
@@ -84,8 +84,8 @@ class BrokerAccess:
         self._on_change = on_change
         self.records: dict[str, AccessRecord] = {}
         self._pending: dict[str, asyncio.Future[str | None]] = {}
-        self._unsubscribe: mqtt.CALLBACK_TYPE | None = None
-        self._unsubscribe_done: mqtt.CALLBACK_TYPE | None = None
+        self._unsubscribe: CALLBACK_TYPE | None = None
+        self._unsubscribe_done: CALLBACK_TYPE | None = None
         self._subscribed = asyncio.Event()
         # The newest command about each node's account: the result of an older one
         # that arrives later, such as a timed-out disable after a release, is stale.
@@ -131,6 +131,9 @@ class BrokerAccess:
         payload = message.payload
         if isinstance(payload, str):
             payload = payload.encode()
+        if TYPE_CHECKING:
+            # Subscribed with encoding=None, so this is paho's payload, which is bytes.
+            assert isinstance(payload, bytes)
         try:
             responses = parse_responses(payload)
         except ValueError as err:

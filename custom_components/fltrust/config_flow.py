@@ -196,7 +196,10 @@ class FltrustConfigFlow(ConfigFlow, domain=DOMAIN):
 
         return self.async_show_form(
             step_id="user",
-            data_schema=self.add_suggested_values_to_schema(USER_SCHEMA, user_input),
+            data_schema=self.add_suggested_values_to_schema(
+                USER_SCHEMA,  # type: ignore[arg-type]  # HA loads probatio as voluptuous
+                user_input,
+            ),
             errors=errors,
         )
 
@@ -243,7 +246,8 @@ class FltrustConfigFlow(ConfigFlow, domain=DOMAIN):
         return self.async_show_form(
             step_id="reconfigure",
             data_schema=self.add_suggested_values_to_schema(
-                RECONFIGURE_SCHEMA, user_input or entry.data
+                RECONFIGURE_SCHEMA,  # type: ignore[arg-type]  # HA loads probatio as voluptuous
+                user_input or entry.data,
             ),
             errors=errors,
             description_placeholders={"topic_prefix": entry.data[CONF_TOPIC_PREFIX]},
@@ -277,7 +281,8 @@ class FltrustOptionsFlow(OptionsFlowWithReload):
         return self.async_show_form(
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(
-                OPTIONS_SCHEMA, user_input or self.config_entry.options
+                OPTIONS_SCHEMA,  # type: ignore[arg-type]  # HA loads probatio as voluptuous
+                user_input or self.config_entry.options,
             ),
             errors=errors,
             # The texts show the pattern's placeholder itself.

@@ -16,7 +16,7 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, override
+from typing import TYPE_CHECKING, Any, override
 
 from homeassistant.components import mqtt
 from homeassistant.config_entries import ConfigEntry
@@ -393,6 +393,9 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         payload = message.payload
         if isinstance(payload, str):
             payload = payload.encode()
+        if TYPE_CHECKING:
+            # Subscribed with encoding=None, so this is paho's payload, which is bytes.
+            assert isinstance(payload, bytes)
         if len(payload) > MAX_PAYLOAD_BYTES:
             # The engine rejects anything above the limit. Keeping one byte more than
             # the limit bounds the memory that a large message occupies while it waits.
@@ -421,8 +424,10 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
             batch = [self._pending.popleft() for _ in range(min(BATCH_SIZE, len(self._pending)))]
             self._pending_bytes -= sum(len(payload) for _, payload, _ in batch)
             async with self._lock:
+                # mypy keeps the loop condition's narrowing of _stopping across the
+                # wait for the lock, during which a shutdown can set it.
                 if self._stopping:
-                    return
+                    return  # type: ignore[unreachable]
                 result = await self.hass.async_add_executor_job(
                     self._job_handle_messages, batch, self._now()
                 )

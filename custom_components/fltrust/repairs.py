@@ -30,7 +30,8 @@ class ReleaseNodeRepairFlow(RepairsFlow):
         entry = self.hass.config_entries.async_get_entry(self._entry_id)
         if entry is None or entry.domain != DOMAIN or entry.state is not ConfigEntryState.LOADED:
             return None
-        return entry.runtime_data
+        coordinator: FltrustCoordinator = entry.runtime_data
+        return coordinator
 
     async def async_step_init(self, user_input: dict[str, str] | None = None) -> RepairsFlowResult:
         """Start with the confirmation."""
@@ -62,7 +63,7 @@ class ReleaseNodeRepairFlow(RepairsFlow):
 
         return self.async_show_form(
             step_id="confirm",
-            data_schema=vol.Schema({}),
+            data_schema=vol.Schema({}),  # type: ignore[arg-type]  # HA loads probatio as voluptuous
             description_placeholders={
                 "title": coordinator.config_entry.title,
                 "node_id": self._node_id,

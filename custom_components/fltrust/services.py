@@ -206,13 +206,19 @@ async def _async_create_node_account(call: ServiceCall) -> ServiceResponse:
 @callback
 def async_setup_services(hass: HomeAssistant) -> None:
     """Register the fltrust actions."""
-    async_register_admin_service(hass, DOMAIN, SERVICE_RELEASE, _async_release, NODE_SCHEMA)
+    async_register_admin_service(
+        hass,
+        DOMAIN,
+        SERVICE_RELEASE,
+        _async_release,
+        NODE_SCHEMA,  # type: ignore[arg-type]  # HA loads probatio as voluptuous
+    )
     async_register_admin_service(
         hass,
         DOMAIN,
         SERVICE_ISSUE_NODE_KEY,
         _async_issue_node_key,
-        NODE_SCHEMA,
+        NODE_SCHEMA,  # type: ignore[arg-type]  # HA loads probatio as voluptuous
         supports_response=SupportsResponse.ONLY,
     )
     async_register_admin_service(
@@ -220,7 +226,7 @@ def async_setup_services(hass: HomeAssistant) -> None:
         DOMAIN,
         SERVICE_REPLACE_NODE_KEY,
         _async_replace_node_key,
-        NODE_SCHEMA,
+        NODE_SCHEMA,  # type: ignore[arg-type]  # HA loads probatio as voluptuous
         supports_response=SupportsResponse.ONLY,
     )
     async_register_admin_service(
@@ -228,6 +234,6 @@ def async_setup_services(hass: HomeAssistant) -> None:
         DOMAIN,
         SERVICE_CREATE_NODE_ACCOUNT,
         _async_create_node_account,
-        ACCOUNT_SCHEMA,
+        ACCOUNT_SCHEMA,  # type: ignore[arg-type]  # HA loads probatio as voluptuous
         supports_response=SupportsResponse.ONLY,
     )

@@ -54,7 +54,8 @@ def fedavg(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
         raise ValueError("weights must be finite, non-negative and not all zero")
     if not np.isfinite(vectors).all():
         raise ValueError("vectors contain NaN or infinity")
-    return weights @ vectors / weights.sum()
+    average: np.ndarray = weights @ vectors / weights.sum()
+    return average
 
 
 def merge_stats(stats: Sequence[FeatureStats], weights: np.ndarray) -> FeatureStats:

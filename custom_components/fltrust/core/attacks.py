@@ -331,4 +331,5 @@ def frame(
     total = (benign.shape[0] + n_malicious) * target - benign.sum(axis=0)
     noise = _rng(random_state).normal(size=(n_malicious, target.size)) * benign.std(axis=0)
     noise = relative_noise * (noise - noise.mean(axis=0))
-    return total / n_malicious + noise
+    malicious: np.ndarray = total / n_malicious + noise
+    return malicious

@@ -22,7 +22,7 @@ outlier convention (negative and -1 mean anomalous).
 from __future__ import annotations
 
 import warnings
-from typing import Self
+from typing import Self, TypeGuard
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
@@ -54,7 +54,8 @@ def make_feature_map(
 
 def svm_anomaly_score(phi: np.ndarray, coef: np.ndarray, offset: float) -> np.ndarray:
     """Return ``offset - phi @ coef`` for mapped samples of shape (n_samples, n_components)."""
-    return offset - phi @ coef
+    scores: np.ndarray = offset - phi @ coef
+    return scores
 
 
 def kmeans_anomaly_score(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -69,14 +70,16 @@ def kmeans_anomaly_score(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
         - 2.0 * X @ centers.T
         + np.sum(centers * centers, axis=1)[np.newaxis, :]
     )
-    return np.sqrt(np.maximum(squared.min(axis=1), 0.0))
+    distances: np.ndarray = np.sqrt(np.maximum(squared.min(axis=1), 0.0))
+    return distances
 
 
 def _check_samples(X: np.ndarray, min_samples: int = 1) -> np.ndarray:
-    return check_array(X, dtype=np.float64, ensure_min_samples=min_samples)
+    samples: np.ndarray = check_array(X, dtype=np.float64, ensure_min_samples=min_samples)
+    return samples
 
 
-class FederatedOneClassSVM(OutlierMixin, BaseEstimator):
+class FederatedOneClassSVM(OutlierMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type hints
     """Linear one-class SVM over random Fourier features, warm-startable from global weights.
 
     A sample ``x`` is normal when ``coef_ @ phi(x) - offset_ >= 0``, where
@@ -191,7 +194,7 @@ class FederatedOneClassSVM(OutlierMixin, BaseEstimator):
         return np.where(self.decision_function(X) >= 0, 1, -1)
 
 
-class FederatedKMeans(BaseEstimator):
+class FederatedKMeans(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type hints
     """k-means that starts from given centroids and counts the samples of each one.
 
     Parameters:
@@ -260,7 +263,8 @@ class FederatedKMeans(BaseEstimator):
         check_is_fitted(self, "cluster_centers_")
         X = _check_samples(X)
         distances = np.linalg.norm(X[:, np.newaxis, :] - self.cluster_centers_, axis=2)
-        return distances.argmin(axis=1)
+        nearest: np.ndarray = distances.argmin(axis=1)
+        return nearest
 
 
 def _robust_scale(scores: np.ndarray) -> tuple[float, float]:
@@ -274,7 +278,9 @@ def _robust_scale(scores: np.ndarray) -> tuple[float, float]:
     return float(median), spread
 
 
-def model_fits(model: KindModel | None, params: FederationParams, n_features: int) -> bool:
+def model_fits(
+    model: KindModel | None, params: FederationParams, n_features: int
+) -> TypeGuard[KindModel]:
     """Return whether ``model`` has the shapes of ``params`` and ``n_features``."""
     return (
         model is not None
@@ -284,7 +290,7 @@ def model_fits(model: KindModel | None, params: FederationParams, n_features: in
     )
 
 
-class KindDetector(BaseEstimator):
+class KindDetector(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type hints
     """Anomaly detector of one device kind: trains updates and scores readings.
 
     ``train`` builds the parameters a node sends in a round. ``fit`` adopts a
@@ -399,7 +405,8 @@ class KindDetector(BaseEstimator):
         )
 
     def _combine(self, raw: np.ndarray) -> np.ndarray:
-        return ((raw - self.score_center_) / self.score_scale_).mean(axis=1)
+        combined: np.ndarray = ((raw - self.score_center_) / self.score_scale_).mean(axis=1)
+        return combined
 
     def anomaly_score(self, X: np.ndarray) -> np.ndarray:
         """Return the combined anomaly score of shape (n_samples,). Higher is more anomalous.
@@ -422,7 +429,7 @@ class KindDetector(BaseEstimator):
         return np.where(self.anomaly_score(X) > self.threshold_, -1, 1)
 
 
-class PersonalizedDetector(BaseEstimator):
+class PersonalizedDetector(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type hints
     """Detector of one device kind that blends the global model with a local one.
 
     Nodes of one kind rarely see the same data: each home or machine has its

@@ -74,13 +74,15 @@ class FeatureStats:
     @property
     def mean(self) -> np.ndarray:
         """Mean of each feature."""
-        return self.total / max(self.count, 1.0)
+        mean: np.ndarray = self.total / max(self.count, 1.0)
+        return mean
 
     @property
     def std(self) -> np.ndarray:
         """Standard deviation of each feature, floored so that division is safe."""
         variance = self.total_sq / max(self.count, 1.0) - self.mean**2
-        return np.sqrt(np.maximum(variance, 1e-12)).clip(min=1e-6)
+        std: np.ndarray = np.sqrt(np.maximum(variance, 1e-12)).clip(min=1e-6)
+        return std
 
 
 @dataclass

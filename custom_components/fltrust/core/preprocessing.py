@@ -62,7 +62,8 @@ def _lagged(X: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _window_counts(n_rows: int, window: int) -> np.ndarray:
     """Return how many rows each causal window covers, shape (n_rows, 1)."""
-    return np.minimum(np.arange(1, n_rows + 1), window).astype(float)[:, np.newaxis]
+    counts: np.ndarray = np.minimum(np.arange(1, n_rows + 1), window).astype(float)[:, np.newaxis]
+    return counts
 
 
 def moving_average(X: np.ndarray, window: int) -> np.ndarray:
@@ -84,7 +85,8 @@ def moving_average(X: np.ndarray, window: int) -> np.ndarray:
     for lag in range(min(window, X.shape[0])):
         shifted, _ = _lagged(X, lag)
         total += shifted
-    return total / _window_counts(X.shape[0], window)
+    average: np.ndarray = total / _window_counts(X.shape[0], window)
+    return average
 
 
 def moving_std(X: np.ndarray, window: int) -> np.ndarray:
@@ -105,7 +107,8 @@ def moving_std(X: np.ndarray, window: int) -> np.ndarray:
         shifted, valid = _lagged(X, lag)
         deviation = np.where(valid[:, np.newaxis], shifted - mean, 0.0)
         total += deviation * deviation
-    return np.sqrt(total / _window_counts(X.shape[0], window))
+    std: np.ndarray = np.sqrt(total / _window_counts(X.shape[0], window))
+    return std
 
 
 def check_extra_features(extra_features: Sequence[str]) -> tuple[str, ...]:
@@ -177,7 +180,8 @@ class StreamingSmoother:
     def update(self, x: np.ndarray | Sequence[float]) -> np.ndarray:
         """Add one reading of shape (n_columns,) and return its smoothed values."""
         self._rows.append(np.asarray(x, dtype=float).reshape(-1))
-        return moving_average(np.vstack(self._rows), self.window)[-1]
+        smoothed: np.ndarray = moving_average(np.vstack(self._rows), self.window)[-1]
+        return smoothed
 
     def reset(self) -> None:
         """Forget every reading."""
@@ -215,7 +219,8 @@ class FeatureExtractor:
         features = extract_features(
             np.vstack(self._rows), self.smoothing_window, self.long_window, self.extra_features
         )
-        return features[-1]
+        newest: np.ndarray = features[-1]
+        return newest
 
     def reset(self) -> None:
         """Forget every reading."""
@@ -249,4 +254,5 @@ def normalize(X: np.ndarray, stats: FeatureStats) -> np.ndarray:
     mean = stats.mean
     if X.shape[1] != mean.shape[0]:
         raise ValueError(f"X has {X.shape[1]} features but the statistics have {mean.shape[0]}")
-    return (X - mean) / stats.std
+    normalized: np.ndarray = (X - mean) / stats.std
+    return normalized

@@ -31,8 +31,9 @@ import json
 import math
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -69,7 +70,7 @@ UPLINK_TYPES = ("heartbeat", "state", "update", "auth")
 COMMAND_ACTIONS = ("quarantine", "release", "reauthenticate")
 
 
-def is_valid_id(value: object) -> bool:
+def is_valid_id(value: object) -> TypeGuard[str]:
     """Return whether ``value`` is a valid node, device or kind id; "coordinator" is reserved."""
     return (
         isinstance(value, str)
@@ -236,6 +237,7 @@ def _exceeds_depth(data: object, limit: int) -> bool:
     stack = [(data, 1)]
     while stack:
         value, depth = stack.pop()
+        children: Iterable[object]
         if isinstance(value, dict):
             children = value.values()
         elif isinstance(value, list):
@@ -248,11 +250,11 @@ def _exceeds_depth(data: object, limit: int) -> bool:
     return False
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_INTEGER
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return _is_int(value) or isinstance(value, float)
 
 

@@ -58,11 +58,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from .model import FeatureStats, KindModel
 
@@ -245,19 +246,23 @@ class UpdateScore:
     reason: str = ""
 
 
-def lower_median(values: np.ndarray, axis: int | None = None) -> np.ndarray | float:
+@overload
+def lower_median(values: npt.ArrayLike, axis: None = None) -> float: ...
+@overload
+def lower_median(values: npt.ArrayLike, axis: int) -> np.ndarray | float: ...
+def lower_median(values: npt.ArrayLike, axis: int | None = None) -> np.ndarray | float:
     """Return the lower median: the middle value, or the lower of the two middle values.
 
     Unlike ``np.median`` it never averages the two middle values, so with
     fewer than half of the values planted by attackers (four of ten, say) it
     is always one of the honest values.
     """
-    values = np.asarray(values, dtype=float)
+    array = np.asarray(values, dtype=float)
     if axis is None:
-        values = values.ravel()
+        array = array.ravel()
         axis = 0
-    index = (values.shape[axis] - 1) // 2
-    result = np.take(np.partition(values, index, axis=axis), index, axis=axis)
+    index = (array.shape[axis] - 1) // 2
+    result = np.take(np.partition(array, index, axis=axis), index, axis=axis)
     return float(result) if np.ndim(result) == 0 else result
 
 
@@ -313,7 +318,7 @@ def typical_data(
     n_senders = len(stats)
     means = np.vstack([s.mean for s in stats])
     if reference is not None and reference.mean.shape == means.shape[1:]:
-        distances = (np.abs(means - reference.mean) / reference.std).max(axis=1)
+        distances: np.ndarray = (np.abs(means - reference.mean) / reference.std).max(axis=1)
         return distances <= STATS_OUTLIER_LIMIT
     if n_senders < 3:
         return np.ones(n_senders, dtype=bool)
@@ -327,13 +332,14 @@ def cosine_similarity(deltas: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Return the cosine of each row of ``deltas`` with ``reference``, 0 where a norm is 0."""
     norms = np.linalg.norm(deltas, axis=1) * np.linalg.norm(reference)
     dots = deltas @ reference
-    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+    cosines: np.ndarray = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+    return cosines
 
 
 def clip_factors(deltas: np.ndarray, max_norm: float) -> np.ndarray:
     """Return the factor in (0, 1] that brings each row of ``deltas`` to at most ``max_norm``."""
     norms = np.linalg.norm(deltas, axis=1)
-    factors = np.ones_like(norms)
+    factors: np.ndarray = np.ones_like(norms)
     np.divide(max_norm, norms, out=factors, where=norms > max_norm)
     return factors
 
@@ -376,7 +382,8 @@ def near_duplicates(
     if arrival is not None:
         ranks = np.asarray(arrival)
         close &= ranks[None, :] < ranks[:, None]
-    return close.any(axis=1)
+    marked: np.ndarray = close.any(axis=1)
+    return marked
 
 
 def mimic_ratios(deltas: np.ndarray, reference: np.ndarray, compared: np.ndarray) -> np.ndarray:
@@ -433,7 +440,7 @@ def mimic_ratios(deltas: np.ndarray, reference: np.ndarray, compared: np.ndarray
 
 def _changes(
     parts: Sequence[Sequence[np.ndarray]],
-    baselines: Sequence[UpdateBaseline],
+    baselines: Mapping[int, UpdateBaseline],
     rows: Sequence[int],
     part: int,
 ) -> np.ndarray:
@@ -446,7 +453,8 @@ def _changes(
     current = np.vstack([parts[i][part] for i in rows])
     baseline = np.vstack([baselines[i].parts[part] for i in rows])
     if part != STATS_PART:
-        return current - baseline
+        moves: np.ndarray = current - baseline
+        return moves
     n_features = current.shape[1] // 2
     spread = np.maximum(np.exp(baseline[:, n_features:]), 1e-9)
     return np.hstack(
@@ -488,7 +496,8 @@ def _deviations(
     n_parts = max(len(p) for p in parts)
     ratios = np.full(n_updates, np.nan)
     distances = np.full((n_updates, n_parts), np.nan)
-    compared = [i for i, b in enumerate(baselines) if b is not None and b.fits(parts[i])]
+    # Maps each update whose baseline has the update's shapes to that baseline.
+    compared = {i: b for i, b in enumerate(baselines) if b is not None and b.fits(parts[i])}
     for part in range(n_parts):
         if part == CENTERS_PART:
             # k-means centroids jump when a cluster moves to another mode of a
@@ -501,7 +510,7 @@ def _deviations(
         bulk = np.array([part == STATS_PART or bool(in_bulk[i]) for i in rows], dtype=bool)
         if bulk.sum() < 3:
             continue
-        moves = _changes(parts, baselines, rows, part)
+        moves = _changes(parts, compared, rows, part)
         clean = bulk & np.array([not suspect[i] for i in rows])
         if clean.sum() < 3:
             clean = bulk
@@ -525,7 +534,7 @@ def _deviations(
             if median_norm > 0:
                 # The baseline's length, not the update's, scales the
                 # tolerance, so that a boosted update gains nothing.
-                length = max(1.0, float(np.linalg.norm(baselines[i].parts[part])) / median_norm)
+                length = max(1.0, float(np.linalg.norm(compared[i].parts[part])) / median_norm)
                 if in_round_bulk:
                     # When the model moves, the delta of a sender far from it
                     # changes more than the others' deltas, and not by the
@@ -537,7 +546,7 @@ def _deviations(
                     # move describe what a change of the model does to deltas
                     # that far off, so it bounds the scale from below.
                     scale = max(usual * length, float(np.linalg.norm(shared)))
-            spreads = baselines[i].spreads
+            spreads = compared[i].spreads
             own = math.nan if spreads is None else spreads[part]
             own = SPREAD_CAP * scale if math.isnan(own) else min(own, SPREAD_CAP * scale)
             ratio = value / max(scale, own)
@@ -584,7 +593,8 @@ def _round_direction(
             else math.inf
         )
     else:
-        svm_reference = lower_median(svm[honest], axis=0)
+        # svm is 2-D, so its median over axis 0 is an array and never a float.
+        svm_reference = cast(np.ndarray, lower_median(svm[honest], axis=0))
         svm_norm = lower_median(np.linalg.norm(svm[honest], axis=1))
         center_norm = (
             lower_median(np.linalg.norm(centers[honest], axis=1))
@@ -611,7 +621,7 @@ def score_updates(
     parts: Sequence[Sequence[np.ndarray]],
     baselines: Sequence[UpdateBaseline | None],
     repeated: Sequence[bool],
-    typical: Sequence[bool] | None = None,
+    typical: Sequence[bool] | np.ndarray | None = None,
     reference: Sequence[np.ndarray] | None = None,
     proportional: bool = False,
     clip_ratio: float | None = CLIP_RATIO,

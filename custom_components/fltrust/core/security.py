@@ -189,7 +189,8 @@ def ed25519_signature(private_key: Ed25519PrivateKey, envelope: dict[str, Any]) 
 
 def verify_ed25519(public_key: Ed25519PublicKey, envelope: dict[str, Any]) -> None:
     """Raise MessageRejected unless the message carries a valid coordinator signature."""
-    signature = envelope.get("sig")
+    # Any JSON value: bytes.fromhex raises TypeError for a missing or non-string one.
+    signature: Any = envelope.get("sig")
     try:
         public_key.verify(bytes.fromhex(signature), canonical_bytes(envelope))
     except (InvalidSignature, TypeError, ValueError) as err:
