@@ -483,7 +483,27 @@ def test_envelope_rejections(federation: Federation, now: float, mutate, reason:
     )
     assert outcome.events[0].kind == "rejected"
     assert outcome.events[0].data["reason"] == reason
-    assert federation.nodes["node-1"].rejected == 1
+    assert federation.rejected_total == 1
+    # Anyone can publish such a message on the node's topic, so its record stays as it was.
+    assert federation.nodes["node-1"].rejected == 0
+    assert federation.nodes["node-1"].last_rejection == ""
+
+
+def test_rejection_detail_escaped_and_cut(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    envelope = node.envelope("heartbeat", {}, now)
+    envelope["type"] = "x\n2026-12-05 CRITICAL forged line\n" + "A" * 5000
+
+    outcome = federation.handle_message(
+        protocol.node_topic(PREFIX, "node-1", "heartbeat"), json.dumps(envelope).encode(), now
+    )
+
+    detail = outcome.events[0].data["detail"]
+    assert "\n" not in detail
+    assert "x\\n2026-12-05 CRITICAL forged line\\n" in detail
+    assert len(detail) == security.MAX_DETAIL_CHARS
+    assert detail.endswith("…")
 
 
 def test_signed_nan_update_rejected_and_charged(federation: Federation, now: float) -> None:

@@ -293,14 +293,13 @@ class Federation:
         if self.round_open:
             self.round_rejected += 1
         node = self.nodes.get(node_id)
-        if node is not None:
-            # TODO: count unverified rejections apart, because junk that anyone can
-            # publish on the node's topic now raises the node's own count.
+        # Only a message that verified as the node's own goes on its record. Anyone
+        # who can publish on the node's topic can send one that does not.
+        if node is not None and charge:
             node.rejected += 1
             node.last_rejection = f"{err.reason.value}: {err.detail}"
-            if charge:
-                severity = REJECTION_SEVERITY[err.reason]
-                node.trust.record_event(now, err.reason.value, severity, err.detail)
+            severity = REJECTION_SEVERITY[err.reason]
+            node.trust.record_event(now, err.reason.value, severity, err.detail)
         return Outcome(
             events=[
                 FederationEvent(
