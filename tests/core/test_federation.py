@@ -269,6 +269,48 @@ def test_key_generation_survives_forget_and_restart(federation: Federation, now:
     assert "node-1" not in restored.nodes
 
 
+def _drop(key: str):
+    return lambda state: state.pop(key)
+
+
+def _set_node_trust(trust: dict):
+    return lambda state: state["nodes"]["attacker"].update(trust=trust)
+
+
+def _drop_status(state: dict) -> None:
+    del state["nodes"]["attacker"]["trust"]["status"]
+
+
+def _shorten_coef(state: dict) -> None:
+    state["model"]["kinds"]["temperature"]["svm"]["coef"] = [0.5]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda state: state.clear(), "unsupported stored state version None"),
+        (lambda state: state.update(version=99), "unsupported stored state version 99"),
+        (lambda state: state.update(round=-3), "invalid stored round -3"),
+        (lambda state: state.update(counter="7"), "invalid stored counter '7'"),
+        (_drop("nodes"), "stored field 'nodes' is missing"),
+        (_drop("replay"), "stored field 'replay' is missing"),
+        (_drop("model"), "stored field 'model' is missing"),
+        (lambda state: state["replay"].update({"node-1": -1}), "replay counter of node-1"),
+        (_set_node_trust({}), "stored trust of node attacker has no status or score"),
+        (_drop_status, "stored trust of node attacker has no status or score"),
+        (_shorten_coef, "invalid stored model: "),
+    ],
+)
+def test_damaged_state_rejected(federation: Federation, now: float, damage, message: str) -> None:
+    _play_rounds(federation, now, rounds=2, attack_rounds=set(), seed=0)
+    stored = json.loads(json.dumps(federation.to_dict()))
+    assert stored["model"]["kinds"]
+    damage(stored)
+
+    with pytest.raises(ValueError, match=message):
+        Federation(federation.settings, stored, now=now)
+
+
 @pytest.mark.parametrize("generation", [0, -1, "1", 1.5, True, None, 10**7])
 def test_invalid_stored_key_generation(federation: Federation, generation: object) -> None:
     stored = json.loads(json.dumps(federation.to_dict()))

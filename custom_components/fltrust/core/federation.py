@@ -45,6 +45,7 @@ from .protocol import (
     model_topic,
     parse_auth,
     parse_heartbeat,
+    parse_model,
     parse_state,
     parse_update,
     parse_uplink_topic,
@@ -188,6 +189,21 @@ def _check_state_topic(topic: str, body: dict[str, Any]) -> None:
         )
 
 
+def _stored_count(value: Any, name: str) -> int:
+    """Return a stored count, raising ValueError for anything but an integer of at least 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"invalid stored {name} {value!r}: expected an integer of at least 0")
+    return value
+
+
+def _stored_mapping(stored: dict[str, Any], key: str) -> dict[str, Any]:
+    """Return a stored object field, raising ValueError when it is missing or not an object."""
+    value = stored.get(key)
+    if not isinstance(value, dict):
+        raise ValueError(f"stored field {key!r} is missing or not an object")
+    return value
+
+
 def _key_generation(value: Any) -> int:
     """Return a stored key generation, raising ValueError for anything but a valid one."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -233,7 +249,7 @@ class Federation:
         self._counter = 0
         # Node id -> generation of its current key; nodes not listed use generation 0.
         self.key_generations: dict[str, int] = {}
-        if stored:
+        if stored is not None:
             self._restore(stored)
             if not stored.get("clean"):
                 self.replay.not_before = time.time() if now is None else now
@@ -927,23 +943,47 @@ class Federation:
         }
 
     def _restore(self, stored: dict[str, Any]) -> None:
-        self.round = int(stored.get("round", 0))
-        self._counter = int(stored.get("counter", 0))
-        self.rejected_total = int(stored.get("rejected_total", 0))
-        self.replay.counters = {str(k): int(v) for k, v in stored.get("replay", {}).items()}
+        """Restore the state that ``to_dict`` returned.
+
+        Every field that each saved state has is required. A damaged or
+        emptied state then fails the restore instead of lifting quarantines
+        and forgetting replay counters without a trace.
+
+        Raises:
+            ValueError: when a required field is missing or invalid.
+        """
+        version = stored.get("version")
+        if version != STATE_VERSION:
+            raise ValueError(
+                f"unsupported stored state version {version!r}, expected {STATE_VERSION}"
+            )
+        self.round = _stored_count(stored.get("round"), "round")
+        self._counter = _stored_count(stored.get("counter"), "counter")
+        self.rejected_total = _stored_count(stored.get("rejected_total", 0), "rejected_total")
+        self.replay.counters = {
+            str(node_id): _stored_count(counter, f"replay counter of {node_id}")
+            for node_id, counter in _stored_mapping(stored, "replay").items()
+        }
         self.key_generations = {
             str(node_id): _key_generation(generation)
             for node_id, generation in stored.get("key_generations", {}).items()
         }
-        if stored.get("model"):
-            model = GlobalModel.from_json(stored["model"])
-            # The configured parameters win over stored ones; a changed shape restarts the model.
-            if model.params == self.settings.params:
-                self.model = model
-            else:
-                self.model = GlobalModel(version=model.version, params=self.settings.params)
-        for node_id, data in stored.get("nodes", {}).items():
-            node = NodeRecord(node_id, NodeTrust.from_dict(data["trust"]))
+        try:
+            model = parse_model(_stored_mapping(stored, "model"))
+        except MessageRejected as err:
+            raise ValueError(f"invalid stored model: {err.detail}") from err
+        # The configured parameters win over stored ones; a changed shape restarts the model.
+        if model.params == self.settings.params:
+            self.model = model
+        else:
+            self.model = GlobalModel(version=model.version, params=self.settings.params)
+        for node_id, data in _stored_mapping(stored, "nodes").items():
+            if not is_valid_id(node_id):
+                raise ValueError(f"invalid stored node id {node_id[:64]!r}")
+            trust = data.get("trust") if isinstance(data, dict) else None
+            if not isinstance(trust, dict) or "status" not in trust or "score" not in trust:
+                raise ValueError(f"stored trust of node {node_id} has no status or score")
+            node = NodeRecord(node_id, NodeTrust.from_dict(trust))
             node.software = data.get("software", "")
             node.model_version = int(data.get("model_version", 0))
             node.rejected = int(data.get("rejected", 0))
