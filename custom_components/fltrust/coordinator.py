@@ -52,8 +52,15 @@ from .const import (
     STORAGE_VERSION,
 )
 from .core.dynsec import DEFAULT_USERNAME_TEMPLATE
-from .core.federation import Federation, FederationEvent, FederationSettings, Outcome, Publish
-from .core.protocol import MAX_PAYLOAD_BYTES, parse_uplink_topic, uplink_subscription
+from .core.federation import (
+    KIND_RETENTION_ROUNDS,
+    Federation,
+    FederationEvent,
+    FederationSettings,
+    Outcome,
+    Publish,
+)
+from .core.protocol import MAX_KINDS, MAX_PAYLOAD_BYTES, parse_uplink_topic, uplink_subscription
 from .core.security import (
     derive_coordinator_private_key,
     parse_key,
@@ -154,6 +161,8 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         self.devices = FederationDevices(hass, entry)
         # Messages dropped because too many were waiting for the engine.
         self.dropped_messages = 0
+        # Node and kinds whose place in the model was refused, logged once each.
+        self._kinds_left_out: set[tuple[str, tuple[str, ...]]] = set()
         # Nodes last logged as disconnected, so that each change is logged once.
         self._disconnected_nodes: set[str] = set()
         self._federation: Federation | None = None
@@ -773,6 +782,22 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
                     data["node_id"],
                     data["trust"],
                 )
+            case "kinds_left_out":
+                # Once per node and set of kinds: an honest node sends them every round.
+                logged = (data["node_id"], tuple(data["kinds"]))
+                if logged not in self._kinds_left_out:
+                    self._kinds_left_out.add(logged)
+                    LOGGER.warning(
+                        "%s: kinds %s of node %s are left out of round %s and later rounds: the "
+                        "federation has the maximum of %s kinds. A kind that no round aggregates "
+                        "for %s rounds frees its place",
+                        entry_id,
+                        ", ".join(data["kinds"]),
+                        data["node_id"],
+                        data["round"],
+                        MAX_KINDS,
+                        KIND_RETENTION_ROUNDS,
+                    )
             case "key_replaced":
                 LOGGER.warning(
                     "%s: replaced the key of node %s with generation %s; messages signed with "

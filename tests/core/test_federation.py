@@ -7,6 +7,7 @@ from collections.abc import Collection
 
 import numpy as np
 import pytest
+from fltrust_core import federation as federation_module
 from fltrust_core import protocol, security
 from fltrust_core.federation import Federation, FederationEvent
 from fltrust_core.trust import GROWTH_WINDOW, TrustStatus
@@ -116,7 +117,7 @@ def _play_rounds(
         federation.start_round(clock)
         base = (
             federation.model.kinds["temperature"].svm_vector()
-            if federation.model.kinds
+            if "temperature" in federation.model.kinds
             else np.zeros(9)
         )
         for node in nodes:
@@ -127,7 +128,7 @@ def _play_rounds(
             vector = base - 10 * step if attacking else base + step
             _deliver(
                 federation,
-                node.update(round_number, kind_model(vector[:-1], vector[-1]), clock + 1),
+                node.update(federation.round, kind_model(vector[:-1], vector[-1]), clock + 1),
                 clock + 1,
             )
         outcome = federation.close_round(clock + 2)
@@ -363,6 +364,76 @@ def test_forget_unannounced_device(federation: Federation, now: float) -> None:
     outcome = _deliver(federation, _heartbeat_listing(node, ("hall", "porch"), now + 2), now + 2)
     assert "device_discovered" in _kinds(outcome)
     assert devices["porch"].announced is True
+
+
+def _announce_kinds(node: NodeSimulator, kinds: list[str], now: float) -> tuple[str, bytes]:
+    heartbeat = protocol.Heartbeat(
+        devices=tuple(protocol.DeviceInfo(f"dev-{kind}", kind, kind, ("t",)) for kind in kinds),
+        interval=10.0,
+        samples=100,
+        anomalies=1,
+        peers_known=1,
+        peers_unknown=0,
+        traffic_bytes=5000,
+        model_version=0,
+        software="test",
+    )
+    return node.message("heartbeat", protocol.heartbeat_body(heartbeat), now)
+
+
+def _kinds_update(
+    node: NodeSimulator, round_number: int, kinds: list[str], now: float
+) -> tuple[str, bytes]:
+    body = protocol.update_body(
+        protocol.ModelUpdate(round_number, 0, {kind: kind_model(np.ones(8), 1.0) for kind in kinds})
+    )
+    return node.message("update", body, now)
+
+
+def test_new_kind_at_cap_left_out_uncharged(federation: Federation, now: float) -> None:
+    hog = NodeSimulator("hog")
+    honest = NodeSimulator("honest")
+    junk = [f"junk{i}" for i in range(protocol.MAX_KINDS)]
+    _deliver(federation, _announce_kinds(hog, junk, now), now)
+    _deliver(federation, _announce_kinds(honest, ["junk0", "humidity"], now), now)
+    federation.start_round(now)
+    assert "rejected" not in _kinds(_deliver(federation, _kinds_update(hog, 1, junk, now), now))
+    events = len(federation.nodes["honest"].trust.events)
+
+    outcome = _deliver(federation, _kinds_update(honest, 1, ["junk0", "humidity"], now), now)
+
+    assert outcome.events == [
+        FederationEvent("kinds_left_out", {"node_id": "honest", "round": 1, "kinds": ["humidity"]})
+    ]
+    assert set(federation.updates["honest"].kinds) == {"junk0"}
+    assert len(federation.nodes["honest"].trust.events) == events
+
+
+def test_unaggregated_kind_leaves_model(
+    federation: Federation, now: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(federation_module, "KIND_RETENTION_ROUNDS", 2)
+    federation.model.kinds["old-kind"] = kind_model(np.ones(8), 1.0)
+    federation.kind_rounds["old-kind"] = 0
+    federation.model.kinds["recent-kind"] = kind_model(np.ones(8), 1.0)
+    federation.kind_rounds["recent-kind"] = 1
+
+    _play_rounds(federation, now, rounds=2, attack_rounds=set(), seed=0)
+
+    assert set(federation.model.kinds) == {"temperature", "recent-kind"}
+    assert federation.kind_rounds == {"temperature": 2, "recent-kind": 1}
+    stored = json.loads(json.dumps(federation.to_dict()))
+    assert Federation(federation.settings, stored).kind_rounds == federation.kind_rounds
+
+
+def test_state_without_kind_rounds(federation: Federation, now: float) -> None:
+    _play_rounds(federation, now, rounds=2, attack_rounds=set(), seed=0)
+    stored = json.loads(json.dumps(federation.to_dict()))
+    del stored["kind_rounds"]
+
+    restored = Federation(federation.settings, stored, now=now)
+
+    assert restored.kind_rounds == {"temperature": 2}
 
 
 def test_state_survives_restart(federation: Federation, now: float) -> None:

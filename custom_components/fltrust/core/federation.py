@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -73,6 +73,11 @@ _LOGGER = logging.getLogger(__name__)
 CHALLENGE_ROUNDS = 2
 # A node that sent nothing for this many round intervals is not waited for.
 ACTIVE_ROUNDS = 3
+# A kind that no round aggregated for this many rounds leaves the global model and
+# frees its slot among the MAX_KINDS, so that kinds of nodes that left or were
+# quarantined do not keep new kinds out for good. A node that sends it again
+# brings it back.
+KIND_RETENTION_ROUNDS = 30
 STATE_VERSION = 1
 
 
@@ -249,6 +254,8 @@ class Federation:
         self._counter = 0
         # Node id -> generation of its current key; nodes not listed use generation 0.
         self.key_generations: dict[str, int] = {}
+        # Kind -> the last round that aggregated it.
+        self.kind_rounds: dict[str, int] = {}
         if stored is not None:
             self._restore(stored)
             if not stored.get("clean"):
@@ -496,14 +503,37 @@ class Federation:
                 RejectReason.SCHEMA,
                 f"update for kinds {', '.join(unannounced)} that none of its devices has",
             )
-        new_kinds = set(update.kinds) - set(self.model.kinds)
-        if len(self.model.kinds) + len(new_kinds) > MAX_KINDS:
-            raise MessageRejected(
-                RejectReason.SCHEMA,
-                f"update would raise the federation's kinds above {MAX_KINDS}",
+        left_out = self._kinds_without_slot(update)
+        if left_out:
+            # The cap is no fault of the sender, so its update counts without them.
+            update = replace(
+                update,
+                kinds={k: m for k, m in update.kinds.items() if k not in left_out},
             )
-        self.updates[node.node_id] = update
-        return Outcome()
+        outcome = Outcome()
+        if left_out:
+            outcome.events.append(
+                FederationEvent(
+                    "kinds_left_out",
+                    {"node_id": node.node_id, "round": update.round, "kinds": left_out},
+                )
+            )
+        if update.kinds:
+            self.updates[node.node_id] = update
+        return outcome
+
+    def _kinds_without_slot(self, update: ModelUpdate) -> list[str]:
+        """Return the new kinds of ``update`` beyond the free places among ``MAX_KINDS``.
+
+        Kinds already in the model, or brought by an update accepted earlier in
+        this round, need no new place.
+        """
+        taken = set(self.model.kinds)
+        for accepted in self.updates.values():
+            taken.update(accepted.kinds)
+        free = MAX_KINDS - len(taken)
+        new_kinds = sorted(set(update.kinds) - taken)
+        return new_kinds[max(free, 0) :]
 
     def _on_auth(self, node: NodeRecord, body: dict[str, Any], now: float) -> Outcome:
         nonce = parse_auth(body)
@@ -787,6 +817,18 @@ class Federation:
                 center_weights=np.array([by_node[n][1] for n in senders]),
                 stats_weights=np.array([by_node[n][2] for n in senders]),
             )
+            self.kind_rounds[kind] = self.round
+        for kind in sorted(self.model.kinds):
+            last = self.kind_rounds.setdefault(kind, self.round)
+            if self.round - last >= KIND_RETENTION_ROUNDS:
+                _LOGGER.info(
+                    "Round %s: kind %s was last aggregated in round %s; it leaves the model",
+                    self.round,
+                    kind,
+                    last,
+                )
+                del self.model.kinds[kind]
+                del self.kind_rounds[kind]
 
     def _status_events(self, node: NodeRecord, change: Any, now: float) -> Outcome:
         outcome = Outcome()
@@ -915,6 +957,7 @@ class Federation:
             "rejected_total": self.rejected_total,
             "replay": dict(self.replay.counters),
             "key_generations": dict(self.key_generations),
+            "kind_rounds": dict(self.kind_rounds),
             "model": self.model.to_json(),
             "nodes": {
                 node_id: {
@@ -977,6 +1020,14 @@ class Federation:
             self.model = model
         else:
             self.model = GlobalModel(version=model.version, params=self.settings.params)
+        kind_rounds = stored.get("kind_rounds", {})
+        if not isinstance(kind_rounds, dict):
+            raise ValueError("stored field 'kind_rounds' is not an object")
+        # States saved before kinds had rounds count from the model's round.
+        self.kind_rounds = {
+            kind: _stored_count(kind_rounds.get(kind, self.model.round), f"round of kind {kind}")
+            for kind in self.model.kinds
+        }
         for node_id, data in _stored_mapping(stored, "nodes").items():
             if not is_valid_id(node_id):
                 raise ValueError(f"invalid stored node id {node_id[:64]!r}")
