@@ -14,7 +14,7 @@ from homeassistant.helpers.storage import Store
 from homeassistant.helpers.typing import ConfigType
 
 from .broker_access import BrokerAccessError
-from .const import CONF_TOPIC_PREFIX, DOMAIN, LOGGER, STORAGE_VERSION
+from .const import BACKUP_SUFFIX, CONF_TOPIC_PREFIX, DOMAIN, LOGGER, STORAGE_VERSION
 from .coordinator import (
     FltrustConfigEntry,
     FltrustCoordinator,
@@ -120,8 +120,14 @@ async def async_remove_entry(hass: HomeAssistant, entry: FltrustConfigEntry) -> 
     nodes the old model and the old quarantine commands.
     """
     store: Store[dict[str, Any]] = Store(hass, STORAGE_VERSION, f"{DOMAIN}.{entry.entry_id}")
+    backup: Store[dict[str, Any]] = Store(
+        hass, STORAGE_VERSION, f"{DOMAIN}.{entry.entry_id}.{BACKUP_SUFFIX}"
+    )
     stored = await store.async_load()
+    if stored is None:
+        stored = await backup.async_load()
     await store.async_remove()
+    await backup.async_remove()
     prefix = entry.data[CONF_TOPIC_PREFIX]
     nodes = stored.get("nodes", {}) if isinstance(stored, dict) else {}
     topics = [model_topic(prefix), round_topic(prefix)]

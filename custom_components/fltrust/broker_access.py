@@ -25,6 +25,7 @@ from homeassistant.helpers import issue_registry as ir
 
 from .const import DOMAIN, LOGGER
 from .core.dynsec import (
+    CLIENT_NOT_FOUND,
     CONTROL_TOPIC,
     RESPONSE_TOPIC,
     broker_username,
@@ -263,7 +264,16 @@ class BrokerAccess:
         username = broker_username(self.username_template, node_id)
         self._check_not_own(username)
         [error] = await self._async_send([client_access_command(username, enabled=False)])
-        if error is not None:
+        if error == CLIENT_NOT_FOUND:
+            # Nothing to disable, and keeping the node would not change that.
+            LOGGER.warning(
+                "%s: retired node %s has no broker account %s, so none was disabled. If it "
+                "logged in under another name or anonymously, close that access yourself",
+                self.entry.entry_id,
+                node_id,
+                username,
+            )
+        elif error is not None:
             LOGGER.error(
                 "%s: could not disable the broker account %s of retired node %s: %s",
                 self.entry.entry_id,
@@ -275,12 +285,13 @@ class BrokerAccess:
         self._latest.pop(node_id, None)
         self.records.pop(node_id, None)
         ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(node_id))
-        LOGGER.info(
-            "%s: disabled the broker account %s of retired node %s",
-            self.entry.entry_id,
-            username,
-            node_id,
-        )
+        if error is None:
+            LOGGER.info(
+                "%s: disabled the broker account %s of retired node %s",
+                self.entry.entry_id,
+                username,
+                node_id,
+            )
 
     async def async_create_account(
         self, node_id: str, sensor_topics: tuple[str, ...]

@@ -49,8 +49,12 @@ SERVICE_CREATE_NODE_ACCOUNT: Final = "create_node_account"
 CONF_SENSOR_TOPICS: Final = "sensor_topics"
 
 STORAGE_VERSION: Final = 1
+BACKUP_SUFFIX: Final = "backup"
 # Seconds between a change of the federation state and writing it to storage.
 SAVE_DELAY: Final = 10.0
+# Seconds between copies of the state to its backup file, which a start uses when
+# the main file is missing or invalid. The last save before a stop is copied too.
+BACKUP_INTERVAL: Final = 300.0
 
 NODE_MODEL: Final = "Edge node"
 FEDERATION_MODEL: Final = "Federation coordinator"

@@ -13,6 +13,7 @@ snapshot), so outcomes are applied in the order the engine produced them.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +32,8 @@ from homeassistant.util import dt as dt_util
 
 from .broker_access import BrokerAccess
 from .const import (
+    BACKUP_INTERVAL,
+    BACKUP_SUFFIX,
     CONF_BROKER_ACCESS,
     CONF_BROKER_USERNAME,
     CONF_FEDERATION_KEY,
@@ -49,8 +52,15 @@ from .const import (
     STORAGE_VERSION,
 )
 from .core.dynsec import DEFAULT_USERNAME_TEMPLATE
-from .core.federation import Federation, FederationEvent, FederationSettings, Outcome, Publish
-from .core.protocol import MAX_PAYLOAD_BYTES, parse_uplink_topic, uplink_subscription
+from .core.federation import (
+    KIND_RETENTION_ROUNDS,
+    Federation,
+    FederationEvent,
+    FederationSettings,
+    Outcome,
+    Publish,
+)
+from .core.protocol import MAX_KINDS, MAX_PAYLOAD_BYTES, parse_uplink_topic, uplink_subscription
 from .core.security import (
     derive_coordinator_private_key,
     parse_key,
@@ -151,6 +161,8 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         self.devices = FederationDevices(hass, entry)
         # Messages dropped because too many were waiting for the engine.
         self.dropped_messages = 0
+        # Node and kinds whose place in the model was refused, logged once each.
+        self._kinds_left_out: set[tuple[str, tuple[str, ...]]] = set()
         # Nodes last logged as disconnected, so that each change is logged once.
         self._disconnected_nodes: set[str] = set()
         self._federation: Federation | None = None
@@ -158,6 +170,11 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         self._store: Store[dict[str, Any]] = Store(
             hass, STORAGE_VERSION, f"{DOMAIN}.{entry.entry_id}"
         )
+        self._backup_store: Store[dict[str, Any]] = Store(
+            hass, STORAGE_VERSION, f"{DOMAIN}.{entry.entry_id}.{BACKUP_SUFFIX}"
+        )
+        # Monotonic time of the last copy to the backup file; None before the first.
+        self._backup_saved: float | None = None
         self._rejections = RejectionLog(entry.entry_id)
         self._pending: deque[tuple[str, bytes, float]] = deque()
         self._pending_bytes = 0
@@ -188,18 +205,71 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
 
     @override
     async def _async_setup(self) -> None:
-        """Load the stored federation state and register the federation device."""
+        """Load the stored federation state and register the federation device.
+
+        When the main file is missing or invalid but its backup is valid, the
+        backup is used. Starting empty would silently lift quarantines and
+        forget replay counters.
+
+        Raises:
+            ConfigEntryError: when the main file is invalid and no valid backup exists.
+        """
+        entry_id = self.config_entry.entry_id
         stored = await self._store.async_load()
+        error: Exception | None = None
         try:
-            self._federation = await self.hass.async_add_executor_job(
-                Federation, self.settings, stored, self._now()
-            )
+            self._federation = await self._async_restore(stored)
         except (AttributeError, KeyError, TypeError, ValueError) as err:
-            # Starting empty would silently lift quarantines and forget replay counters.
+            error = err
+        if stored is None or error is not None:
+            backup = await self._backup_store.async_load()
+            if backup is not None:
+                self._federation = await self._async_restore_backup(backup, error)
+                error = None
+        if error is not None:
             LOGGER.error(
-                "%s: stored federation state in %s is invalid: %s",
-                self.config_entry.entry_id,
+                "%s: stored federation state in %s is invalid and has no valid backup: %s",
+                entry_id,
                 self._store.path,
+                error,
+            )
+            raise ConfigEntryError(
+                translation_domain=DOMAIN,
+                translation_key="invalid_stored_state",
+                translation_placeholders={"path": self._store.path},
+            ) from error
+        if stored and stored.get("clean"):
+            # A crash before the next save must not leave the mark behind.
+            await self.async_save()
+        self.devices.async_register_federation()
+
+    async def _async_restore(self, stored: dict[str, Any] | None) -> Federation:
+        return await self.hass.async_add_executor_job(
+            Federation, self.settings, stored, self._now()
+        )
+
+    async def _async_restore_backup(
+        self, backup: dict[str, Any], error: Exception | None
+    ) -> Federation:
+        """Restore the backup of the state and save it as the main file.
+
+        Raises:
+            ConfigEntryError: when the backup is invalid too.
+        """
+        entry_id = self.config_entry.entry_id
+        problem = "missing" if error is None else f"invalid ({error})"
+        # The backup may be older than the last messages accepted, so it must not
+        # count as a clean stop: messages sent before this start are rejected.
+        backup.pop("clean", None)
+        try:
+            federation = await self._async_restore(backup)
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            LOGGER.error(
+                "%s: stored federation state in %s is %s, and its backup in %s is invalid: %s",
+                entry_id,
+                self._store.path,
+                problem,
+                self._backup_store.path,
                 err,
             )
             raise ConfigEntryError(
@@ -207,10 +277,17 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
                 translation_key="invalid_stored_state",
                 translation_placeholders={"path": self._store.path},
             ) from err
-        if stored and stored.get("clean"):
-            # A crash before the next save must not leave the mark behind.
-            await self.async_save()
-        self.devices.async_register_federation()
+        LOGGER.error(
+            "%s: stored federation state in %s is %s; restored it from the backup in %s, "
+            "which lacks what changed in the last few minutes before it was lost",
+            entry_id,
+            self._store.path,
+            problem,
+            self._backup_store.path,
+        )
+        self._federation = federation
+        await self.async_save()
+        return federation
 
     @override
     async def _async_update_data(self) -> FederationData:
@@ -324,6 +401,10 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         async with self._lock:
             data = await self.hass.async_add_executor_job(self.federation.to_dict, clean)
         await self._store.async_save(data)
+        now = time.monotonic()
+        if clean or self._backup_saved is None or now - self._backup_saved >= BACKUP_INTERVAL:
+            await self._backup_store.async_save(data)
+            self._backup_saved = now
 
     @callback
     def _schedule_save(self) -> None:
@@ -706,6 +787,22 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
                     data["node_id"],
                     data["trust"],
                 )
+            case "kinds_left_out":
+                # Once per node and set of kinds: an honest node sends them every round.
+                logged = (data["node_id"], tuple(data["kinds"]))
+                if logged not in self._kinds_left_out:
+                    self._kinds_left_out.add(logged)
+                    LOGGER.warning(
+                        "%s: kinds %s of node %s are left out of round %s and later rounds: the "
+                        "federation has the maximum of %s kinds. A kind that no round aggregates "
+                        "for %s rounds frees its place",
+                        entry_id,
+                        ", ".join(data["kinds"]),
+                        data["node_id"],
+                        data["round"],
+                        MAX_KINDS,
+                        KIND_RETENTION_ROUNDS,
+                    )
             case "key_replaced":
                 LOGGER.warning(
                     "%s: replaced the key of node %s with generation %s; messages signed with "

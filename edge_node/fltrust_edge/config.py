@@ -495,10 +495,20 @@ def _parse_devices(tables: list[_Table], base_dir: Path) -> tuple[DeviceConfig, 
     return tuple(devices)
 
 
+def _check_file(path: Path, key: str) -> None:
+    """Raise ConfigError unless ``path`` is a file, naming what it is instead."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise ConfigError(f"{key}: {path} is a directory, expected a file")
+    if path.exists():
+        raise ConfigError(f"{key}: {path} is not a regular file")
+    raise ConfigError(f"{key}: file not found: {path}")
+
+
 def _parse_csv_source(table: _Table, features: list[str], base_dir: Path) -> CsvSourceConfig:
     path = table.path("path", base_dir)
-    if not path.is_file():
-        raise ConfigError(f"{table.key('path')}: file not found: {path}")
+    _check_file(path, table.key("path"))
     value_columns = table.string_list("value_columns", default=list(features))
     if len(value_columns) != len(features):
         raise ConfigError(
@@ -532,8 +542,7 @@ def _parse_csv_source(table: _Table, features: list[str], base_dir: Path) -> Csv
     anomaly_windows: tuple[tuple[float, float], ...] = ()
     if "label_windows" in table.data:
         label_windows = table.path("label_windows", base_dir)
-        if not label_windows.is_file():
-            raise ConfigError(f"{table.key('label_windows')}: file not found: {label_windows}")
+        _check_file(label_windows, table.key("label_windows"))
     label_windows_key = table.string("label_windows_key", default=None)
     if label_windows is not None:
         if timestamp_column is None:

@@ -29,6 +29,12 @@ _BOOLEAN_WORDS = {"on": 1.0, "off": 0.0, "true": 1.0, "false": 0.0}
 # Maximum duration in seconds of one wait of a CSV replay, far below threading.TIMEOUT_MAX.
 MAX_WAIT_STEP = 3600.0
 
+# Largest magnitude of a reading. Far larger ones overflow the squares of the
+# moving standard deviation (beyond about 1e154) and swamp every other reading in
+# the normalization, so one of them would stop training. No sensor of a home or a
+# plant reads near 1e15; a counter that grows that large should be read as a rate.
+MAX_READING = 1e15
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -57,7 +63,8 @@ class CsvReplay:
     Rows are numbered from 0 after the header. ``start_row`` and ``end_row``
     select the half-open slice [start_row, end_row), so several nodes can
     replay different parts of one series. Rows with a missing, non-numeric or
-    non-finite value, timestamp or label are skipped and counted.
+    non-finite value, timestamp or label, or a value beyond ``MAX_READING``,
+    are skipped and counted.
     """
 
     def __init__(self, device: DeviceConfig) -> None:
@@ -196,11 +203,17 @@ class CsvReplay:
         return self.emitted
 
 
+def _check_reading(number: float, where: str) -> float:
+    """Return ``number`` unless it is not finite or beyond ``MAX_READING`` in magnitude."""
+    if not math.isfinite(number):
+        raise ValueError(f"{where} is not finite: {number}")
+    if abs(number) > MAX_READING:
+        raise ValueError(f"{where} is out of range: {number:g}, beyond ±{MAX_READING:g}")
+    return number
+
+
 def _parse_number(text: str) -> float:
-    value = float(text.strip())
-    if not math.isfinite(value):
-        raise ValueError(f"value is not finite: {text.strip()!r}")
-    return value
+    return _check_reading(float(text.strip()), "value")
 
 
 def extract_value(payload: bytes | str, value_path: str | None = None) -> float:
@@ -213,7 +226,7 @@ def extract_value(payload: bytes | str, value_path: str | None = None) -> float:
 
     Raises:
         ValueError: the payload is not valid, the path is missing, or the value
-            is not a finite number.
+            is not a finite number within ``MAX_READING``.
     """
     try:
         text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
@@ -262,10 +275,7 @@ def _to_number(value: Any, where: str) -> float:
             raise ValueError(f"{where} is not a number: {value[:40]!r}") from err
     if not isinstance(value, int | float):
         raise ValueError(f"{where} is not a number: {type(value).__name__}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"{where} is not finite: {number}")
-    return number
+    return _check_reading(float(value), where)
 
 
 class MqttSensor:

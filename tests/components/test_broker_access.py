@@ -570,7 +570,10 @@ async def test_options_flow_rejects_shared_pattern(
     assert result["type"] is FlowResultType.CREATE_ENTRY
 
 
-@pytest.mark.parametrize(("error", "removed"), [(None, True), ("Client not found", False)])
+@pytest.mark.parametrize(
+    ("error", "removed"),
+    [(None, True), ("Client not found", True), ("Unauthorized", False)],
+)
 async def test_retired_node_loses_account(
     hass: HomeAssistant,
     quarantined_node: MockConfigEntry,
@@ -578,10 +581,14 @@ async def test_retired_node_loses_account(
     hass_ws_client: WebSocketGenerator,
     device_registry: dr.DeviceRegistry,
     frozen_time: FrozenDateTimeFactory,
+    caplog: pytest.LogCaptureFixture,
     error: str | None,
     removed: bool,
 ) -> None:
-    """Test deleting a retired node's device disables its account, or keeps the node."""
+    """Test deleting a retired node's device disables its account, or keeps the node.
+
+    A node without an account of that name has nothing to disable, so it goes.
+    """
     assert await async_setup_component(hass, "config", {})
     [disable_quarantined] = await _sent(hass, mqtt_mock, 1)
     _respond(hass, disable_quarantined)
@@ -609,6 +616,8 @@ async def test_retired_node_loses_account(
         (DOMAIN, f"{ENTRY_ID}_node-2"), ENTRY_ID
     )
     assert (node_device is None) is removed
+    no_account = "retired node node-2 has no broker account fltrust-node-2" in caplog.text
+    assert no_account is (error == "Client not found")
     if not removed:
-        assert "Client not found" in response["error"]["message"]
+        assert "Unauthorized" in response["error"]["message"]
         assert "node-2" in quarantined_node.runtime_data.data.nodes

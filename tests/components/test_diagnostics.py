@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 from unittest.mock import MagicMock
@@ -53,7 +54,10 @@ async def test_diagnostics(
     mock_config_entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
     await hass.async_block_till_done()
-    EdgeNode(hass, "node-1").send_raw("fltrust/node/node-1/heartbeat", b"not json")
+    # A signed message the coordinator rejects goes on the node's record.
+    node_1 = EdgeNode(hass, "node-1")
+    node_1.counter = itertools.count(10**6)
+    node_1.send_state("fridge", anomaly=False, score=0.1)
     await hass.async_block_till_done()
 
     diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, mock_config_entry)
@@ -69,4 +73,4 @@ async def test_diagnostics(
     assert "92.25" not in text
     baseline = diagnostics["state"]["nodes"]["node-1"]["trust"]["update_baselines"]["temperature"]
     assert baseline["parts"] == "**REDACTED**"
-    assert diagnostics["state"]["nodes"]["node-1"]["last_rejection"].startswith("malformed")
+    assert diagnostics["state"]["nodes"]["node-1"]["last_rejection"].startswith("schema")

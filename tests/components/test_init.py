@@ -18,10 +18,12 @@ from custom_components.fltrust.const import DOMAIN
 from custom_components.fltrust.coordinator import settings_from_entry
 from custom_components.fltrust.core import protocol, security
 from custom_components.fltrust.core.federation import Federation
+from custom_components.fltrust.core.trust import TrustStatus
 
-from .conftest import ENTRY_ID, PREFIX, EdgeNode, advance, now, published
+from .conftest import ENTRY_ID, PREFIX, EdgeNode, advance, federation_with_nodes, now, published
 
 STORAGE_KEY = f"{DOMAIN}.{ENTRY_ID}"
+BACKUP_KEY = f"{DOMAIN}.{ENTRY_ID}.backup"
 
 
 async def test_setup_and_unload(
@@ -64,12 +66,14 @@ async def test_remove_entry_clears_state_and_retained(
     assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
     await hass.async_block_till_done()
     assert STORAGE_KEY in hass_storage
+    assert BACKUP_KEY in hass_storage
     mqtt_mock.async_publish.reset_mock()
 
     await hass.config_entries.async_remove(mock_config_entry.entry_id)
     await hass.async_block_till_done()
 
     assert STORAGE_KEY not in hass_storage
+    assert BACKUP_KEY not in hass_storage
     cleared = {
         call.args[0]
         for call in mqtt_mock.async_publish.call_args_list
@@ -177,6 +181,7 @@ async def test_state_restored_after_restart(
     mock_config_entry: MockConfigEntry,
     hass_storage: dict[str, Any],
     frozen_time: FrozenDateTimeFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Test trust, the round, the model version and replay counters survive a restart."""
     federation = Federation(settings_from_entry(mock_config_entry))
@@ -209,9 +214,7 @@ async def test_state_restored_after_restart(
     node.send_raw(node.topic("heartbeat"), protocol.encode(replayed))
     await hass.async_block_till_done()
     assert hass.states.get("sensor.test_federation_rejected_messages").state == "1"
-    assert (
-        hass.states.get("sensor.node_1_trust").attributes["last_rejection"].startswith("replayed")
-    )
+    assert "rejected a message from known node node-1, reason replayed" in caplog.text
 
     await hass.config_entries.async_unload(mock_config_entry.entry_id)
     await hass.async_block_till_done()
@@ -250,6 +253,91 @@ async def test_invalid_stored_state(
     assert mock_config_entry.state is ConfigEntryState.SETUP_ERROR
     assert "stored federation state" in caplog.text
     assert hass_storage[STORAGE_KEY]["data"] == data
+
+
+def _quarantined_state(entry: MockConfigEntry) -> dict[str, Any]:
+    """Return the stored state of a federation with node-1 quarantined and node-2 trusted."""
+    federation = federation_with_nodes(entry, "node-1", "node-2")
+    federation.nodes["node-1"].trust.status = TrustStatus.QUARANTINED
+    federation.nodes["node-1"].trust.score = 20.0
+    federation.round = 4
+    return json.loads(json.dumps(federation.to_dict(clean=True)))
+
+
+def _put(hass_storage: dict[str, Any], key: str, data: dict[str, Any]) -> None:
+    hass_storage[key] = {"version": 1, "minor_version": 1, "key": key, "data": data}
+
+
+@pytest.mark.parametrize(
+    "main", [None, {}, {"version": 1, "round": 4}], ids=["lost", "empty", "cut"]
+)
+async def test_backup_replaces_damaged_state(
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    mock_config_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    main: dict[str, Any] | None,
+) -> None:
+    """Test a lost or damaged state file is replaced by its backup, quarantine included."""
+    if main is not None:
+        _put(hass_storage, STORAGE_KEY, main)
+    _put(hass_storage, BACKUP_KEY, _quarantined_state(mock_config_entry))
+    mock_config_entry.add_to_hass(hass)
+
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+
+    assert hass.states.get("binary_sensor.node_1_quarantined").state == "on"
+    assert hass.states.get("sensor.test_federation_round").state == "4"
+    assert "restored it from the backup" in caplog.text
+    restored = hass_storage[STORAGE_KEY]["data"]
+    assert restored["nodes"]["node-1"]["trust"]["status"] == "quarantined"
+    # The backup was saved on a clean stop, but it may predate the last messages.
+    assert "clean" not in restored
+
+
+async def test_damaged_state_and_backup(
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    mock_config_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Test the entry fails when both the state file and its backup are damaged."""
+    _put(hass_storage, STORAGE_KEY, {})
+    _put(hass_storage, BACKUP_KEY, {"version": 1})
+    mock_config_entry.add_to_hass(hass)
+
+    await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+
+    assert mock_config_entry.state is ConfigEntryState.SETUP_ERROR
+    assert "and its backup in" in caplog.text
+    assert hass_storage[STORAGE_KEY]["data"] == {}
+
+
+async def test_backup_written(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    hass_storage: dict[str, Any],
+) -> None:
+    """Test the first save and the last one before a stop are copied to the backup."""
+    EdgeNode(hass, "node-1").send_heartbeat()
+    await hass.async_block_till_done()
+    await init_integration.runtime_data.async_save()
+    assert "node-1" in hass_storage[BACKUP_KEY]["data"]["nodes"]
+
+    EdgeNode(hass, "node-2").send_heartbeat()
+    await hass.async_block_till_done()
+    await init_integration.runtime_data.async_save()
+    assert "node-2" not in hass_storage[BACKUP_KEY]["data"]["nodes"]
+
+    assert await hass.config_entries.async_unload(init_integration.entry_id)
+    await hass.async_block_till_done()
+    backup = hass_storage[BACKUP_KEY]["data"]
+    assert "node-2" in backup["nodes"]
+    assert backup["clean"] is True
 
 
 async def test_invalid_federation_key(

@@ -114,14 +114,17 @@ async def test_anomaly_score_unavailable_when_node_silent(
 async def test_rejected_messages_counted(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
-    """Test the federation's rejected messages sensor counts every rejection."""
+    """Test the federation counts every rejection, and the node only its own messages."""
     node = EdgeNode(hass, "node-1")
     node.send_heartbeat()
     node.send_raw(node.topic("heartbeat"), b"not json")
     node.send_raw(node.topic("heartbeat"), b"[]")
+    node.send_state("fridge", anomaly=False, score=0.1)
     await hass.async_block_till_done()
 
-    assert hass.states.get("sensor.test_federation_rejected_messages").state == "2"
+    assert hass.states.get("sensor.test_federation_rejected_messages").state == "3"
     trust = hass.states.get("sensor.node_1_trust")
-    assert trust.attributes["rejected"] == 2
-    assert trust.attributes["last_rejection"] == "malformed: payload is not a JSON object"
+    assert trust.attributes["rejected"] == 1
+    assert trust.attributes["last_rejection"] == (
+        "schema: state for device 'fridge' that no heartbeat announced"
+    )

@@ -7,6 +7,7 @@ from collections.abc import Collection
 
 import numpy as np
 import pytest
+from fltrust_core import federation as federation_module
 from fltrust_core import protocol, security
 from fltrust_core.federation import Federation, FederationEvent
 from fltrust_core.trust import GROWTH_WINDOW, TrustStatus
@@ -116,7 +117,7 @@ def _play_rounds(
         federation.start_round(clock)
         base = (
             federation.model.kinds["temperature"].svm_vector()
-            if federation.model.kinds
+            if "temperature" in federation.model.kinds
             else np.zeros(9)
         )
         for node in nodes:
@@ -127,7 +128,7 @@ def _play_rounds(
             vector = base - 10 * step if attacking else base + step
             _deliver(
                 federation,
-                node.update(round_number, kind_model(vector[:-1], vector[-1]), clock + 1),
+                node.update(federation.round, kind_model(vector[:-1], vector[-1]), clock + 1),
                 clock + 1,
             )
         outcome = federation.close_round(clock + 2)
@@ -269,6 +270,48 @@ def test_key_generation_survives_forget_and_restart(federation: Federation, now:
     assert "node-1" not in restored.nodes
 
 
+def _drop(key: str):
+    return lambda state: state.pop(key)
+
+
+def _set_node_trust(trust: dict):
+    return lambda state: state["nodes"]["attacker"].update(trust=trust)
+
+
+def _drop_status(state: dict) -> None:
+    del state["nodes"]["attacker"]["trust"]["status"]
+
+
+def _shorten_coef(state: dict) -> None:
+    state["model"]["kinds"]["temperature"]["svm"]["coef"] = [0.5]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda state: state.clear(), "unsupported stored state version None"),
+        (lambda state: state.update(version=99), "unsupported stored state version 99"),
+        (lambda state: state.update(round=-3), "invalid stored round -3"),
+        (lambda state: state.update(counter="7"), "invalid stored counter '7'"),
+        (_drop("nodes"), "stored field 'nodes' is missing"),
+        (_drop("replay"), "stored field 'replay' is missing"),
+        (_drop("model"), "stored field 'model' is missing"),
+        (lambda state: state["replay"].update({"node-1": -1}), "replay counter of node-1"),
+        (_set_node_trust({}), "stored trust of node attacker has no status or score"),
+        (_drop_status, "stored trust of node attacker has no status or score"),
+        (_shorten_coef, "invalid stored model: "),
+    ],
+)
+def test_damaged_state_rejected(federation: Federation, now: float, damage, message: str) -> None:
+    _play_rounds(federation, now, rounds=2, attack_rounds=set(), seed=0)
+    stored = json.loads(json.dumps(federation.to_dict()))
+    assert stored["model"]["kinds"]
+    damage(stored)
+
+    with pytest.raises(ValueError, match=message):
+        Federation(federation.settings, stored, now=now)
+
+
 @pytest.mark.parametrize("generation", [0, -1, "1", 1.5, True, None, 10**7])
 def test_invalid_stored_key_generation(federation: Federation, generation: object) -> None:
     stored = json.loads(json.dumps(federation.to_dict()))
@@ -321,6 +364,76 @@ def test_forget_unannounced_device(federation: Federation, now: float) -> None:
     outcome = _deliver(federation, _heartbeat_listing(node, ("hall", "porch"), now + 2), now + 2)
     assert "device_discovered" in _kinds(outcome)
     assert devices["porch"].announced is True
+
+
+def _announce_kinds(node: NodeSimulator, kinds: list[str], now: float) -> tuple[str, bytes]:
+    heartbeat = protocol.Heartbeat(
+        devices=tuple(protocol.DeviceInfo(f"dev-{kind}", kind, kind, ("t",)) for kind in kinds),
+        interval=10.0,
+        samples=100,
+        anomalies=1,
+        peers_known=1,
+        peers_unknown=0,
+        traffic_bytes=5000,
+        model_version=0,
+        software="test",
+    )
+    return node.message("heartbeat", protocol.heartbeat_body(heartbeat), now)
+
+
+def _kinds_update(
+    node: NodeSimulator, round_number: int, kinds: list[str], now: float
+) -> tuple[str, bytes]:
+    body = protocol.update_body(
+        protocol.ModelUpdate(round_number, 0, {kind: kind_model(np.ones(8), 1.0) for kind in kinds})
+    )
+    return node.message("update", body, now)
+
+
+def test_new_kind_at_cap_left_out_uncharged(federation: Federation, now: float) -> None:
+    hog = NodeSimulator("hog")
+    honest = NodeSimulator("honest")
+    junk = [f"junk{i}" for i in range(protocol.MAX_KINDS)]
+    _deliver(federation, _announce_kinds(hog, junk, now), now)
+    _deliver(federation, _announce_kinds(honest, ["junk0", "humidity"], now), now)
+    federation.start_round(now)
+    assert "rejected" not in _kinds(_deliver(federation, _kinds_update(hog, 1, junk, now), now))
+    events = len(federation.nodes["honest"].trust.events)
+
+    outcome = _deliver(federation, _kinds_update(honest, 1, ["junk0", "humidity"], now), now)
+
+    assert outcome.events == [
+        FederationEvent("kinds_left_out", {"node_id": "honest", "round": 1, "kinds": ["humidity"]})
+    ]
+    assert set(federation.updates["honest"].kinds) == {"junk0"}
+    assert len(federation.nodes["honest"].trust.events) == events
+
+
+def test_unaggregated_kind_leaves_model(
+    federation: Federation, now: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(federation_module, "KIND_RETENTION_ROUNDS", 2)
+    federation.model.kinds["old-kind"] = kind_model(np.ones(8), 1.0)
+    federation.kind_rounds["old-kind"] = 0
+    federation.model.kinds["recent-kind"] = kind_model(np.ones(8), 1.0)
+    federation.kind_rounds["recent-kind"] = 1
+
+    _play_rounds(federation, now, rounds=2, attack_rounds=set(), seed=0)
+
+    assert set(federation.model.kinds) == {"temperature", "recent-kind"}
+    assert federation.kind_rounds == {"temperature": 2, "recent-kind": 1}
+    stored = json.loads(json.dumps(federation.to_dict()))
+    assert Federation(federation.settings, stored).kind_rounds == federation.kind_rounds
+
+
+def test_state_without_kind_rounds(federation: Federation, now: float) -> None:
+    _play_rounds(federation, now, rounds=2, attack_rounds=set(), seed=0)
+    stored = json.loads(json.dumps(federation.to_dict()))
+    del stored["kind_rounds"]
+
+    restored = Federation(federation.settings, stored, now=now)
+
+    assert restored.kind_rounds == {"temperature": 2}
 
 
 def test_state_survives_restart(federation: Federation, now: float) -> None:
@@ -483,7 +596,27 @@ def test_envelope_rejections(federation: Federation, now: float, mutate, reason:
     )
     assert outcome.events[0].kind == "rejected"
     assert outcome.events[0].data["reason"] == reason
-    assert federation.nodes["node-1"].rejected == 1
+    assert federation.rejected_total == 1
+    # Anyone can publish such a message on the node's topic, so its record stays as it was.
+    assert federation.nodes["node-1"].rejected == 0
+    assert federation.nodes["node-1"].last_rejection == ""
+
+
+def test_rejection_detail_escaped_and_cut(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    envelope = node.envelope("heartbeat", {}, now)
+    envelope["type"] = "x\n2026-12-05 CRITICAL forged line\n" + "A" * 5000
+
+    outcome = federation.handle_message(
+        protocol.node_topic(PREFIX, "node-1", "heartbeat"), json.dumps(envelope).encode(), now
+    )
+
+    detail = outcome.events[0].data["detail"]
+    assert "\n" not in detail
+    assert "x\\n2026-12-05 CRITICAL forged line\\n" in detail
+    assert len(detail) == security.MAX_DETAIL_CHARS
+    assert detail.endswith("…")
 
 
 def test_signed_nan_update_rejected_and_charged(federation: Federation, now: float) -> None:

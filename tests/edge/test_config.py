@@ -208,6 +208,15 @@ def test_csv_file_not_found(tmp_path):
     assert message == "devices[1].source.path: file not found: /nonexistent/x.csv"
 
 
+def test_csv_path_is_directory(tmp_path):
+    data = base_config(tmp_path)
+    data["devices"][0]["source"]["path"] = str(tmp_path)
+
+    message = load_error(tmp_path, data)
+
+    assert message == f"devices[0].source.path: {tmp_path} is a directory, expected a file"
+
+
 def test_csv_column_not_found(tmp_path):
     data = base_config(tmp_path)
     data["devices"][0]["source"]["value_columns"] = ["temp"]

@@ -64,6 +64,7 @@ def test_csv_replay_skips_invalid_rows(tmp_path, caplog):
         "2024-01-01 00:00:00; 1.5 ;0\n"
         "2024-01-01 00:05:00;n/a;0\n"
         "2024-01-01 00:10:00;nan;0\n"
+        "2024-01-01 00:12:00;1e308;0\n"
         "not a time;2.0;0\n"
         "2024-01-01 00:20:00;2.5\n"
         "\n"
@@ -77,8 +78,8 @@ def test_csv_replay_skips_invalid_rows(tmp_path, caplog):
 
     assert [s.values for s in samples] == [(1.5,), (3.5,)]
     assert [s.label for s in samples] == [0, 1]
-    assert replay.skipped_rows == 4
-    assert "skipped 4 invalid rows" in caplog.text
+    assert replay.skipped_rows == 5
+    assert "skipped 5 invalid rows" in caplog.text
 
 
 def test_csv_replay_without_timestamp_uses_row_number(tmp_path):
@@ -305,6 +306,8 @@ def test_extract_value(payload, path, expected):
         (b'{"a": {"b": null}}', "a.b", "a.b is not a number"),
         (b'{"a": [1]}', "a.3", "no value at 'a.3'"),
         (b'{"t": "Infinity"}', "t", "not finite"),
+        (b"1e200", None, "payload is out of range: 1e\\+200, beyond ±1e\\+15"),
+        (b'{"t": -2e15}', "t", "t is out of range"),
         (b'{"t": {"x": 1}}', "t", "t is not a number: dict"),
         (b'{"t":' * 50_000, "t", "payload nests too deeply"),
         (b"[" * 50_000, None, "payload is not a number"),

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+# Error the plugin reports for a command on an account that does not exist
+# (Mosquitto 2.0's dynamic-security plugin).
+CLIENT_NOT_FOUND = "Client not found"
 RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
 # The placeholder of a username template that stands for the node id.
 NODE_ID_FIELD = "{node_id}"

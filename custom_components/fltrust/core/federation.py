@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,7 @@ from .protocol import (
     model_topic,
     parse_auth,
     parse_heartbeat,
+    parse_model,
     parse_state,
     parse_update,
     parse_uplink_topic,
@@ -72,6 +73,11 @@ _LOGGER = logging.getLogger(__name__)
 CHALLENGE_ROUNDS = 2
 # A node that sent nothing for this many round intervals is not waited for.
 ACTIVE_ROUNDS = 3
+# A kind that no round aggregated for this many rounds leaves the global model and
+# frees its slot among the MAX_KINDS, so that kinds of nodes that left or were
+# quarantined do not keep new kinds out for good. A node that sends it again
+# brings it back.
+KIND_RETENTION_ROUNDS = 30
 STATE_VERSION = 1
 
 
@@ -188,6 +194,21 @@ def _check_state_topic(topic: str, body: dict[str, Any]) -> None:
         )
 
 
+def _stored_count(value: Any, name: str) -> int:
+    """Return a stored count, raising ValueError for anything but an integer of at least 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"invalid stored {name} {value!r}: expected an integer of at least 0")
+    return value
+
+
+def _stored_mapping(stored: dict[str, Any], key: str) -> dict[str, Any]:
+    """Return a stored object field, raising ValueError when it is missing or not an object."""
+    value = stored.get(key)
+    if not isinstance(value, dict):
+        raise ValueError(f"stored field {key!r} is missing or not an object")
+    return value
+
+
 def _key_generation(value: Any) -> int:
     """Return a stored key generation, raising ValueError for anything but a valid one."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -233,7 +254,9 @@ class Federation:
         self._counter = 0
         # Node id -> generation of its current key; nodes not listed use generation 0.
         self.key_generations: dict[str, int] = {}
-        if stored:
+        # Kind -> the last round that aggregated it.
+        self.kind_rounds: dict[str, int] = {}
+        if stored is not None:
             self._restore(stored)
             if not stored.get("clean"):
                 self.replay.not_before = time.time() if now is None else now
@@ -293,14 +316,13 @@ class Federation:
         if self.round_open:
             self.round_rejected += 1
         node = self.nodes.get(node_id)
-        if node is not None:
-            # TODO: count unverified rejections apart, because junk that anyone can
-            # publish on the node's topic now raises the node's own count.
+        # Only a message that verified as the node's own goes on its record. Anyone
+        # who can publish on the node's topic can send one that does not.
+        if node is not None and charge:
             node.rejected += 1
             node.last_rejection = f"{err.reason.value}: {err.detail}"
-            if charge:
-                severity = REJECTION_SEVERITY[err.reason]
-                node.trust.record_event(now, err.reason.value, severity, err.detail)
+            severity = REJECTION_SEVERITY[err.reason]
+            node.trust.record_event(now, err.reason.value, severity, err.detail)
         return Outcome(
             events=[
                 FederationEvent(
@@ -481,14 +503,37 @@ class Federation:
                 RejectReason.SCHEMA,
                 f"update for kinds {', '.join(unannounced)} that none of its devices has",
             )
-        new_kinds = set(update.kinds) - set(self.model.kinds)
-        if len(self.model.kinds) + len(new_kinds) > MAX_KINDS:
-            raise MessageRejected(
-                RejectReason.SCHEMA,
-                f"update would raise the federation's kinds above {MAX_KINDS}",
+        left_out = self._kinds_without_slot(update)
+        if left_out:
+            # The cap is no fault of the sender, so its update counts without them.
+            update = replace(
+                update,
+                kinds={k: m for k, m in update.kinds.items() if k not in left_out},
             )
-        self.updates[node.node_id] = update
-        return Outcome()
+        outcome = Outcome()
+        if left_out:
+            outcome.events.append(
+                FederationEvent(
+                    "kinds_left_out",
+                    {"node_id": node.node_id, "round": update.round, "kinds": left_out},
+                )
+            )
+        if update.kinds:
+            self.updates[node.node_id] = update
+        return outcome
+
+    def _kinds_without_slot(self, update: ModelUpdate) -> list[str]:
+        """Return the new kinds of ``update`` beyond the free places among ``MAX_KINDS``.
+
+        Kinds already in the model, or brought by an update accepted earlier in
+        this round, need no new place.
+        """
+        taken = set(self.model.kinds)
+        for accepted in self.updates.values():
+            taken.update(accepted.kinds)
+        free = MAX_KINDS - len(taken)
+        new_kinds = sorted(set(update.kinds) - taken)
+        return new_kinds[max(free, 0) :]
 
     def _on_auth(self, node: NodeRecord, body: dict[str, Any], now: float) -> Outcome:
         nonce = parse_auth(body)
@@ -772,6 +817,18 @@ class Federation:
                 center_weights=np.array([by_node[n][1] for n in senders]),
                 stats_weights=np.array([by_node[n][2] for n in senders]),
             )
+            self.kind_rounds[kind] = self.round
+        for kind in sorted(self.model.kinds):
+            last = self.kind_rounds.setdefault(kind, self.round)
+            if self.round - last >= KIND_RETENTION_ROUNDS:
+                _LOGGER.info(
+                    "Round %s: kind %s was last aggregated in round %s; it leaves the model",
+                    self.round,
+                    kind,
+                    last,
+                )
+                del self.model.kinds[kind]
+                del self.kind_rounds[kind]
 
     def _status_events(self, node: NodeRecord, change: Any, now: float) -> Outcome:
         outcome = Outcome()
@@ -900,6 +957,7 @@ class Federation:
             "rejected_total": self.rejected_total,
             "replay": dict(self.replay.counters),
             "key_generations": dict(self.key_generations),
+            "kind_rounds": dict(self.kind_rounds),
             "model": self.model.to_json(),
             "nodes": {
                 node_id: {
@@ -928,23 +986,55 @@ class Federation:
         }
 
     def _restore(self, stored: dict[str, Any]) -> None:
-        self.round = int(stored.get("round", 0))
-        self._counter = int(stored.get("counter", 0))
-        self.rejected_total = int(stored.get("rejected_total", 0))
-        self.replay.counters = {str(k): int(v) for k, v in stored.get("replay", {}).items()}
+        """Restore the state that ``to_dict`` returned.
+
+        Every field that each saved state has is required. A damaged or
+        emptied state then fails the restore instead of lifting quarantines
+        and forgetting replay counters without a trace.
+
+        Raises:
+            ValueError: when a required field is missing or invalid.
+        """
+        version = stored.get("version")
+        if version != STATE_VERSION:
+            raise ValueError(
+                f"unsupported stored state version {version!r}, expected {STATE_VERSION}"
+            )
+        self.round = _stored_count(stored.get("round"), "round")
+        self._counter = _stored_count(stored.get("counter"), "counter")
+        self.rejected_total = _stored_count(stored.get("rejected_total", 0), "rejected_total")
+        self.replay.counters = {
+            str(node_id): _stored_count(counter, f"replay counter of {node_id}")
+            for node_id, counter in _stored_mapping(stored, "replay").items()
+        }
         self.key_generations = {
             str(node_id): _key_generation(generation)
             for node_id, generation in stored.get("key_generations", {}).items()
         }
-        if stored.get("model"):
-            model = GlobalModel.from_json(stored["model"])
-            # The configured parameters win over stored ones; a changed shape restarts the model.
-            if model.params == self.settings.params:
-                self.model = model
-            else:
-                self.model = GlobalModel(version=model.version, params=self.settings.params)
-        for node_id, data in stored.get("nodes", {}).items():
-            node = NodeRecord(node_id, NodeTrust.from_dict(data["trust"]))
+        try:
+            model = parse_model(_stored_mapping(stored, "model"))
+        except MessageRejected as err:
+            raise ValueError(f"invalid stored model: {err.detail}") from err
+        # The configured parameters win over stored ones; a changed shape restarts the model.
+        if model.params == self.settings.params:
+            self.model = model
+        else:
+            self.model = GlobalModel(version=model.version, params=self.settings.params)
+        kind_rounds = stored.get("kind_rounds", {})
+        if not isinstance(kind_rounds, dict):
+            raise ValueError("stored field 'kind_rounds' is not an object")
+        # States saved before kinds had rounds count from the model's round.
+        self.kind_rounds = {
+            kind: _stored_count(kind_rounds.get(kind, self.model.round), f"round of kind {kind}")
+            for kind in self.model.kinds
+        }
+        for node_id, data in _stored_mapping(stored, "nodes").items():
+            if not is_valid_id(node_id):
+                raise ValueError(f"invalid stored node id {node_id[:64]!r}")
+            trust = data.get("trust") if isinstance(data, dict) else None
+            if not isinstance(trust, dict) or "status" not in trust or "score" not in trust:
+                raise ValueError(f"stored trust of node {node_id} has no status or score")
+            node = NodeRecord(node_id, NodeTrust.from_dict(trust))
             node.software = data.get("software", "")
             node.model_version = int(data.get("model_version", 0))
             node.rejected = int(data.get("rejected", 0))

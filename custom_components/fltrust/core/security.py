@@ -37,6 +37,8 @@ KEY_BYTES = 32
 # Highest generation of a node key. Nobody replaces a key this often; the
 # bound only keeps a corrupted stored value from being taken as a generation.
 MAX_KEY_GENERATION = 1_000_000
+# Longest detail of a rejection that is logged and stored, in characters.
+MAX_DETAIL_CHARS = 200
 # Clock skew tolerated between a sender and the receiver, in seconds.
 DEFAULT_MAX_SKEW = 300.0
 
@@ -86,11 +88,24 @@ REJECTION_SEVERITY: dict[RejectReason, float] = {
 }
 
 
+def printable_detail(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """Return ``text`` with control characters escaped, cut to ``limit`` characters.
+
+    Details of rejections quote what a sender sent. Escaped, they cannot start
+    a forged line in a log, and cut, they cannot bloat stored state.
+    """
+    escaped = "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+    if len(escaped) <= limit:
+        return escaped
+    return escaped[: limit - 1] + "…"
+
+
 class MessageRejected(Exception):
     """Exception raised when a received message fails a check named by ``reason``."""
 
     def __init__(self, reason: RejectReason, detail: str) -> None:
-        """Store the reason and a human-readable detail."""
+        """Store the reason and a human-readable detail, made safe with ``printable_detail``."""
+        detail = printable_detail(detail)
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
