@@ -182,7 +182,9 @@ def read_small_file(path: Path, what: str) -> bytes:
     except OSError as err:
         raise ConfigError(f"cannot read {what} {path}: {_reason(err)}") from err
     if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes, so not a {what}")
+        raise ConfigError(
+            f"{path}: larger than {MAX_CONFIG_BYTES} bytes, more than any {what} needs"
+        )
     return raw
 
 
@@ -571,6 +573,12 @@ def _parse_csv_source(table: _Table, features: list[str], base_dir: Path) -> Csv
             raise ConfigError(
                 f"{table.key(key)}: column {column!r} not found in {path}, "
                 f"whose header is: {', '.join(header)}"
+            )
+        if column is not None and header.count(column) > 1:
+            # The replay would read the first of them, which may not be the one meant.
+            raise ConfigError(
+                f"{table.key(key)}: column {column!r} appears {header.count(column)} times in "
+                f"the header of {path}; rename the columns so that each name is unique"
             )
     if data_rows == 0:
         raise ConfigError(f"{table.key('path')}: {path} has no data rows after the header")

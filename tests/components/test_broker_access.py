@@ -403,6 +403,31 @@ async def test_create_node_account(
     }
 
 
+async def test_new_account_clears_failed_restore(
+    hass: HomeAssistant,
+    quarantined_node: MockConfigEntry,
+    mqtt_mock: MagicMock,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    """Test a node released without an account loses its failure once it gets one."""
+    [disable] = await _sent(hass, mqtt_mock, 1)
+    _respond(hass, disable)
+    await hass.async_block_till_done(wait_background_tasks=True)
+    await _release_node_1(hass)
+    enable = (await _sent(hass, mqtt_mock, 2))[-1]
+    _respond(hass, enable, error="Client not found")
+    await hass.async_block_till_done(wait_background_tasks=True)
+    assert issue_registry.async_get_issue(DOMAIN, ISSUE_NODE_1) is not None
+
+    await _create_account(hass, mqtt_mock, {"node_id": "node-1"}, [None, None])
+    await hass.async_block_till_done()
+
+    assert issue_registry.async_get_issue(DOMAIN, ISSUE_NODE_1) is None
+    assert "node-1" not in quarantined_node.runtime_data.broker_access.records
+    sensor = hass.states.get("binary_sensor.node_1_quarantined")
+    assert sensor.attributes.get("broker_access") is None
+
+
 async def test_create_node_account_never_takes_over(
     hass: HomeAssistant, quarantined_node: MockConfigEntry, mqtt_mock: MagicMock
 ) -> None:

@@ -217,6 +217,17 @@ def test_csv_path_is_directory(tmp_path):
     assert message == f"devices[0].source.path: {tmp_path} is a directory, expected a file"
 
 
+def test_csv_column_named_twice(tmp_path):
+    data = base_config(tmp_path)
+    path = tmp_path / "twice.csv"
+    path.write_text("timestamp,value,value\n2024-01-01 00:00:00,1.0,2.0\n")
+    data["devices"][0]["source"]["path"] = str(path)
+
+    message = load_error(tmp_path, data)
+
+    assert "column 'value' appears 2 times in the header" in message
+
+
 def test_csv_column_not_found(tmp_path):
     data = base_config(tmp_path)
     data["devices"][0]["source"]["value_columns"] = ["temp"]
