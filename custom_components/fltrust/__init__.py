@@ -14,7 +14,14 @@ from homeassistant.helpers.storage import Store
 from homeassistant.helpers.typing import ConfigType
 
 from .broker_access import BrokerAccessError
-from .const import BACKUP_SUFFIX, CONF_TOPIC_PREFIX, DOMAIN, LOGGER, STORAGE_VERSION
+from .const import (
+    BACKUP_SUFFIX,
+    CONF_TOPIC_PREFIX,
+    DOMAIN,
+    LOGGER,
+    ROUND_SETTINGS,
+    STORAGE_VERSION,
+)
 from .coordinator import (
     FltrustConfigEntry,
     FltrustCoordinator,
@@ -31,6 +38,25 @@ CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Register the fltrust actions."""
     async_setup_services(hass)
+    return True
+
+
+async def async_migrate_entry(hass: HomeAssistant, entry: FltrustConfigEntry) -> bool:
+    """Move the round and trust settings of an entry from its data to its options.
+
+    Entries of version 1.1 kept them in the data and changed them with a
+    reconfigure flow. From 1.2 on the options flow changes them.
+    """
+    if entry.version > 1:
+        # A newer version of the integration wrote this entry.
+        return False
+    if entry.minor_version < 2:
+        settings = {key: entry.data[key] for key in ROUND_SETTINGS if key in entry.data}
+        data = {key: value for key, value in entry.data.items() if key not in ROUND_SETTINGS}
+        hass.config_entries.async_update_entry(
+            entry, data=data, options={**entry.options, **settings}, minor_version=2
+        )
+        LOGGER.debug("%s: moved the round and trust settings to the options", entry.entry_id)
     return True
 
 

@@ -89,13 +89,34 @@ USER_SCHEMA = vol.Schema(
         **ROUND_FIELDS,
     }
 )
-RECONFIGURE_SCHEMA = vol.Schema(ROUND_FIELDS)
-OPTIONS_SCHEMA = vol.Schema(
-    {
-        vol.Required(CONF_BROKER_ACCESS, default=False): BooleanSelector(),
-        vol.Required(CONF_BROKER_USERNAME, default=DEFAULT_USERNAME_TEMPLATE): TextSelector(),
-    }
-)
+BROKER_FIELDS: dict[vol.Marker, Any] = {
+    vol.Required(CONF_BROKER_ACCESS, default=False): BooleanSelector(),
+    vol.Required(CONF_BROKER_USERNAME, default=DEFAULT_USERNAME_TEMPLATE): TextSelector(),
+}
+
+
+OPTION_DEFAULTS: dict[str, Any] = {
+    CONF_ROUND_INTERVAL: DEFAULT_ROUND_INTERVAL,
+    CONF_ROUND_TIMEOUT: DEFAULT_ROUND_TIMEOUT,
+    CONF_MIN_NODES: DEFAULT_MIN_NODES,
+    CONF_REAUTH_THRESHOLD: DEFAULT_REAUTH_THRESHOLD,
+    CONF_QUARANTINE_THRESHOLD: DEFAULT_QUARANTINE_THRESHOLD,
+    CONF_BROKER_ACCESS: False,
+    CONF_BROKER_USERNAME: DEFAULT_USERNAME_TEMPLATE,
+}
+
+
+def _options_schema(options: Mapping[str, Any]) -> vol.Schema:
+    """Return the options form, each field defaulting to its current value.
+
+    A form submitted through the REST API without some fields then keeps their
+    values instead of resetting them to the integration's defaults.
+    """
+    fields: dict[vol.Marker, Any] = {}
+    for marker, selector in {**ROUND_FIELDS, **BROKER_FIELDS}.items():
+        key = str(marker)
+        fields[vol.Required(key, default=options.get(key, OPTION_DEFAULTS[key]))] = selector
+    return vol.Schema(fields)
 
 
 def _round_settings(user_input: Mapping[str, Any]) -> dict[str, Any]:
@@ -155,15 +176,16 @@ def _is_valid_key(key: str) -> bool:
 
 
 class FltrustConfigFlow(ConfigFlow, domain=DOMAIN):
-    """Create a federation, or change its round and trust settings."""
+    """Create a federation: its topic prefix and key in the data, its settings in the options."""
 
     VERSION = 1
+    MINOR_VERSION = 2
 
     @staticmethod
     @callback
     @override
     def async_get_options_flow(config_entry: ConfigEntry) -> FltrustOptionsFlow:
-        """Return the flow that sets how quarantine reaches the broker."""
+        """Return the flow that changes the round, trust and broker access settings."""
         return FltrustOptionsFlow()
 
     @override
@@ -220,47 +242,29 @@ class FltrustConfigFlow(ConfigFlow, domain=DOMAIN):
         placeholders["public_key"] = public_key_hex(derive_coordinator_private_key(parse_key(key)))
         return self.async_create_entry(
             title=title,
-            data={CONF_TOPIC_PREFIX: prefix, CONF_FEDERATION_KEY: key, **settings},
+            data={CONF_TOPIC_PREFIX: prefix, CONF_FEDERATION_KEY: key},
+            options=settings,
             description=description,
             description_placeholders=placeholders,
         )
 
-    async def async_step_reconfigure(
-        self, user_input: dict[str, Any] | None = None
-    ) -> ConfigFlowResult:
-        """Change the round interval and timeout, the quorum and the trust thresholds.
 
-        The topic prefix and the federation key stay: changing either would
-        cut off every edge node that was set up with them.
-        """
-        entry = self._get_reconfigure_entry()
+class FltrustOptionsFlow(OptionsFlowWithReload):
+    """Change the round and trust settings and how quarantine reaches the broker.
+
+    The topic prefix and the federation key stay: changing either would cut
+    off every edge node that was set up with them.
+    """
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for the round and trust settings, and whether to manage node accounts."""
         errors: dict[str, str] = {}
         if user_input is not None:
             errors = _number_errors(user_input)
+            settings: dict[str, Any] = {}
             if not errors:
                 settings = _round_settings(user_input)
                 errors = _round_errors(settings)
-            if not errors:
-                return self.async_update_reload_and_abort(entry, data_updates=settings)
-
-        return self.async_show_form(
-            step_id="reconfigure",
-            data_schema=self.add_suggested_values_to_schema(
-                RECONFIGURE_SCHEMA,  # type: ignore[arg-type]  # HA loads probatio as voluptuous
-                user_input or entry.data,
-            ),
-            errors=errors,
-            description_placeholders={"topic_prefix": entry.data[CONF_TOPIC_PREFIX]},
-        )
-
-
-class FltrustOptionsFlow(OptionsFlowWithReload):
-    """Turn on cutting quarantined nodes' broker access, and name their broker accounts."""
-
-    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Ask whether to manage node accounts and how they are named."""
-        errors: dict[str, str] = {}
-        if user_input is not None:
             template = user_input[CONF_BROKER_USERNAME].strip()
             try:
                 validate_username_template(template)
@@ -273,6 +277,7 @@ class FltrustOptionsFlow(OptionsFlowWithReload):
             if not errors:
                 return self.async_create_entry(
                     data={
+                        **settings,
                         CONF_BROKER_ACCESS: bool(user_input[CONF_BROKER_ACCESS]),
                         CONF_BROKER_USERNAME: template,
                     }
@@ -281,12 +286,15 @@ class FltrustOptionsFlow(OptionsFlowWithReload):
         return self.async_show_form(
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(
-                OPTIONS_SCHEMA,  # type: ignore[arg-type]  # HA loads probatio as voluptuous
+                _options_schema(self.config_entry.options),  # type: ignore[arg-type]  # HA loads probatio as voluptuous
                 user_input or self.config_entry.options,
             ),
             errors=errors,
-            # The texts show the pattern's placeholder itself.
-            description_placeholders={"node_id": NODE_ID_FIELD},
+            description_placeholders={
+                # The texts show the pattern's placeholder itself.
+                "node_id": NODE_ID_FIELD,
+                "topic_prefix": self.config_entry.data[CONF_TOPIC_PREFIX],
+            },
         )
 
     def _template_in_use(self, template: str) -> bool:

@@ -17,6 +17,15 @@ CONF_REAUTH_THRESHOLD: Final = "reauth_threshold"
 CONF_QUARANTINE_THRESHOLD: Final = "quarantine_threshold"
 CONF_BROKER_ACCESS: Final = "broker_access"
 CONF_BROKER_USERNAME: Final = "broker_username"
+# Settings kept in a config entry's options. They can change while the edge nodes
+# run; the topic prefix and the federation key in its data cannot.
+ROUND_SETTINGS: Final = (
+    CONF_ROUND_INTERVAL,
+    CONF_ROUND_TIMEOUT,
+    CONF_MIN_NODES,
+    CONF_REAUTH_THRESHOLD,
+    CONF_QUARANTINE_THRESHOLD,
+)
 CONF_NODE_ID: Final = "node_id"
 CONF_CONFIG_ENTRY_ID: Final = "config_entry_id"
 

@@ -120,15 +120,16 @@ def settings_from_entry(entry: ConfigEntry) -> FederationSettings:
         ValueError: when the stored federation key is not 64 hexadecimal characters.
     """
     data = entry.data
+    options = entry.options
     return FederationSettings(
         prefix=data[CONF_TOPIC_PREFIX],
         federation_key=parse_key(data[CONF_FEDERATION_KEY], "federation key"),
-        round_interval=float(data[CONF_ROUND_INTERVAL]),
-        round_timeout=float(data[CONF_ROUND_TIMEOUT]),
-        min_nodes=int(data[CONF_MIN_NODES]),
+        round_interval=float(options[CONF_ROUND_INTERVAL]),
+        round_timeout=float(options[CONF_ROUND_TIMEOUT]),
+        min_nodes=int(options[CONF_MIN_NODES]),
         trust=TrustConfig(
-            reauth_threshold=float(data[CONF_REAUTH_THRESHOLD]),
-            quarantine_threshold=float(data[CONF_QUARANTINE_THRESHOLD]),
+            reauth_threshold=float(options[CONF_REAUTH_THRESHOLD]),
+            quarantine_threshold=float(options[CONF_QUARANTINE_THRESHOLD]),
         ),
     )
 

@@ -75,10 +75,14 @@ def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
 
 @pytest.fixture
 def entry_data() -> dict[str, Any]:
-    """Return the data of the test federation's config entry."""
+    """Return the data of the test federation's config entry: what identifies it."""
+    return {CONF_TOPIC_PREFIX: PREFIX, CONF_FEDERATION_KEY: FEDERATION_KEY}
+
+
+@pytest.fixture
+def entry_options() -> dict[str, Any]:
+    """Return the options of the test federation's config entry: its round and trust settings."""
     return {
-        CONF_TOPIC_PREFIX: PREFIX,
-        CONF_FEDERATION_KEY: FEDERATION_KEY,
         CONF_ROUND_INTERVAL: ROUND_INTERVAL,
         CONF_ROUND_TIMEOUT: ROUND_TIMEOUT,
         CONF_MIN_NODES: 2,
@@ -88,7 +92,7 @@ def entry_data() -> dict[str, Any]:
 
 
 @pytest.fixture
-def mock_config_entry(entry_data: dict[str, Any]) -> MockConfigEntry:
+def mock_config_entry(entry_data: dict[str, Any], entry_options: dict[str, Any]) -> MockConfigEntry:
     """Return the config entry of the test federation, not yet added to Home Assistant."""
     return MockConfigEntry(
         domain=DOMAIN,
@@ -96,6 +100,9 @@ def mock_config_entry(entry_data: dict[str, Any]) -> MockConfigEntry:
         unique_id=PREFIX,
         entry_id=ENTRY_ID,
         data=entry_data,
+        options=entry_options,
+        version=1,
+        minor_version=2,
     )
 
 
@@ -341,6 +348,6 @@ async def set_up_with_quarantined_node(
     store_federation(hass_storage, entry, federation)
     entry.add_to_hass(hass)
     if options is not None:
-        hass.config_entries.async_update_entry(entry, options=options)
+        hass.config_entries.async_update_entry(entry, options={**entry.options, **options})
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()

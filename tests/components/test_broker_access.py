@@ -295,7 +295,9 @@ async def test_quarantine_in_a_round_cuts_access(
 ) -> None:
     """Test a node that a round quarantines loses its account, and only that node."""
     mock_config_entry.add_to_hass(hass)
-    hass.config_entries.async_update_entry(mock_config_entry, options=options)
+    hass.config_entries.async_update_entry(
+        mock_config_entry, options={**mock_config_entry.options, **options}
+    )
     assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
     await hass.async_block_till_done()
     quarantined = async_capture_events(hass, EVENT_QUARANTINED)
@@ -541,7 +543,9 @@ async def test_late_failure_does_not_hide_release(
     assert issue_registry.async_get_issue(DOMAIN, ISSUE_NODE_1) is None
 
 
-async def test_options_flow(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+async def test_options_flow(
+    hass: HomeAssistant, init_integration: MockConfigEntry, entry_options: dict[str, Any]
+) -> None:
     """Test the options flow checks the username pattern, saves it and reloads the entry."""
     result = await hass.config_entries.options.async_init(init_integration.entry_id)
     assert result["type"] is FlowResultType.FORM
@@ -560,7 +564,9 @@ async def test_options_flow(hass: HomeAssistant, init_integration: MockConfigEnt
     await hass.async_block_till_done()
 
     assert result["type"] is FlowResultType.CREATE_ENTRY
+    # Round settings left out of the form keep their values.
     assert init_integration.options == {
+        **entry_options,
         CONF_BROKER_ACCESS: True,
         CONF_BROKER_USERNAME: "node-{node_id}",
     }
@@ -578,7 +584,12 @@ async def test_options_flow_rejects_shared_pattern(
         title="Other federation",
         unique_id="other/prefix",
         data=init_integration.data,
-        options={CONF_BROKER_ACCESS: True, CONF_BROKER_USERNAME: "fltrust-{node_id}"},
+        options={
+            **init_integration.options,
+            CONF_BROKER_ACCESS: True,
+            CONF_BROKER_USERNAME: "fltrust-{node_id}",
+        },
+        minor_version=2,
     )
     other.add_to_hass(hass)
     result = await hass.config_entries.options.async_init(init_integration.entry_id)

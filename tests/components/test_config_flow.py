@@ -14,6 +14,8 @@ from homeassistant.data_entry_flow import FlowResultType, InvalidData
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.fltrust.const import (
+    CONF_BROKER_ACCESS,
+    CONF_BROKER_USERNAME,
     CONF_FEDERATION_KEY,
     CONF_MIN_NODES,
     CONF_QUARANTINE_THRESHOLD,
@@ -67,12 +69,15 @@ async def test_user_flow_creates_entry(hass: HomeAssistant, mock_setup_entry: As
     assert result["data"] == {
         CONF_TOPIC_PREFIX: "home/fltrust",
         CONF_FEDERATION_KEY: FEDERATION_KEY,
+    }
+    assert result["options"] == {
         CONF_ROUND_INTERVAL: 120,
         CONF_ROUND_TIMEOUT: 45,
         CONF_MIN_NODES: 3,
         CONF_REAUTH_THRESHOLD: 65.0,
         CONF_QUARANTINE_THRESHOLD: 25.0,
     }
+    assert result["result"].minor_version == 2
     expected_public_key = security.public_key_hex(
         security.derive_coordinator_private_key(bytes.fromhex(FEDERATION_KEY))
     )
@@ -130,10 +135,8 @@ async def test_user_flow_defaults(hass: HomeAssistant) -> None:
 
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["title"] == "fltrust"
-    data = dict(result["data"])
-    data.pop(CONF_FEDERATION_KEY)
-    assert data == {
-        CONF_TOPIC_PREFIX: "fltrust",
+    assert result["data"][CONF_TOPIC_PREFIX] == "fltrust"
+    assert result["options"] == {
         CONF_ROUND_INTERVAL: 60,
         CONF_ROUND_TIMEOUT: 30,
         CONF_MIN_NODES: 2,
@@ -263,17 +266,18 @@ async def test_user_flow_already_configured(hass: HomeAssistant) -> None:
 
 
 @pytest.mark.usefixtures("mock_setup_entry")
-async def test_reconfigure(
+async def test_options_change_settings(
     hass: HomeAssistant, mqtt_mock: MagicMock, mock_config_entry: MockConfigEntry
 ) -> None:
-    """Test reconfiguring changes rounds and thresholds but not the prefix or the key."""
+    """Test the options change rounds and thresholds but not the prefix or the key."""
     mock_config_entry.add_to_hass(hass)
-    result = await mock_config_entry.start_reconfigure_flow(hass)
+    result = await hass.config_entries.options.async_init(mock_config_entry.entry_id)
     assert result["type"] is FlowResultType.FORM
-    assert result["step_id"] == "reconfigure"
-    assert result["description_placeholders"] == {"topic_prefix": PREFIX}
+    assert result["step_id"] == "init"
+    assert result["description_placeholders"]["topic_prefix"] == PREFIX
+    broker = {CONF_BROKER_ACCESS: False, CONF_BROKER_USERNAME: "fltrust-{node_id}"}
 
-    result = await hass.config_entries.flow.async_configure(
+    result = await hass.config_entries.options.async_configure(
         result["flow_id"],
         {
             CONF_ROUND_INTERVAL: 300,
@@ -281,6 +285,7 @@ async def test_reconfigure(
             CONF_MIN_NODES: 4,
             CONF_REAUTH_THRESHOLD: 70,
             CONF_QUARANTINE_THRESHOLD: 75,
+            **broker,
         },
     )
     assert result["type"] is FlowResultType.FORM
@@ -289,7 +294,7 @@ async def test_reconfigure(
         CONF_QUARANTINE_THRESHOLD: "quarantine_not_below_reauth",
     }
 
-    result = await hass.config_entries.flow.async_configure(
+    result = await hass.config_entries.options.async_configure(
         result["flow_id"],
         {
             CONF_ROUND_INTERVAL: 300,
@@ -297,16 +302,45 @@ async def test_reconfigure(
             CONF_MIN_NODES: 4,
             CONF_REAUTH_THRESHOLD: 70,
             CONF_QUARANTINE_THRESHOLD: 35,
+            **broker,
         },
     )
-    assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "reconfigure_successful"
+    assert result["type"] is FlowResultType.CREATE_ENTRY
     assert dict(mock_config_entry.data) == {
         CONF_TOPIC_PREFIX: PREFIX,
         CONF_FEDERATION_KEY: FEDERATION_KEY,
+    }
+    assert dict(mock_config_entry.options) == {
         CONF_ROUND_INTERVAL: 300,
         CONF_ROUND_TIMEOUT: 120,
         CONF_MIN_NODES: 4,
         CONF_REAUTH_THRESHOLD: 70.0,
         CONF_QUARANTINE_THRESHOLD: 35.0,
+        **broker,
     }
+
+
+async def test_migrate_settings_to_options(
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    entry_data: dict[str, Any],
+    entry_options: dict[str, Any],
+) -> None:
+    """Test an entry of version 1.1 gets its settings moved from the data to the options."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        unique_id=PREFIX,
+        data={**entry_data, **entry_options},
+        options={CONF_BROKER_ACCESS: False},
+        version=1,
+        minor_version=1,
+    )
+    entry.add_to_hass(hass)
+
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+
+    assert entry.minor_version == 2
+    assert dict(entry.data) == entry_data
+    assert dict(entry.options) == {**entry_options, CONF_BROKER_ACCESS: False}
+    assert entry.runtime_data.settings.round_interval == entry_options[CONF_ROUND_INTERVAL]

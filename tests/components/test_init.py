@@ -341,14 +341,23 @@ async def test_backup_written(
 
 
 async def test_invalid_federation_key(
-    hass: HomeAssistant, mqtt_mock: MagicMock, entry_data: dict[str, Any]
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    entry_data: dict[str, Any],
+    entry_options: dict[str, Any],
 ) -> None:
     """Test an entry whose key is not 64 hexadecimal characters fails to set up."""
-    entry = MockConfigEntry(domain=DOMAIN, data={**entry_data, "federation_key": "abc"})
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data={**entry_data, "federation_key": "abc"},
+        options=entry_options,
+        minor_version=2,
+    )
     entry.add_to_hass(hass)
     await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.SETUP_ERROR
+    assert entry.error_reason_translation_key == "invalid_federation_key"
 
 
 async def test_devices_registered(

@@ -36,7 +36,6 @@ def test_flow_errors_and_aborts_translated() -> None:
     assert set(config["abort"]) == {
         "already_configured",
         "mqtt_not_configured",
-        "reconfigure_successful",
     }
     assert set(config["create_entry"]) == {"default", "generated_key"}
 
