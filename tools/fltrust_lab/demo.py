@@ -257,6 +257,22 @@ class Demo:
         _say("broker: accounts disabled: " + (", ".join(locked) if locked else "none"))
         return disabled
 
+    async def _report_repair_issues(self) -> list[dict[str, Any]]:
+        """Print and return the fltrust issues that Home Assistant's Repairs page lists."""
+        assert self.websocket is not None
+        issues = [
+            {
+                "issue_id": issue["issue_id"],
+                "translation_key": issue.get("translation_key"),
+                "node_id": (issue.get("translation_placeholders") or {}).get("node_id"),
+                "is_fixable": issue.get("is_fixable"),
+            }
+            for issue in await self.websocket.repair_issues("fltrust")
+        ]
+        listed = ", ".join(f"{i['translation_key']} ({i['node_id']})" for i in issues)
+        _say("Home Assistant repairs: " + (listed or "none"))
+        return issues
+
     async def _refresh_registry(self) -> None:
         assert self.websocket is not None
         registry = await self.websocket.entity_registry("fltrust")
@@ -352,6 +368,7 @@ class Demo:
             wall_seconds=time.monotonic() - self.started,
         )
         summary["broker_accounts_disabled"] = await self._report_broker_access()
+        summary["repair_issues"] = await self._report_repair_issues()
         self.options.summary_path.write_text(json.dumps(summary, indent=2) + "\n")
         _say(format_summary(summary))
         _say(f"\nsummary written to {self.options.summary_path}")
