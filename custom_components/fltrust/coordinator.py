@@ -445,6 +445,7 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
 
         Raises:
             ValueError: when ``node_id`` is invalid or has no key generation left.
+            KeyError: when the federation never verified a message of the node.
         """
         async with self._lock:
             outcome = await self.hass.async_add_executor_job(

@@ -130,6 +130,12 @@ async def _async_replace_node_key(call: ServiceCall) -> ServiceResponse:
     node_id = _valid_node_id(call.data[CONF_NODE_ID])
     try:
         node_key, generation = await coordinator.async_replace_node_key(node_id)
+    except KeyError as err:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="node_not_found",
+            translation_placeholders={"node_id": node_id, "title": coordinator.config_entry.title},
+        ) from err
     except ValueError as err:
         raise ServiceValidationError(
             translation_domain=DOMAIN,

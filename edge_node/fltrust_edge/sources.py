@@ -275,7 +275,14 @@ def _to_number(value: Any, where: str) -> float:
             raise ValueError(f"{where} is not a number: {value[:40]!r}") from err
     if not isinstance(value, int | float):
         raise ValueError(f"{where} is not a number: {type(value).__name__}")
-    return _check_reading(float(value), where)
+    try:
+        number = float(value)
+    except OverflowError as err:
+        # A JSON integer with hundreds of digits does not fit a float.
+        raise ValueError(
+            f"{where} is out of range: an integer of {len(str(value))} digits"
+        ) from err
+    return _check_reading(number, where)
 
 
 class MqttSensor:

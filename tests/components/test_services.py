@@ -217,10 +217,34 @@ async def test_replace_node_key(
     assert hass.states.get("sensor.test_federation_rejected_messages").state == "1"
 
 
+async def test_replace_unknown_node_key(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """Test a node id that never sent a verified message is rejected, not taken as replaced."""
+    with pytest.raises(ServiceValidationError) as err:
+        await _call(
+            hass,
+            "replace_node_key",
+            {"config_entry_id": ENTRY_ID, "node_id": "kitchen-pl"},
+            return_response=True,
+        )
+
+    assert err.value.translation_key == "node_not_found"
+    response = await _call(
+        hass,
+        "issue_node_key",
+        {"config_entry_id": ENTRY_ID, "node_id": "kitchen-pl"},
+        return_response=True,
+    )
+    assert response["key_generation"] == 0
+
+
 async def test_replace_node_key_survives_reload(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
     """Test the key generation is kept over an unload and a new set-up."""
+    EdgeNode(hass, "kitchen-pi").send_heartbeat()
+    await hass.async_block_till_done()
     data = {"config_entry_id": ENTRY_ID, "node_id": "kitchen-pi"}
     await _call(hass, "replace_node_key", data, return_response=True)
     await _call(hass, "replace_node_key", data, return_response=True)

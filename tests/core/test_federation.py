@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -257,14 +258,16 @@ def test_replace_node_key_invalid_id(federation: Federation, node_id: str) -> No
 def test_key_generation_survives_forget_and_restart(federation: Federation, now: float) -> None:
     node = NodeSimulator("node-1")
     _join(federation, [node], now)
-    federation.replace_node_key("node-1")
-    federation.replace_node_key("unknown-node")
+    with pytest.raises(KeyError):
+        federation.replace_node_key("never-seen")
     federation.forget_node("node-1")
+    # A retired node's messages verified once, so its key can still be replaced.
+    federation.replace_node_key("node-1")
     stored = json.loads(json.dumps(federation.to_dict()))
 
     restored = Federation(federation.settings, stored, now=now)
 
-    assert restored.key_generations == {"node-1": 1, "unknown-node": 1}
+    assert restored.key_generations == {"node-1": 1}
     outcome = _deliver(restored, node.heartbeat(now + 1), now + 1)
     assert outcome.events[0].data["reason"] == "revoked_key"
     assert "node-1" not in restored.nodes
@@ -424,6 +427,28 @@ def test_unaggregated_kind_leaves_model(
     assert federation.kind_rounds == {"temperature": 2, "recent-kind": 1}
     stored = json.loads(json.dumps(federation.to_dict()))
     assert Federation(federation.settings, stored).kind_rounds == federation.kind_rounds
+
+
+def test_kind_expires_without_quorum(
+    federation: Federation, now: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(federation_module, "KIND_RETENTION_ROUNDS", 2)
+    _play_rounds(federation, now, rounds=2, attack_rounds=set(), seed=0)
+    version = federation.model.version
+    # No round from now on reaches its quorum.
+    federation.settings = replace(federation.settings, min_nodes=100)
+    clock = now + 30
+
+    federation.start_round(clock)
+    outcome = federation.close_round(clock + 1)
+    assert "temperature" in federation.model.kinds
+    assert not [p for p in outcome.publishes if p.topic == protocol.model_topic(PREFIX)]
+    federation.start_round(clock + 10)
+    outcome = federation.close_round(clock + 11)
+
+    assert federation.model.kinds == {}
+    assert federation.model.version == version + 1
+    assert _published_model(outcome)["kinds"] == {}
 
 
 def test_state_without_kind_rounds(federation: Federation, now: float) -> None:

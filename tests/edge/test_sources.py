@@ -308,6 +308,7 @@ def test_extract_value(payload, path, expected):
         (b'{"t": "Infinity"}', "t", "not finite"),
         (b"1e200", None, "payload is out of range: 1e\\+200, beyond ±1e\\+15"),
         (b'{"t": -2e15}', "t", "t is out of range"),
+        (b'{"t": 1' + b"0" * 400 + b"}", "t", "t is out of range: an integer of 401 digits"),
         (b'{"t": {"x": 1}}', "t", "t is not a number: dict"),
         (b'{"t":' * 50_000, "t", "payload nests too deeply"),
         (b"[" * 50_000, None, "payload is not a number"),

@@ -647,18 +647,23 @@ class Federation:
         aggregated = len(contributors) >= self.settings.min_nodes
         if aggregated:
             self._aggregate(updates, kind_weights)
-            self.model.version += 1
-            self.model.round = self.round
-            # Unrounded, so that anyone can recompute the aggregate from the updates.
-            self.model.contributors = dict(sorted(contributors.items()))
-            outcome.publishes.append(self.model_message(now))
         else:
             _LOGGER.info(
-                "Round %s closed with %s usable updates, fewer than the quorum of %s; model kept",
+                "%s: round %s closed with %s usable updates, fewer than the quorum of %s; "
+                "no kind's model changes",
+                self.settings.prefix,
                 self.round,
                 len(contributors),
                 self.settings.min_nodes,
             )
+        # Also without a quorum, so that the places of kinds nobody sends come free.
+        expired = self._expire_kinds()
+        if aggregated or expired:
+            self.model.version += 1
+            self.model.round = self.round
+            # Unrounded, so that anyone can recompute the aggregate from the updates.
+            self.model.contributors = dict(sorted(contributors.items())) if aggregated else {}
+            outcome.publishes.append(self.model_message(now))
         dropped = sorted(set(self.updates) - set(contributors))
         reasons = {
             node_id: self._drop_reason(node_id, weights.get(node_id, 0.0)) for node_id in dropped
@@ -803,7 +808,8 @@ class Federation:
             senders = sorted(n for n, kind_weight in by_node.items() if max(kind_weight) > 0)
             if not any(by_node[n][0] > 0 for n in senders):
                 _LOGGER.info(
-                    "Round %s: every update of kind %s weighs nothing; its model is kept",
+                    "%s: round %s: every update of kind %s weighs nothing; its model is kept",
+                    self.settings.prefix,
                     self.round,
                     kind,
                 )
@@ -818,17 +824,27 @@ class Federation:
                 stats_weights=np.array([by_node[n][2] for n in senders]),
             )
             self.kind_rounds[kind] = self.round
+
+    def _expire_kinds(self) -> bool:
+        """Remove the kinds that no round aggregated for ``KIND_RETENTION_ROUNDS`` rounds.
+
+        Returns whether any kind left the model.
+        """
+        expired = False
         for kind in sorted(self.model.kinds):
             last = self.kind_rounds.setdefault(kind, self.round)
             if self.round - last >= KIND_RETENTION_ROUNDS:
                 _LOGGER.info(
-                    "Round %s: kind %s was last aggregated in round %s; it leaves the model",
+                    "%s: round %s: kind %s was last aggregated in round %s; it leaves the model",
+                    self.settings.prefix,
                     self.round,
                     kind,
                     last,
                 )
                 del self.model.kinds[kind]
                 del self.kind_rounds[kind]
+                expired = True
+        return expired
 
     def _status_events(self, node: NodeRecord, change: Any, now: float) -> Outcome:
         outcome = Outcome()
@@ -888,9 +904,17 @@ class Federation:
         Raises:
             ValueError: when ``node_id`` is not a valid node id, or the node has
                 reached ``MAX_KEY_GENERATION``.
+            KeyError: when no message of the node ever verified, so that a
+                mistyped id is not taken for a revoked key.
         """
         if not is_valid_id(node_id):
             raise ValueError(f"invalid node id {node_id[:64]!r}")
+        if not (
+            node_id in self.nodes
+            or node_id in self.replay.counters
+            or node_id in self.key_generations
+        ):
+            raise KeyError(node_id)
         generation = self.key_generations.get(node_id, 0) + 1
         if generation > MAX_KEY_GENERATION:
             raise ValueError(f"node {node_id} has reached the last key generation")
