@@ -120,11 +120,21 @@ async def async_remove_config_entry_device(
 async def _async_remove_watched_device(
     entry: FltrustConfigEntry, device_entry: dr.DeviceEntry
 ) -> bool:
-    """Forget a watched device that its node no longer announces. Return False for other devices."""
+    """Forget a watched device that its node no longer announces, or a device nobody owns.
+
+    Return False for the federation's device and for devices of other integrations.
+    """
     coordinator = entry.runtime_data
     watched = coordinator.devices.watched_device_for(device_entry)
     if watched is None:
-        return False
+        # A device of a node or device that the federation no longer knows, as after
+        # a start over, can go. The federation's own device stays.
+        own = {key for domain, key in device_entry.identifiers if domain == DOMAIN}
+        return (
+            bool(own)
+            and entry.entry_id not in own
+            and all(key.startswith(f"{entry.entry_id}_") for key in own)
+        )
     node_id, device_id = watched
     try:
         await coordinator.async_forget_device(node_id, device_id)

@@ -26,6 +26,12 @@ ROUND_SETTINGS: Final = (
     CONF_REAUTH_THRESHOLD,
     CONF_QUARANTINE_THRESHOLD,
 )
+# Entry data the coordinator writes: whether the federation saved its state
+# once, whether a person chose to start over without it, and the generation
+# of each replaced node key.
+CONF_STATE_SAVED: Final = "state_saved"
+CONF_START_OVER: Final = "start_over"
+CONF_KEY_GENERATIONS: Final = "key_generations"
 CONF_NODE_ID: Final = "node_id"
 CONF_CONFIG_ENTRY_ID: Final = "config_entry_id"
 

@@ -37,11 +37,14 @@ from .const import (
     CONF_BROKER_ACCESS,
     CONF_BROKER_USERNAME,
     CONF_FEDERATION_KEY,
+    CONF_KEY_GENERATIONS,
     CONF_MIN_NODES,
     CONF_QUARANTINE_THRESHOLD,
     CONF_REAUTH_THRESHOLD,
     CONF_ROUND_INTERVAL,
     CONF_ROUND_TIMEOUT,
+    CONF_START_OVER,
+    CONF_STATE_SAVED,
     CONF_TOPIC_PREFIX,
     DOMAIN,
     EVENT_QUARANTINED,
@@ -86,11 +89,17 @@ BUS_EVENTS = {
 
 
 ISSUE_NODE_QUARANTINED = "node_quarantined"
+ISSUE_STATE_UNUSABLE = "stored_state_unusable"
 
 
 def quarantine_issue_id(entry_id: str, node_id: str) -> str:
     """Return the id of the repair issue of a quarantined node."""
     return f"{ISSUE_NODE_QUARANTINED}_{entry_id}_{node_id}"
+
+
+def state_issue_id(entry_id: str) -> str:
+    """Return the id of the repair issue of a federation whose stored state is unusable."""
+    return f"{ISSUE_STATE_UNUSABLE}_{entry_id}"
 
 
 class NodeNotQuarantinedError(Exception):
@@ -210,84 +219,121 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
 
         When the main file is missing or invalid but its backup is valid, the
         backup is used. Starting empty would silently lift quarantines and
-        forget replay counters.
+        forget replay counters, so it happens only for a new entry, or after a
+        person chose to start over in the repair issue raised here.
 
         Raises:
-            ConfigEntryError: when the main file is invalid and no valid backup exists.
+            ConfigEntryError: when the entry saved its state before, and neither
+                the main file nor the backup contains a valid state.
+        """
+        entry = self.config_entry
+        if entry.data.get(CONF_START_OVER):
+            LOGGER.warning(
+                "%s: starting over with an empty federation state, as requested in the repair "
+                "issue; the stored state in %s is replaced",
+                entry.entry_id,
+                self._store.path,
+            )
+            self._federation = await self._async_restore(None)
+            await self.async_save()
+        else:
+            self._federation = await self._async_load_state()
+        ir.async_delete_issue(self.hass, DOMAIN, state_issue_id(entry.entry_id))
+        self.devices.async_register_federation()
+
+    async def _async_load_state(self) -> Federation:
+        """Return the engine restored from the main file, or else from the backup.
+
+        Home Assistant sets a file that is not valid JSON aside and loads nothing
+        from it, so a missing file and a damaged one look the same here.
+
+        Raises:
+            ConfigEntryError: when no valid state is found for an entry that saved one.
         """
         entry_id = self.config_entry.entry_id
         stored = await self._store.async_load()
         error: Exception | None = None
-        try:
-            self._federation = await self._async_restore(stored)
-        except (AttributeError, KeyError, TypeError, ValueError) as err:
-            error = err
-        if stored is None or error is not None:
-            backup = await self._backup_store.async_load()
-            if backup is not None:
-                self._federation = await self._async_restore_backup(backup, error)
-                error = None
-        if error is not None:
-            LOGGER.error(
-                "%s: stored federation state in %s is invalid and has no valid backup: %s",
-                entry_id,
-                self._store.path,
-                error,
-            )
-            raise ConfigEntryError(
-                translation_domain=DOMAIN,
-                translation_key="invalid_stored_state",
-                translation_placeholders={"path": self._store.path},
-            ) from error
-        if stored and stored.get("clean"):
-            # A crash before the next save must not leave the mark behind.
-            await self.async_save()
-        self.devices.async_register_federation()
+        if stored is not None:
+            try:
+                federation = await self._async_restore(stored)
+            except (AttributeError, KeyError, TypeError, ValueError) as err:
+                error = err
+            else:
+                if stored.get("clean"):
+                    # A crash before the next save must not leave the mark behind.
+                    self._federation = federation
+                    await self.async_save()
+                return federation
 
-    async def _async_restore(self, stored: dict[str, Any] | None) -> Federation:
-        return await self.hass.async_add_executor_job(
-            Federation, self.settings, stored, self._now()
-        )
+        backup = await self._backup_store.async_load()
+        problem = "missing or not valid JSON" if error is None else f"invalid ({error})"
+        if backup is not None:
+            # The backup may be older than the last messages accepted, so it must not
+            # count as a clean stop: messages sent before this start are rejected.
+            backup.pop("clean", None)
+            try:
+                federation = await self._async_restore(backup)
+            except (AttributeError, KeyError, TypeError, ValueError) as err:
+                problem += f", and its backup in {self._backup_store.path} is invalid ({err})"
+            else:
+                LOGGER.error(
+                    "%s: stored federation state in %s is %s; restored it from the backup in "
+                    "%s, which lacks what changed in the last minutes before it was lost",
+                    entry_id,
+                    self._store.path,
+                    problem,
+                    self._backup_store.path,
+                )
+                self._federation = federation
+                await self.async_save()
+                return federation
+        elif error is not None or self.config_entry.data.get(CONF_STATE_SAVED):
+            problem += ", and it has no backup"
 
-    async def _async_restore_backup(
-        self, backup: dict[str, Any], error: Exception | None
-    ) -> Federation:
-        """Restore the backup of the state and save it as the main file.
-
-        Raises:
-            ConfigEntryError: when the backup is invalid too.
-        """
-        entry_id = self.config_entry.entry_id
-        problem = "missing" if error is None else f"invalid ({error})"
-        # The backup may be older than the last messages accepted, so it must not
-        # count as a clean stop: messages sent before this start are rejected.
-        backup.pop("clean", None)
-        try:
-            federation = await self._async_restore(backup)
-        except (AttributeError, KeyError, TypeError, ValueError) as err:
-            LOGGER.error(
-                "%s: stored federation state in %s is %s, and its backup in %s is invalid: %s",
-                entry_id,
-                self._store.path,
-                problem,
-                self._backup_store.path,
-                err,
-            )
-            raise ConfigEntryError(
-                translation_domain=DOMAIN,
-                translation_key="invalid_stored_state",
-                translation_placeholders={"path": self._store.path},
-            ) from err
+        if error is None and backup is None and not self.config_entry.data.get(CONF_STATE_SAVED):
+            # A new entry: nothing was ever saved.
+            return await self._async_restore(None)
         LOGGER.error(
-            "%s: stored federation state in %s is %s; restored it from the backup in %s, "
-            "which lacks what changed in the last few minutes before it was lost",
+            "%s: stored federation state in %s is %s. The federation does not start, so that "
+            "no quarantine is lifted; see the repair issue",
             entry_id,
             self._store.path,
             problem,
-            self._backup_store.path,
         )
-        self._federation = federation
-        await self.async_save()
+        self._async_create_state_issue()
+        raise ConfigEntryError(
+            translation_domain=DOMAIN,
+            translation_key="invalid_stored_state",
+            translation_placeholders={"path": self._store.path},
+        )
+
+    @callback
+    def _async_create_state_issue(self) -> None:
+        """Raise the repair issue through which a person restores the state or starts over."""
+        entry = self.config_entry
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            state_issue_id(entry.entry_id),
+            is_fixable=True,
+            is_persistent=False,
+            severity=ir.IssueSeverity.CRITICAL,
+            translation_key=ISSUE_STATE_UNUSABLE,
+            translation_placeholders={"title": entry.title, "path": self._store.path},
+            data={"entry_id": entry.entry_id},
+        )
+
+    async def _async_restore(self, stored: dict[str, Any] | None) -> Federation:
+        return await self.hass.async_add_executor_job(self._job_restore, stored, self._now())
+
+    def _job_restore(self, stored: dict[str, Any] | None, now: float) -> Federation:
+        federation = Federation(self.settings, stored, now)
+        # The entry keeps its own copy of the key generations, so that a replaced
+        # key never works again, whatever happened to the stored state.
+        kept = self.config_entry.data.get(CONF_KEY_GENERATIONS, {})
+        for node_id, generation in kept.items():
+            current = federation.key_generations.get(node_id, 0)
+            federation.key_generations[node_id] = max(current, int(generation))
         return federation
 
     @override
@@ -390,11 +436,13 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         if self._federation is not None:
             await self.async_save(clean=True)
 
-    async def async_save(self, clean: bool = False) -> None:
+    async def async_save(self, clean: bool = False, backup: bool = False) -> None:
         """Write the federation state to storage now.
 
         ``clean`` marks the last save before the coordinator stops taking
         messages, so that the next start need not distrust earlier timestamps.
+        The backup file is written too when ``clean`` or ``backup`` is set, and
+        otherwise at most every ``BACKUP_INTERVAL`` seconds.
         """
         if self._save_timer is not None:
             self._save_timer()
@@ -403,9 +451,20 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
             data = await self.hass.async_add_executor_job(self.federation.to_dict, clean)
         await self._store.async_save(data)
         now = time.monotonic()
-        if clean or self._backup_saved is None or now - self._backup_saved >= BACKUP_INTERVAL:
+        if (
+            clean
+            or backup
+            or self._backup_saved is None
+            or now - self._backup_saved >= BACKUP_INTERVAL
+        ):
             await self._backup_store.async_save(data)
             self._backup_saved = now
+        entry = self.config_entry
+        if not entry.data.get(CONF_STATE_SAVED) or entry.data.get(CONF_START_OVER):
+            # From now on a start that finds no state treats it as lost, not as new.
+            self.hass.config_entries.async_update_entry(
+                entry, data={**entry.data, CONF_STATE_SAVED: True, CONF_START_OVER: False}
+            )
 
     @callback
     def _schedule_save(self) -> None:
@@ -440,8 +499,9 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
     async def async_replace_node_key(self, node_id: str) -> tuple[str, int]:
         """Give a node a new HMAC key and return it as hexadecimal, with its generation.
 
-        The state is saved at once: after a restart that lost the new
-        generation, the replaced key would work again.
+        The generation is saved at once in the state, its backup and the
+        entry's data: after a restart that lost it, the replaced key would
+        work again.
 
         Raises:
             ValueError: when ``node_id`` is invalid or has no key generation left.
@@ -454,7 +514,12 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
             key, generation = await self.hass.async_add_executor_job(self._job_node_key, node_id)
         for event in outcome.events:
             self._async_handle_event(event, None)
-        await self.async_save()
+        entry = self.config_entry
+        generations = {**entry.data.get(CONF_KEY_GENERATIONS, {}), node_id: generation}
+        self.hass.config_entries.async_update_entry(
+            entry, data={**entry.data, CONF_KEY_GENERATIONS: generations}
+        )
+        await self.async_save(backup=True)
         return key, generation
 
     # Messages from the nodes.

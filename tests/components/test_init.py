@@ -12,7 +12,10 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import EVENT_HOMEASSISTANT_STOP
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.fltrust.const import DOMAIN
 from custom_components.fltrust.coordinator import settings_from_entry
@@ -315,6 +318,94 @@ async def test_damaged_state_and_backup(
     assert mock_config_entry.state is ConfigEntryState.SETUP_ERROR
     assert "and its backup in" in caplog.text
     assert hass_storage[STORAGE_KEY]["data"] == {}
+
+
+async def test_lost_state_and_backup(
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    mock_config_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    hass_client: ClientSessionGenerator,
+    issue_registry: ir.IssueRegistry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Test an entry that saved its state once does not start empty when both files are gone.
+
+    Home Assistant sets a file that is not valid JSON aside and loads nothing,
+    as if it were missing. Only the repair issue's fix flow starts over, and
+    the replaced key generations that the entry keeps survive that.
+    """
+    assert await async_setup_component(hass, "repairs", {})
+    mock_config_entry.add_to_hass(hass)
+    hass.config_entries.async_update_entry(
+        mock_config_entry,
+        data={**mock_config_entry.data, "state_saved": True, "key_generations": {"node-1": 2}},
+    )
+
+    await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+
+    assert mock_config_entry.state is ConfigEntryState.SETUP_ERROR
+    assert "missing or not valid JSON, and it has no backup" in caplog.text
+    issue_id = f"stored_state_unusable_{ENTRY_ID}"
+    issue = issue_registry.async_get_issue(DOMAIN, issue_id)
+    assert issue is not None
+    assert issue.is_fixable
+    assert STORAGE_KEY not in hass_storage
+
+    client = await hass_client()
+    response = await client.post(
+        "/api/repairs/issues/fix", json={"handler": DOMAIN, "issue_id": issue_id}
+    )
+    flow = await response.json()
+    assert flow["step_id"] == "confirm"
+    response = await client.post(f"/api/repairs/issues/fix/{flow['flow_id']}", json={})
+    assert (await response.json())["type"] == "create_entry"
+    await hass.async_block_till_done()
+
+    assert mock_config_entry.state is ConfigEntryState.LOADED
+    assert issue_registry.async_get_issue(DOMAIN, issue_id) is None
+    assert mock_config_entry.data["start_over"] is False
+    assert hass_storage[STORAGE_KEY]["data"]["key_generations"] == {"node-1": 2}
+    response = await hass.services.async_call(
+        DOMAIN,
+        "issue_node_key",
+        {"config_entry_id": ENTRY_ID, "node_id": "node-1"},
+        blocking=True,
+        return_response=True,
+    )
+    assert response["key_generation"] == 2
+
+
+async def test_backup_keeps_replaced_key(
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    mock_config_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+) -> None:
+    """Test a key replaced after the last backup stays replaced when the backup is restored."""
+    _put(hass_storage, STORAGE_KEY, _quarantined_state(mock_config_entry))
+    mock_config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    coordinator = mock_config_entry.runtime_data
+    await coordinator.async_replace_node_key("node-2")
+    assert hass_storage[BACKUP_KEY]["data"]["key_generations"] == {"node-2": 1}
+    await coordinator.async_replace_node_key("node-2")
+    # Written at once, not only every few minutes.
+    assert hass_storage[BACKUP_KEY]["data"]["key_generations"] == {"node-2": 2}
+    assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+
+    # A backup from before the second replacement, and a lost main file.
+    hass_storage.pop(STORAGE_KEY)
+    backup = hass_storage[BACKUP_KEY]["data"]
+    backup["key_generations"] = {"node-2": 1}
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+
+    _, generation = await mock_config_entry.runtime_data.async_node_key("node-2")
+    assert generation == 2
 
 
 async def test_backup_written(

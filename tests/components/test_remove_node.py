@@ -194,3 +194,28 @@ async def test_remove_unwatched_device(
     await hass.async_block_till_done()
     assert _device(device_registry, f"{ENTRY_ID}_node-2_porch") is not None
     assert hass.states.get("sensor.porch_sensor_trust") is not None
+
+
+async def test_remove_device_of_unknown_node(
+    hass: HomeAssistant,
+    federation: MockConfigEntry,
+    hass_ws_client: WebSocketGenerator,
+    device_registry: dr.DeviceRegistry,
+) -> None:
+    """Test devices of nodes the federation no longer knows, as after a start over, can go."""
+    stale_node = device_registry.async_get_or_create(
+        config_entry_id=ENTRY_ID, identifiers={(DOMAIN, f"{ENTRY_ID}_gone")}, name="gone"
+    )
+    stale_device = device_registry.async_get_or_create(
+        config_entry_id=ENTRY_ID,
+        identifiers={(DOMAIN, f"{ENTRY_ID}_gone_sensor")},
+        name="Gone sensor",
+    )
+
+    for device in (stale_device, stale_node):
+        response = await _remove(hass, hass_ws_client, device)
+        assert response["success"], response
+
+    assert _device(device_registry, f"{ENTRY_ID}_gone") is None
+    assert _device(device_registry, f"{ENTRY_ID}_gone_sensor") is None
+    assert _device(device_registry, ENTRY_ID) is not None
