@@ -10,6 +10,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryNotReady, HomeAssistantError
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.storage import Store
 from homeassistant.helpers.typing import ConfigType
 
@@ -27,6 +28,7 @@ from .coordinator import (
     FltrustCoordinator,
     NodeConnectedError,
     NodeQuarantinedError,
+    state_issue_id,
 )
 from .core.protocol import command_topic, model_topic, round_topic
 from .services import async_setup_services
@@ -159,6 +161,8 @@ async def async_remove_entry(hass: HomeAssistant, entry: FltrustConfigEntry) -> 
     backup: Store[dict[str, Any]] = Store(
         hass, STORAGE_VERSION, f"{DOMAIN}.{entry.entry_id}.{BACKUP_SUFFIX}"
     )
+    # The repair issue of a state that could not be loaded has nothing left to repair.
+    ir.async_delete_issue(hass, DOMAIN, state_issue_id(entry.entry_id))
     stored = await store.async_load()
     if stored is None:
         stored = await backup.async_load()

@@ -377,6 +377,28 @@ async def test_lost_state_and_backup(
     assert response["key_generation"] == 2
 
 
+async def test_remove_entry_with_lost_state(
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    mock_config_entry: MockConfigEntry,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    """Test removing an entry that could not load its state withdraws its repair issue."""
+    mock_config_entry.add_to_hass(hass)
+    hass.config_entries.async_update_entry(
+        mock_config_entry, data={**mock_config_entry.data, "state_saved": True}
+    )
+    await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    issue_id = f"stored_state_unusable_{ENTRY_ID}"
+    assert issue_registry.async_get_issue(DOMAIN, issue_id) is not None
+
+    await hass.config_entries.async_remove(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+
+    assert issue_registry.async_get_issue(DOMAIN, issue_id) is None
+
+
 async def test_backup_keeps_replaced_key(
     hass: HomeAssistant,
     mqtt_mock: MagicMock,
