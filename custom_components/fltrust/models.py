@@ -78,10 +78,11 @@ class FederationData:
 
 def _node_data(federation: Federation, node: NodeRecord, now: float) -> NodeData:
     trust_config = federation.settings.trust
-    interval = node.last_heartbeat.get("interval") or federation.settings.round_interval
-    # A node reports the time since its previous heartbeat, so without the cap
-    # one claim could keep it connected for days.
-    interval = min(float(interval), MAX_HEARTBEAT_INTERVAL)
+    # A node reports the time since its previous heartbeat, which is close to 0 for
+    # the first one after it starts or reconnects, so the round interval is the
+    # floor. Without the cap, one claim could keep a node connected for days.
+    reported = float(node.last_heartbeat.get("interval") or 0.0)
+    interval = min(max(reported, federation.settings.round_interval), MAX_HEARTBEAT_INTERVAL)
     return NodeData(
         node_id=node.node_id,
         trust=round(node.trust.score, 1),

@@ -73,6 +73,10 @@ SOFTWARE = f"fltrust-edge/{__version__}"
 MAX_REPORTED_SCORE = 1e9
 
 
+# Rounds in a row whose global model leaves out this node's update before it warns.
+UNCOUNTED_ROUNDS_WARNING = 3
+
+
 @dataclass(frozen=True)
 class ReplayEnded:
     """A CSV replay emitted its last row, or an error ended it early."""
@@ -170,6 +174,10 @@ class EdgeNode:
         self._interval_anomalies = 0
         self._last_heartbeat = time.monotonic()
         self._next_heartbeat = self._last_heartbeat + config.detection.heartbeat_interval
+        # Monotonic time of the last connect, until a message of the coordinator arrives.
+        self._waiting_since: float | None = None
+        # Rounds in a row whose global model does not count this node's update.
+        self._uncounted_rounds = 0
         # Numbers of the link's connection from the last Connected event and of
         # the connection on which the last heartbeat went out. None means none.
         self._connection: int | None = None
@@ -288,6 +296,7 @@ class EdgeNode:
             if now >= self._next_heartbeat:
                 self._publish_heartbeat()
                 self._next_heartbeat = _next_heartbeat(self._next_heartbeat, now, interval)
+            self._check_coordinator_heard(now, interval)
             if self._done_deadline is not None and now >= self._done_deadline:
                 _LOGGER.info(
                     "%s: no newer global model within %.0f s after the replay ended",
@@ -295,6 +304,24 @@ class EdgeNode:
                     self.done_timeout,
                 )
                 self._finish()
+
+    def _check_coordinator_heard(self, now: float, interval: float) -> None:
+        """Warn once when nothing came from the coordinator for three heartbeats after connecting.
+
+        The coordinator retains its model from the start and its last round
+        announcement, so a node that reads the right topics receives them at once.
+        """
+        if self._waiting_since is None or now - self._waiting_since < 3 * interval:
+            return
+        self._waiting_since = None
+        _LOGGER.warning(
+            "%s: no round announcement or model from the coordinator on %s/coordinator/ in "
+            "%.0f s since connecting. Check that topic_prefix is the federation's and that the "
+            "broker account may read that topic",
+            self.node_id,
+            self.config.mqtt.prefix,
+            3 * interval,
+        )
 
     def _dispatch(self, event: Any) -> None:
         if isinstance(event, Sample):
@@ -312,6 +339,8 @@ class EdgeNode:
                 "%s: connected to %s:%s", self.node_id, self.config.mqtt.host, self.config.mqtt.port
             )
             self._connection = event.connection
+            if self._waiting_since is None and self.model_version == 0 and self._last_round == 0:
+                self._waiting_since = time.monotonic()
             self._publish_heartbeat()
             self._next_heartbeat = time.monotonic() + self.config.detection.heartbeat_interval
         elif isinstance(event, Disconnected):
@@ -413,6 +442,23 @@ class EdgeNode:
                 if sample is not None:
                     self._on_sample(sample)
             return
+        coordinator_topics = (
+            protocol.round_topic(prefix),
+            protocol.model_topic(prefix),
+            protocol.command_topic(prefix, self.node_id),
+        )
+        if topic in coordinator_topics[:2]:
+            self._waiting_since = None
+        if topic in coordinator_topics and not message.payload:
+            # An empty message deletes the broker's retained copy. The coordinator
+            # sends these when its federation is removed or forgets this node.
+            _LOGGER.info(
+                "%s: the coordinator cleared its retained message on %s; if its federation "
+                "was removed, stop this node",
+                self.node_id,
+                topic,
+            )
+            return
         try:
             if topic == protocol.round_topic(prefix):
                 self._on_round(message)
@@ -458,7 +504,10 @@ class EdgeNode:
             # the round. Only the node's own clock can tell.
             time_left = min(time_left, announcement.deadline - self._clock())
         if time_left <= 0:
-            _LOGGER.warning(
+            # The retained copy of the last round arrives on every connect, mostly
+            # after its deadline, so only a live announcement that came late is a problem.
+            _LOGGER.log(
+                logging.INFO if message.retained else logging.WARNING,
                 "%s: round %s arrived %.1f s after its deadline, skipping it",
                 self.node_id,
                 round_number,
@@ -525,6 +574,30 @@ class EdgeNode:
             return
         self._adopt_model(model)
         self._store.save_model(envelope.body)
+        if not message.retained and model.round in self.rounds_joined:
+            self._check_counted(model)
+
+    def _check_counted(self, model: GlobalModel) -> None:
+        """Warn when the global models of three rounds in a row do not count this node."""
+        if self.node_id in model.contributors:
+            if self._uncounted_rounds >= UNCOUNTED_ROUNDS_WARNING:
+                _LOGGER.info(
+                    "%s: the global model of round %s counts this node's update again",
+                    self.node_id,
+                    model.round,
+                )
+            self._uncounted_rounds = 0
+            return
+        self._uncounted_rounds += 1
+        if self._uncounted_rounds == UNCOUNTED_ROUNDS_WARNING:
+            _LOGGER.warning(
+                "%s: the global models of the last %s rounds do not count this node's updates. "
+                "Either the coordinator rejects its messages (Home Assistant's log names this "
+                "node and the reason, such as bad_signature for a wrong node key), or it leaves "
+                "the updates out, as it does for data unlike the other nodes' of the kind",
+                self.node_id,
+                UNCOUNTED_ROUNDS_WARNING,
+            )
 
     def _adopt_model(self, model: GlobalModel) -> None:
         self._global_model = model

@@ -169,9 +169,15 @@ def _check_config(path: Path) -> int:
     if config is None:
         return EXIT_USAGE
     sys.stdout.write(
-        f"{path}: valid configuration of node {config.node_id} with {len(config.devices)} devices\n"
+        f"{path}: valid configuration of node {config.node_id} with "
+        f"{_count(len(config.devices), 'device')}\n"
     )
     return EXIT_OK
+
+
+def _count(number: int, noun: str) -> str:
+    """Return ``number`` and ``noun``, in the plural unless ``number`` is 1."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _addon_config(args: argparse.Namespace) -> int:
@@ -188,8 +194,9 @@ def _addon_config(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     origin = "the MQTT service" if document.broker_from_service else "the add-on's options"
     sys.stdout.write(
-        f"{args.out}: configuration of node {config.node_id} with {len(config.devices)} "
-        f"devices, broker {config.mqtt.host}:{config.mqtt.port} from {origin}\n"
+        f"{args.out}: configuration of node {config.node_id} with "
+        f"{_count(len(config.devices), 'device')}, broker {config.mqtt.host}:{config.mqtt.port} "
+        f"from {origin}\n"
     )
     return EXIT_OK
 

@@ -102,15 +102,19 @@ async def test_anomaly_unknown_before_first_state(
 async def test_silent_node_disconnected(
     hass: HomeAssistant, init_integration: MockConfigEntry, frozen_time: FrozenDateTimeFactory
 ) -> None:
-    """Test a node silent for three heartbeat intervals is disconnected, and back when heard."""
+    """Test a node silent for three heartbeat intervals is disconnected, and back when heard.
+
+    Its 30 s heartbeat interval is below the 60 s round interval, so three
+    round intervals count.
+    """
     node = EdgeNode(hass, "node-1")
     node.send_heartbeat()
     node.send_state("thermostat", anomaly=True, score=0.9)
     await hass.async_block_till_done()
     assert hass.states.get("binary_sensor.node_1_connectivity").state == STATE_ON
 
-    # The round timer ticks every 60 s; at 60 s the node is still within 3 x 30 s.
-    await advance(hass, frozen_time, 60)
+    # The round timer ticks every 60 s; at 180 s the node is still within 3 x 60 s.
+    await advance(hass, frozen_time, 180)
     assert hass.states.get("binary_sensor.node_1_connectivity").state == STATE_ON
 
     await advance(hass, frozen_time, 60)
@@ -139,13 +143,13 @@ async def test_disconnect_logged_once(
     def messages(text: str) -> list[logging.LogRecord]:
         return [record for record in caplog.records if text in record.getMessage()]
 
-    await advance(hass, frozen_time, 60)
+    await advance(hass, frozen_time, 180)
     assert messages("node-1 sent no message") == []
 
     # The node stays silent for three more round ticks, and only the first one logs it.
     for _ in range(3):
         await advance(hass, frozen_time, 60)
-    disconnected = messages("node-1 sent no message for more than 90 s")
+    disconnected = messages("node-1 sent no message for more than 180 s")
     assert len(disconnected) == 1
     assert disconnected[0].levelno == logging.INFO
     assert messages("node-1 is connected again") == []
@@ -157,6 +161,23 @@ async def test_disconnect_logged_once(
     assert len(reconnected) == 1
     assert reconnected[0].levelno == logging.INFO
     assert len(messages("node-1 sent no message")) == 1
+
+
+async def test_first_heartbeat_keeps_node_connected(
+    hass: HomeAssistant, init_integration: MockConfigEntry, frozen_time: FrozenDateTimeFactory
+) -> None:
+    """Test the first heartbeat, which reports an interval close to 0, does not flap the node."""
+    node = EdgeNode(hass, "node-1")
+    node.send_heartbeat(interval=0.001)
+    await hass.async_block_till_done()
+
+    await advance(hass, frozen_time, 60)
+    assert hass.states.get("binary_sensor.node_1_connectivity").state == STATE_ON
+    await advance(hass, frozen_time, 120)
+    assert hass.states.get("binary_sensor.node_1_connectivity").state == STATE_ON
+
+    await advance(hass, frozen_time, 60)
+    assert hass.states.get("binary_sensor.node_1_connectivity").state == STATE_OFF
 
 
 async def test_claimed_long_interval_capped(

@@ -99,8 +99,9 @@ async def test_anomaly_score_unavailable_when_node_silent(
     await hass.async_block_till_done()
     assert hass.states.get("sensor.hall_thermostat_anomaly_score").state == "0.1"
 
-    # The heartbeat interval is 30 s: the node is silent for more than 3 x 30 s.
-    await advance(hass, frozen_time, 121)
+    # The heartbeat interval is 30 s, below the 60 s round interval: the node is
+    # silent for more than 3 x 60 s.
+    await advance(hass, frozen_time, 241)
 
     assert hass.states.get("sensor.hall_thermostat_anomaly_score").state == STATE_UNAVAILABLE
     assert hass.states.get("sensor.hall_thermostat_trust").state == "80.0"

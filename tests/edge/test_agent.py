@@ -189,12 +189,27 @@ def test_retained_stale_round_skipped(node_config, signer, caplog):
     # Announced 60 s ago with 30 s to go: retained, it arrives with its old timestamp.
     payload = signer.round(1, time_left=30.0, timestamp=time.time() - 60.0)
 
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO"):
         node._dispatch(Message(ROUND_TOPIC, payload, True))
 
     assert node._training_round is None
     assert updates(link) == []
-    assert "after its deadline, skipping it" in caplog.text
+    [record] = [r for r in caplog.records if "after its deadline, skipping it" in r.getMessage()]
+    # The broker delivers the retained round on every connect: routine, not a warning.
+    assert record.levelname == "INFO"
+
+
+def test_cleared_coordinator_message_logged(node_config, caplog):
+    node, _link = replayed_node(node_config)
+
+    with caplog.at_level("INFO"):
+        for topic in (ROUND_TOPIC, f"{node_config.mqtt.prefix}/coordinator/model"):
+            node._dispatch(Message(topic, b"", True))
+
+    cleared = [r for r in caplog.records if "cleared its retained message" in r.getMessage()]
+    assert len(cleared) == 2
+    assert all(record.levelname == "INFO" for record in cleared)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
 def test_round_time_left_counts_from_receipt(node_config, signer, caplog):
@@ -858,3 +873,62 @@ def test_replay_error_in_results(tmp_path):
 )
 def test_next_heartbeat_skips_missed_ones(due: float, now: float, expected: float) -> None:
     assert agent._next_heartbeat(due, now, 10.0) == expected
+
+
+def test_uncounted_updates_warned(node_config, signer, caplog):
+    node, link = replayed_node(node_config)
+
+    def play_round(round_number: int, counted: bool) -> None:
+        send(node, ROUND_TOPIC, signer.round(round_number))
+        pump(node, lambda: len(updates(link)) >= round_number)
+        model = global_model_from(updates(link)[-1], version=round_number)
+        model.contributors = {node_config.node_id: 1.0} if counted else {"other-node": 1.0}
+        send(node, MODEL_TOPIC, signer.model(model))
+        pump(node, lambda: node.model_version == round_number)
+
+    with caplog.at_level("INFO"):
+        play_round(1, counted=False)
+        play_round(2, counted=False)
+        assert "do not count this node's updates" not in caplog.text
+        play_round(3, counted=False)
+        play_round(4, counted=False)
+        play_round(5, counted=True)
+
+    warnings = [r for r in caplog.records if "do not count this node's updates" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].levelname == "WARNING"
+    assert "counts this node's update again" in caplog.text
+
+
+def test_silent_coordinator_warned(node_config, caplog, monkeypatch):
+    node, _link = make_offline_node(node_config, connected=False)
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    node._dispatch(Connected(1))
+    interval = node_config.detection.heartbeat_interval
+
+    with caplog.at_level("WARNING"):
+        clock[0] += 3 * interval - 1
+        node._check_coordinator_heard(clock[0], interval)
+        assert "no round announcement or model" not in caplog.text
+        clock[0] += 2
+        node._check_coordinator_heard(clock[0], interval)
+        node._check_coordinator_heard(clock[0] + 100, interval)
+
+    warnings = [r for r in caplog.records if "no round announcement or model" in r.getMessage()]
+    assert len(warnings) == 1
+    assert f"{node_config.mqtt.prefix}/coordinator/" in warnings[0].getMessage()
+
+
+def test_coordinator_heard_no_warning(node_config, signer, caplog, monkeypatch):
+    node, _link = make_offline_node(node_config, connected=False)
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    node._dispatch(Connected(1))
+    send(node, MODEL_TOPIC, signer.model(GlobalModel(version=1, params=PARAMS)), retained=True)
+    interval = node_config.detection.heartbeat_interval
+
+    with caplog.at_level("WARNING"):
+        node._check_coordinator_heard(clock[0] + 10 * interval, interval)
+
+    assert "no round announcement or model" not in caplog.text

@@ -68,7 +68,7 @@ def test_check_config_valid(tmp_path, capsys):
     code = main(["check-config", str(path)])
 
     assert code == 0
-    assert f"valid configuration of node {NODE_ID} with 1 devices" in capsys.readouterr().out
+    assert f"valid configuration of node {NODE_ID} with 1 device\n" in capsys.readouterr().out
 
 
 def test_check_config_invalid(tmp_path, capsys):

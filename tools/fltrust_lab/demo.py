@@ -346,11 +346,15 @@ class Demo:
                 return
             if now - last_progress >= PROGRESS_INTERVAL:
                 last_progress = now
+                # Rounds go on until the last node exits, which may be past the planned ones.
                 rounds = ", ".join(
-                    f"{m.name} round {m.rows[-1].round if m.rows else 0}/{self.options.rounds}"
-                    for m in self.monitors
+                    f"{m.name} round {m.rows[-1].round if m.rows else 0}" for m in self.monitors
                 )
-                _say(f"... {now - self.started:4.0f} s: {rounds}, {len(running)} nodes running")
+                nodes = "1 node" if len(running) == 1 else f"{len(running)} nodes"
+                _say(
+                    f"... {now - self.started:4.0f} s: {rounds} of {self.options.rounds} planned, "
+                    f"{nodes} running"
+                )
             await asyncio.sleep(POLL_INTERVAL)
 
     async def _summarize(self) -> dict[str, Any]:
