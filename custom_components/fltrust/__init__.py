@@ -122,14 +122,15 @@ async def async_remove_config_entry_device(
 async def _async_remove_watched_device(
     entry: FltrustConfigEntry, device_entry: dr.DeviceEntry
 ) -> bool:
-    """Forget a watched device that its node no longer announces, or a device nobody owns.
+    """Forget a watched device that its node no longer announces, or an orphaned device.
 
-    Return False for the federation's device and for devices of other integrations.
+    An orphaned device belongs to no node or device that the federation has a record
+    of. Return False for the federation's device and for devices of other integrations.
     """
     coordinator = entry.runtime_data
     watched = coordinator.devices.watched_device_for(device_entry)
     if watched is None:
-        # A device of a node or device that the federation no longer knows, as after
+        # A device of a node or device that the federation has no record of, as after
         # a start over, can go. The federation's own device stays.
         own = {key for domain, key in device_entry.identifiers if domain == DOMAIN}
         return (

@@ -332,7 +332,7 @@ class BrokerAccess:
             "%s: created the broker account %s of node %s", self.entry.entry_id, username, node_id
         )
         # A new account is enabled, so an earlier failure to enable or disable one
-        # under this name no longer says anything about the node's access.
+        # under this name no longer describes the node's access.
         if self.records.pop(node_id, None) is not None:
             ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(node_id))
             self._on_change()

@@ -330,8 +330,8 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         federation = Federation(self.settings, stored, now)
         # The entry keeps its own copy of the key generations, so that a replaced
         # key never works again, whatever happened to the stored state.
-        kept = self.config_entry.data.get(CONF_KEY_GENERATIONS, {})
-        for node_id, generation in kept.items():
+        entry_generations = self.config_entry.data.get(CONF_KEY_GENERATIONS, {})
+        for node_id, generation in entry_generations.items():
             current = federation.key_generations.get(node_id, 0)
             federation.key_generations[node_id] = max(current, int(generation))
         return federation

@@ -6,7 +6,7 @@ confirms that they checked the device, releases the node as the action
 ``fltrust.release`` does.
 
 A federation whose stored state is lost or damaged does not start. Its issue
-tells how to restore the state, and its fix flow starts the federation over
+explains how to restore the state, and its fix flow starts the federation over
 without it.
 """
 

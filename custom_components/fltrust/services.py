@@ -104,6 +104,19 @@ async def _async_release(call: ServiceCall) -> None:
         ) from err
 
 
+def _key_response(
+    coordinator: FltrustCoordinator, node_id: str, node_key: str, generation: int
+) -> ServiceResponse:
+    """Return what a node's ``[security]`` section needs, with the key's generation."""
+    return {
+        "node_id": node_id,
+        "node_key": node_key,
+        "key_generation": generation,
+        "coordinator_public_key": coordinator.public_key,
+        "topic_prefix": coordinator.prefix,
+    }
+
+
 async def _async_issue_node_key(call: ServiceCall) -> ServiceResponse:
     """Return the key an edge node signs with and the key it verifies the coordinator with."""
     coordinator = _get_coordinator(call.hass, call.data[CONF_CONFIG_ENTRY_ID])
@@ -115,13 +128,7 @@ async def _async_issue_node_key(call: ServiceCall) -> ServiceResponse:
         call.context.user_id,
     )
     node_key, generation = await coordinator.async_node_key(node_id)
-    return {
-        "node_id": node_id,
-        "node_key": node_key,
-        "key_generation": generation,
-        "coordinator_public_key": coordinator.public_key,
-        "topic_prefix": coordinator.prefix,
-    }
+    return _key_response(coordinator, node_id, node_key, generation)
 
 
 async def _async_replace_node_key(call: ServiceCall) -> ServiceResponse:
@@ -148,13 +155,7 @@ async def _async_replace_node_key(call: ServiceCall) -> ServiceResponse:
         node_id,
         call.context.user_id,
     )
-    return {
-        "node_id": node_id,
-        "node_key": node_key,
-        "key_generation": generation,
-        "coordinator_public_key": coordinator.public_key,
-        "topic_prefix": coordinator.prefix,
-    }
+    return _key_response(coordinator, node_id, node_key, generation)
 
 
 async def _async_create_node_account(call: ServiceCall) -> ServiceResponse:

@@ -451,7 +451,7 @@ class EdgeNode:
             self._waiting_since = None
         if topic in coordinator_topics and not message.payload:
             # An empty message deletes the broker's retained copy. The coordinator
-            # sends these when its federation is removed or forgets this node.
+            # sends these when its federation is removed or drops this node's record.
             _LOGGER.info(
                 "%s: the coordinator cleared its retained message on %s; if its federation "
                 "was removed, stop this node",

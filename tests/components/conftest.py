@@ -351,3 +351,16 @@ async def set_up_with_quarantined_node(
         hass.config_entries.async_update_entry(entry, options={**entry.options, **options})
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
+
+
+@pytest.fixture
+async def quarantined_node(
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    mock_config_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    frozen_time: FrozenDateTimeFactory,
+) -> MockConfigEntry:
+    """Set up the federation with node-1 quarantined at trust 20 and node-2 trusted."""
+    await set_up_with_quarantined_node(hass, mock_config_entry, hass_storage)
+    return mock_config_entry

@@ -23,7 +23,6 @@ from .conftest import (
     PREFIX,
     EdgeNode,
     advance,
-    set_up_with_quarantined_node,
 )
 
 # Longer than the time after which the test nodes count as disconnected (180 s).
@@ -31,17 +30,10 @@ SILENCE = 300
 
 
 @pytest.fixture
-async def federation(
-    hass: HomeAssistant,
-    mqtt_mock: MagicMock,
-    mock_config_entry: MockConfigEntry,
-    hass_storage: dict[str, Any],
-    frozen_time: FrozenDateTimeFactory,
-) -> MockConfigEntry:
+async def federation(hass: HomeAssistant, quarantined_node: MockConfigEntry) -> MockConfigEntry:
     """Return the federation with node-1 quarantined and node-2 trusted, and the config API."""
     assert await async_setup_component(hass, "config", {})
-    await set_up_with_quarantined_node(hass, mock_config_entry, hass_storage)
-    return mock_config_entry
+    return quarantined_node
 
 
 async def _remove(
@@ -202,7 +194,7 @@ async def test_remove_device_of_unknown_node(
     hass_ws_client: WebSocketGenerator,
     device_registry: dr.DeviceRegistry,
 ) -> None:
-    """Test devices of nodes the federation no longer knows, as after a start over, can go."""
+    """Test devices of nodes the federation has no record of, as after a start over, can go."""
     stale_node = device_registry.async_get_or_create(
         config_entry_id=ENTRY_ID, identifiers={(DOMAIN, f"{ENTRY_ID}_gone")}, name="gone"
     )

@@ -29,25 +29,16 @@ from .conftest import (
     EdgeNode,
     published,
     send_poisoned_rounds,
-    set_up_with_quarantined_node,
 )
 
 FIX_URL = "/api/repairs/issues/fix"
 NODE_1_ISSUE = quarantine_issue_id(ENTRY_ID, "node-1")
 
 
-@pytest.fixture
-async def quarantined_node(
-    hass: HomeAssistant,
-    mqtt_mock: MagicMock,
-    mock_config_entry: MockConfigEntry,
-    hass_storage: dict[str, Any],
-    frozen_time: FrozenDateTimeFactory,
-) -> MockConfigEntry:
-    """Set up repairs and the federation with node-1 quarantined at trust 20."""
+@pytest.fixture(autouse=True)
+async def repairs(hass: HomeAssistant) -> None:
+    """Set up Home Assistant's repairs integration, which runs the fix flows."""
     assert await async_setup_component(hass, "repairs", {})
-    await set_up_with_quarantined_node(hass, mock_config_entry, hass_storage)
-    return mock_config_entry
 
 
 async def _start_fix(client: Any, issue_id: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from typing import Any
 from unittest.mock import MagicMock
 
 import pytest
-from freezegun.api import FrozenDateTimeFactory
 from homeassistant.const import STATE_OFF, STATE_ON
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.exceptions import ServiceValidationError, Unauthorized
@@ -25,21 +24,7 @@ from .conftest import (
     PREFIX,
     EdgeNode,
     published,
-    set_up_with_quarantined_node,
 )
-
-
-@pytest.fixture
-async def quarantined_node(
-    hass: HomeAssistant,
-    mqtt_mock: MagicMock,
-    mock_config_entry: MockConfigEntry,
-    hass_storage: dict[str, Any],
-    frozen_time: FrozenDateTimeFactory,
-) -> MockConfigEntry:
-    """Set up the federation with node-1 quarantined at trust 20 and node-2 trusted."""
-    await set_up_with_quarantined_node(hass, mock_config_entry, hass_storage)
-    return mock_config_entry
 
 
 async def _call(

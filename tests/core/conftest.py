@@ -38,10 +38,16 @@ class NodeSimulator:
         return topic, payload
 
     def heartbeat(
-        self, now: float, unknown_peers: int = 0, anomalies: int = 1
+        self,
+        now: float,
+        unknown_peers: int = 0,
+        anomalies: int = 1,
+        devices: tuple[protocol.DeviceInfo, ...] | None = None,
     ) -> tuple[str, bytes]:
+        if devices is None:
+            devices = (protocol.DeviceInfo(f"{self.node_id}-dev", "temperature", "Sensor", ("t",)),)
         heartbeat = protocol.Heartbeat(
-            devices=(protocol.DeviceInfo(f"{self.node_id}-dev", "temperature", "Sensor", ("t",)),),
+            devices=devices,
             interval=10.0,
             samples=100,
             anomalies=anomalies,

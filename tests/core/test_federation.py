@@ -327,21 +327,8 @@ def test_invalid_stored_key_generation(federation: Federation, generation: objec
 def _heartbeat_listing(
     node: NodeSimulator, device_ids: tuple[str, ...], now: float
 ) -> tuple[str, bytes]:
-    heartbeat = protocol.Heartbeat(
-        devices=tuple(
-            protocol.DeviceInfo(device_id, "temperature", "Sensor", ("t",))
-            for device_id in device_ids
-        ),
-        interval=10.0,
-        samples=100,
-        anomalies=1,
-        peers_known=1,
-        peers_unknown=0,
-        traffic_bytes=5000,
-        model_version=0,
-        software="test",
-    )
-    return node.message("heartbeat", protocol.heartbeat_body(heartbeat), now)
+    devices = tuple(protocol.DeviceInfo(d, "temperature", "Sensor", ("t",)) for d in device_ids)
+    return node.heartbeat(now, devices=devices)
 
 
 def test_forget_unannounced_device(federation: Federation, now: float) -> None:
@@ -370,18 +357,8 @@ def test_forget_unannounced_device(federation: Federation, now: float) -> None:
 
 
 def _announce_kinds(node: NodeSimulator, kinds: list[str], now: float) -> tuple[str, bytes]:
-    heartbeat = protocol.Heartbeat(
-        devices=tuple(protocol.DeviceInfo(f"dev-{kind}", kind, kind, ("t",)) for kind in kinds),
-        interval=10.0,
-        samples=100,
-        anomalies=1,
-        peers_known=1,
-        peers_unknown=0,
-        traffic_bytes=5000,
-        model_version=0,
-        software="test",
-    )
-    return node.message("heartbeat", protocol.heartbeat_body(heartbeat), now)
+    devices = tuple(protocol.DeviceInfo(f"dev-{kind}", kind, kind, ("t",)) for kind in kinds)
+    return node.heartbeat(now, devices=devices)
 
 
 def _kinds_update(

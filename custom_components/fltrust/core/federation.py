@@ -528,11 +528,14 @@ class Federation:
         Kinds already in the model, or brought by an update accepted earlier in
         this round, need no new place.
         """
-        taken = set(self.model.kinds)
+        if self.model.kinds.keys() >= update.kinds.keys():
+            # The usual case, decided without walking the round's other updates.
+            return []
+        claimed = set(self.model.kinds)
         for accepted in self.updates.values():
-            taken.update(accepted.kinds)
-        free = MAX_KINDS - len(taken)
-        new_kinds = sorted(set(update.kinds) - taken)
+            claimed.update(accepted.kinds)
+        free = MAX_KINDS - len(claimed)
+        new_kinds = sorted(set(update.kinds) - claimed)
         return new_kinds[max(free, 0) :]
 
     def _on_auth(self, node: NodeRecord, body: dict[str, Any], now: float) -> Outcome:
@@ -656,7 +659,7 @@ class Federation:
                 len(contributors),
                 self.settings.min_nodes,
             )
-        # Also without a quorum, so that the places of kinds nobody sends come free.
+        # Also without a quorum, so that the places of kinds that no node sends come free.
         expired = self._expire_kinds()
         if aggregated or expired:
             self.model.version += 1

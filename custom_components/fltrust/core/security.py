@@ -34,10 +34,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 KEY_BYTES = 32
-# Highest generation of a node key. Nobody replaces a key this often; the
+# Highest generation of a node key. No deployment replaces a key this often, so the
 # bound only keeps a corrupted stored value from being taken as a generation.
 MAX_KEY_GENERATION = 1_000_000
-# Longest detail of a rejection that is logged and stored, in characters.
+# Maximum length, in characters, of a rejection detail that is logged and stored.
 MAX_DETAIL_CHARS = 200
 # Clock skew tolerated between a sender and the receiver, in seconds.
 DEFAULT_MAX_SKEW = 300.0
@@ -83,7 +83,7 @@ REJECTION_SEVERITY: dict[RejectReason, float] = {
     RejectReason.LATE: 0.0,
     RejectReason.QUARANTINED: 0.0,
     # Signed with a node key that was replaced: expected from a node that has not
-    # received its new key yet, and from whoever holds the old one.
+    # received its new key yet, and from anyone else holding the old one.
     RejectReason.REVOKED_KEY: 0.0,
 }
 
