@@ -64,6 +64,7 @@ def _round_attributes(data: FederationData) -> dict[str, Any]:
         "dropped": last.dropped if last else [],
         "rejected": last.rejected if last else 0,
         "aggregated": last.aggregated if last else None,
+        "model_version": data.model_version,
     }
 
 
@@ -88,6 +89,8 @@ FEDERATION_SENSORS: tuple[FltrustFederationSensorEntityDescription, ...] = (
         key="model_version",
         translation_key="model_version",
         entity_category=EntityCategory.DIAGNOSTIC,
+        # The round sensor carries the version too; this one is for history graphs.
+        entity_registry_enabled_default=False,
         value_fn=lambda data: data.model_version,
     ),
     FltrustFederationSensorEntityDescription(

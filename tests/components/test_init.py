@@ -206,8 +206,9 @@ async def test_state_restored_after_restart(
     assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
     await hass.async_block_till_done()
 
-    assert hass.states.get("sensor.test_federation_round").state == "7"
-    assert hass.states.get("sensor.test_federation_model_version").state == "4"
+    round_state = hass.states.get("sensor.test_federation_round")
+    assert round_state.state == "7"
+    assert round_state.attributes["model_version"] == 4
     assert hass.states.get("sensor.node_1_trust").state == "42.5"
     models = published(mqtt_mock, protocol.model_topic(PREFIX))
     assert models[-1][0]["body"]["version"] == 4

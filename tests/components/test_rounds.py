@@ -123,7 +123,7 @@ async def test_round_aggregates_weighted_mean(
     assert round_state.attributes["participants"] == list(NODE_IDS)
     assert round_state.attributes["dropped"] == []
     assert round_state.attributes["aggregated"] is True
-    assert hass.states.get("sensor.test_federation_model_version").state == "1"
+    assert round_state.attributes["model_version"] == 1
     assert hass.states.get("sensor.node_a_trust").state == str(TRUST_AFTER_GOOD_ROUND)
 
 
@@ -168,8 +168,9 @@ async def test_round_below_quorum_keeps_model(
     await advance(hass, frozen_time, ROUND_TIMEOUT)
 
     assert len(published(mqtt_mock, protocol.model_topic(PREFIX))) == 1
-    assert hass.states.get("sensor.test_federation_model_version").state == "0"
-    assert hass.states.get("sensor.test_federation_round").attributes["aggregated"] is False
+    round_state = hass.states.get("sensor.test_federation_round")
+    assert round_state.attributes["aggregated"] is False
+    assert round_state.attributes["model_version"] == 0
 
 
 async def test_no_round_without_active_nodes(

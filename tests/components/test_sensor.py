@@ -19,6 +19,7 @@ def platforms() -> list[Platform]:
     return [Platform.SENSOR]
 
 
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_sensors_snapshot(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,
@@ -66,6 +67,24 @@ async def test_federation_sensor_categories(
     assert categories[f"{ENTRY_ID}_round"] is EntityCategory.DIAGNOSTIC
     assert categories[f"{ENTRY_ID}_model_version"] is EntityCategory.DIAGNOSTIC
     assert categories[f"{ENTRY_ID}_rejected_messages"] is None
+
+
+async def test_model_version_sensor_disabled_by_default(
+    hass: HomeAssistant, init_integration: MockConfigEntry, entity_registry: er.EntityRegistry
+) -> None:
+    """Test only the model version sensor starts disabled, its value shown by the round sensor."""
+    disabled = {
+        entry.unique_id: entry.disabled_by
+        for entry in er.async_entries_for_config_entry(entity_registry, ENTRY_ID)
+    }
+
+    assert disabled == {
+        f"{ENTRY_ID}_round": None,
+        f"{ENTRY_ID}_model_version": er.RegistryEntryDisabler.INTEGRATION,
+        f"{ENTRY_ID}_rejected_messages": None,
+    }
+    assert hass.states.get("sensor.test_federation_model_version") is None
+    assert hass.states.get("sensor.test_federation_round").attributes["model_version"] == 0
 
 
 async def test_sensors_added_for_new_devices(

@@ -99,7 +99,7 @@ class FederationMonitor:
         if not isinstance(last_round, int) or (self.rows and self.rows[-1].round >= last_round):
             return None
 
-        version = _number(self._state(states, f"{self.entry_id}_model_version"))
+        version = attributes.get("model_version")
         trust: dict[str, float | None] = {}
         quarantined: dict[str, bool] = {}
         anomalies = []
@@ -120,7 +120,7 @@ class FederationMonitor:
         row = RoundRow(
             federation=self.name,
             round=last_round,
-            model_version=int(version) if version is not None else None,
+            model_version=version if isinstance(version, int) else None,
             duration=float(duration) if isinstance(duration, int | float) else None,
             participants=tuple(attributes.get("participants") or ()),
             rejected=attributes.get("rejected"),
