@@ -240,15 +240,27 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, request_stop)
     node.start()
     try:
-        while not stop_requested.is_set():
-            if node.done.wait(0.5) and args.exit_when_done:
-                break
+        wait_for_stop(stop_requested, node.done, args.exit_when_done)
     finally:
         node.stop()
     errors = node.errors
     for error in errors:
         _LOGGER.error("%s: run incomplete: %s", config.node_id, error)
     return EXIT_FAILURE if errors else EXIT_OK
+
+
+def wait_for_stop(
+    stop_requested: threading.Event, done: threading.Event, exit_when_done: bool
+) -> None:
+    """Return once a stop is requested, or once the node is done if ``exit_when_done``.
+
+    The main thread waits with a timeout, so that the signal handler runs
+    within half a second. A node whose replays are done keeps serving the
+    federation until a signal stops it, unless ``exit_when_done`` is set.
+    """
+    while not stop_requested.wait(0.5):
+        if exit_when_done and done.is_set():
+            return
 
 
 def _check_results_path(path: Path) -> str | None:

@@ -4,11 +4,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from fltrust_core import security
-from fltrust_edge.cli import main
+from fltrust_edge.cli import main, wait_for_stop
 
 from .conftest import FEDERATION_KEY, NODE_ID, base_config, coordinator_public_key, write_config
 
@@ -304,3 +305,43 @@ def test_run_exits_1_when_results_not_written(tmp_path, capsys, monkeypatch, cap
 
     assert code == 1
     assert f"run incomplete: cannot write results to {results}: Permission denied" in caplog.text
+
+
+class CountingEvent(threading.Event):
+    """An event that counts the calls to ``wait``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits += 1
+        return super().wait(timeout)
+
+
+def test_done_node_waits_without_spinning():
+    stop_requested = CountingEvent()
+    done = threading.Event()
+    done.set()
+    waiter = threading.Thread(target=wait_for_stop, args=(stop_requested, done, False))
+
+    waiter.start()
+    waiter.join(1.2)
+    still_waiting = waiter.is_alive()
+    stop_requested.set()
+    waiter.join(2)
+
+    assert still_waiting, "a node that is done stopped without --exit-when-done"
+    assert not waiter.is_alive()
+    # One wait per half second is expected; a busy loop calls it thousands of times.
+    assert stop_requested.waits <= 5
+
+
+def test_done_node_exits_when_asked():
+    stop_requested = threading.Event()
+    done = threading.Event()
+    done.set()
+
+    wait_for_stop(stop_requested, done, True)
+
+    assert not stop_requested.is_set()
