@@ -23,14 +23,14 @@ DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 DEFAULT_RESULTS = REPO_ROOT / "build" / "benchmark-results.json"
 REQUIRED = ("skab/valve1/0.csv", "ton_iot/Train_Test_IoT_GPS_Tracker.csv", "nab-realKnownCause")
 # Fields of the results document that the report reads, with their JSON types.
-# "dynamics" and "costs" may be missing, and every list field contains objects.
+# "dynamics", "scarce" and "costs" may be missing, and every list field contains objects.
 RESULTS_FIELDS: dict[str, type] = {
     "config": dict,
     "runs": list,
     "references": list,
     "seconds": dict,
 }
-OPTIONAL_RESULTS_FIELDS: dict[str, type] = {"dynamics": list, "costs": list}
+OPTIONAL_RESULTS_FIELDS: dict[str, type] = {"dynamics": list, "scarce": list, "costs": list}
 JSON_TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
 
 

@@ -125,6 +125,24 @@ def clean_figures(
     }
 
 
+def scarce_figures(
+    scarce: list[dict[str, Any]],
+) -> dict[str, dict[int, dict[str, dict[str, float]]]]:
+    """Return federation -> training rows per node -> method -> mean AUC and F1 over seeds."""
+    collected: dict[tuple[str, int, str], list[dict[str, float]]] = defaultdict(list)
+    for entry in scarce:
+        for method, per_node in entry["metrics"].items():
+            collected[(entry["federation"], entry["rows"], method)].append(run_figures(per_node))
+    result: dict[str, dict[int, dict[str, dict[str, float]]]] = defaultdict(
+        lambda: defaultdict(dict)
+    )
+    for (federation, rows, method), entries in collected.items():
+        result[federation][rows][method] = {
+            name: _mean(entry[name] for entry in entries) for name in ("auc", "f1")
+        }
+    return {federation: dict(by_rows) for federation, by_rows in result.items()}
+
+
 def quarantine_round(history: list[list[Any]]) -> int | None:
     """Return the first round whose status is quarantined, or None."""
     for round_number, _score, status in history:

@@ -122,6 +122,9 @@ def mixed_federation(data_dir: Path) -> FederationSpec:
     )
 
 
+# Federations whose nodes all watch one device kind.
+SAME_KIND = ("pump", "gps", "machine")
+
 FEDERATIONS: dict[str, Callable[[Path], FederationSpec]] = {
     "pump": pump_federation,
     "gps": gps_federation,

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-from .analysis import MAIN_METHODS
+from .analysis import MAIN_METHODS, PERSONALIZED
 
 COLORS = {
     "fltrust": "#d62728",
@@ -21,6 +21,12 @@ COLORS = {
     "FedMedian": "#2ca02c",
     "FedTrimmedAvg": "#bcbd22",
     "Bulyan": "#9467bd",
+}
+SCARCE_STYLES = {
+    "fltrust": ("fltrust", "#d62728", "-"),
+    PERSONALIZED: (PERSONALIZED, "#ff7f0e", "-"),
+    "local": ("local-only", "#1f77b4", "--"),
+    "central_typical": ("centralized, typical nodes", "#7f7f7f", ":"),
 }
 REAUTH_THRESHOLD = 60.0
 QUARANTINE_THRESHOLD = 30.0
@@ -116,6 +122,36 @@ def plot_costs(costs: list[dict[str, Any]], path: Path) -> None:
     axis.set_ylabel("seconds per round")
     axis.grid(alpha=0.3, which="both")
     axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_scarce(figures: dict[str, dict[int, dict[str, dict[str, float]]]], path: Path) -> None:
+    """Plot attack-free ROC AUC against the training rows per node, one panel per federation."""
+    federations = sorted(figures)
+    figure, axes = plt.subplots(
+        1, len(federations), figsize=(4.2 * len(federations), 3.4), squeeze=False
+    )
+    for axis, federation in zip(axes[0], federations, strict=True):
+        sizes = sorted(figures[federation])
+        for method, (label, color, style) in SCARCE_STYLES.items():
+            points = [
+                (rows, figures[federation][rows][method]["auc"])
+                for rows in sizes
+                if method in figures[federation][rows]
+            ]
+            if points:
+                axis.plot(
+                    *zip(*points, strict=True), marker="o", ms=3, color=color, ls=style, label=label
+                )
+        axis.set_xscale("log")
+        axis.minorticks_off()
+        axis.set_xticks(sizes, [str(rows) for rows in sizes])
+        axis.set_title(f"{federation}: ROC AUC", fontsize=9)
+        axis.set_xlabel("training rows per node")
+        axis.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -29,6 +29,7 @@ from .analysis import (
     clean_runs,
     methods_over_grid,
     quarantine_round,
+    scarce_figures,
     trust_summary,
 )
 from .attacking import ATTACKS
@@ -128,6 +129,7 @@ class Report:
         self.atypical = _atypical(document)
         self.grid = cells(self.runs)
         self.clean = clean_figures(self.runs, document["references"])
+        self.scarce = scarce_figures(document.get("scarce", []))
         candidate_methods = [CANDIDATE_PREFIX + c.name for c in CANDIDATES]
         self.overall = methods_over_grid(self.grid, [*MAIN_METHODS, *candidate_methods])
         self.trust = trust_summary(self.runs, "fltrust", self.atypical)
@@ -324,7 +326,8 @@ class Report:
                     f"Time: {_fmt(seconds.get('total', math.nan) / 60, 1)} min in all (grid "
                     f"{_fmt(seconds.get('grid', math.nan), 0)} s, reference models "
                     f"{_fmt(seconds.get('references', math.nan), 0)} s, trust dynamics "
-                    f"{_fmt(seconds.get('dynamics', math.nan), 0)} s, cost "
+                    f"{_fmt(seconds.get('dynamics', math.nan), 0)} s, scarce data "
+                    f"{_fmt(seconds.get('scarce', math.nan), 0)} s, cost "
                     f"{_fmt(seconds.get('costs', math.nan), 0)} s) with "
                     f"{self.document.get('workers')} worker processes, Python "
                     f"{platform.python_version()}, flwr {_package('flwr')}, NumPy "
@@ -629,6 +632,82 @@ class Report:
                 "",
                 _table(
                     ["method", "ROC AUC", "precision", "recall", "F1", "FPR", "F1 flag-all"], rows
+                ),
+            ]
+        self.sections.append("\n".join(parts))
+
+    def scarce_data(self) -> None:
+        """Add the attack-free figures of nodes that hold only a few training rows."""
+        if not self.scarce:
+            return
+        methods = {
+            "fltrust": "fltrust",
+            PERSONALIZED: "personalized",
+            "local": "local-only",
+            "central_typical": "centralized",
+        }
+        parts = [
+            "## Scarce local data",
+            "",
+            "![ROC AUC against training rows per node](benchmark-scarce.png)",
+            "",
+            "A node that has just started, or one configured with a small `train_rows`, holds "
+            "few rows of its own. Here every node keeps only the first rows of its training "
+            "data; everything else is as in the attack-free runs above (same rounds, seeds "
+            "and test rows). Local-only and centralized (typical nodes) models train on the "
+            "same rows. The last row of each table repeats the figures with all training rows.",
+        ]
+        for federation, by_rows in sorted(self.scarce.items()):
+            rows = []
+            sizes = sorted(by_rows)
+            for size in sizes:
+                figures = by_rows[size]
+                rows.append(
+                    [str(size)]
+                    + [_fmt(figures.get(m, {}).get("auc")) for m in methods]
+                    + [_fmt(figures.get(m, {}).get("f1")) for m in methods]
+                )
+            clean = self.clean.get(federation, {})
+            rows.append(
+                ["all"]
+                + [_fmt(clean.get(m, {}).get("auc")) for m in methods]
+                + [_fmt(clean.get(m, {}).get("f1")) for m in methods]
+            )
+            wins = [
+                size
+                for size in sizes
+                if by_rows[size].get("fltrust", {}).get("auc", math.nan)
+                > by_rows[size].get("local", {}).get("auc", math.nan)
+            ]
+            personal_below = [
+                size
+                for size in sizes
+                if by_rows[size].get(PERSONALIZED, {}).get("auc", math.nan)
+                < by_rows[size].get("fltrust", {}).get("auc", math.nan) - 0.01
+            ]
+            fewest = by_rows[sizes[0]]
+            parts += [
+                "",
+                f"### {federation}",
+                "",
+                f"With {sizes[0]} rows per node, fltrust's global model has ROC AUC "
+                f"{_fmt(fewest.get('fltrust', {}).get('auc'))} against local-only's "
+                f"{_fmt(fewest.get('local', {}).get('auc'))}. The global model's AUC is above "
+                f"local-only's at {len(wins)} of the {len(sizes)} sizes"
+                + (f" ({', '.join(map(str, wins))} rows)." if wins else ".")
+                + (
+                    " The personalized detector's AUC is more than 0.01 below the global "
+                    f"model's at {', '.join(map(str, personal_below))} rows, where its local "
+                    "part learns from half of so few rows."
+                    if personal_below
+                    else ""
+                ),
+                "",
+                _table(
+                    ["rows per node"]
+                    + [f"AUC {name}" for name in methods.values()]
+                    + [f"F1 {name}" for name in methods.values()],
+                    rows,
                 ),
             ]
         self.sections.append("\n".join(parts))
@@ -1151,6 +1230,7 @@ class Report:
         self.method()
         self.setup()
         self.detection()
+        self.scarce_data()
         self.robustness()
         self.trust_section()
         self.cost()
@@ -1159,6 +1239,8 @@ class Report:
         plots.plot_fractions(by_fraction(self.runs, MAIN_METHODS), out / "benchmark-fractions.png")
         plots.plot_trust(self.trust_panels(), self.atypical, out / "benchmark-trust.png")
         plots.plot_costs(self.document.get("costs", []), out / "benchmark-cost.png")
+        if self.scarce:
+            plots.plot_scarce(self.scarce, out / "benchmark-scarce.png")
 
     def trust_panels(self) -> list[tuple[str, dict[str, Any]]]:
         """Return the runs that the trust plot shows, with their titles."""

@@ -21,9 +21,10 @@ import numpy as np
 from fltrust_core.detectors import KindDetector
 from fltrust_core.model import KindModel
 
+from .analysis import PERSONALIZED
 from .attacking import ATTACKS
 from .candidates import CHOSEN
-from .federations import FEDERATIONS, FederationSpec
+from .federations import FEDERATIONS, SAME_KIND, FederationSpec
 from .simulate import TARGET_FPR, TRAIN_SHARE, RunResult, RunSpec, evaluate, run
 
 _LOGGER = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class GridConfig:
     cost_repeats: int = 3
     # Numbers of nodes up to which Bulyan is timed; it calls Krum n - 2f times.
     bulyan_max_nodes: int = 100
+    # Training rows per node in the attack-free runs on scarce local data.
+    scarce_rows: tuple[int, ...] = (25, 50, 100, 200)
 
 
 DEFAULT_GRID = GridConfig(
@@ -74,6 +77,7 @@ class GridResults:
     runs: list[dict[str, Any]] = field(default_factory=list)
     references: list[dict[str, Any]] = field(default_factory=list)
     dynamics: list[dict[str, Any]] = field(default_factory=list)
+    scarce: list[dict[str, Any]] = field(default_factory=list)
     costs: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -85,6 +89,7 @@ class GridResults:
             "runs": self.runs,
             "references": self.references,
             "dynamics": self.dynamics,
+            "scarce": self.scarce,
             "costs": self.costs,
             "seconds": self.seconds,
         }
@@ -166,35 +171,19 @@ def _train_rounds(
     return model
 
 
-def reference_task(task: tuple[str, int, int]) -> dict[str, Any]:
-    """Return the local-only and centralized models' metrics for one federation and seed.
-
-    Local-only: each node trains the same number of rounds on its own rows.
-    Centralized: one model per kind trained on the pooled rows of all nodes of
-    the kind, then calibrated by each node on its own rows. A second one is
-    trained on the pooled rows of the nodes with typical data only, the data
-    that fltrust's coordinator lets into a kind's model.
-    """
-    name, seed, rounds = task
-    federation = _federation(name)
-    node_ids = [n.node_id for n in federation.nodes]
-    local = {}
+def _local_metrics(federation: FederationSpec, rounds: int, seed: int) -> dict[str, dict[str, Any]]:
+    """Return node id -> metrics of a model each node trains on its own rows alone."""
+    local: dict[str, dict[str, Any]] = {}
     for index, node in enumerate(federation.nodes):
         model = _train_rounds(federation, node.X_train, rounds, seed, index)
         local.update(evaluate(federation, {node.kind: model}, [node.node_id]))
-    central_models = {
-        kind: _train_rounds(
-            federation,
-            np.vstack([n.X_train for n in federation.nodes if n.kind == kind]),
-            rounds,
-            seed,
-            1000,
-        )
-        for kind in federation.kinds
-    }
-    central = evaluate(federation, central_models, node_ids)
+    return local
+
+
+def _typical_models(federation: FederationSpec, rounds: int, seed: int) -> dict[str, KindModel]:
+    """Return kind -> a model trained on the pooled rows of the kind's typical nodes."""
     atypical = federation.atypical()
-    typical_models = {
+    return {
         kind: _train_rounds(
             federation,
             np.vstack(
@@ -210,7 +199,33 @@ def reference_task(task: tuple[str, int, int]) -> dict[str, Any]:
         )
         for kind in federation.kinds
     }
-    central_typical = evaluate(federation, typical_models, node_ids)
+
+
+def reference_task(task: tuple[str, int, int]) -> dict[str, Any]:
+    """Return the local-only and centralized models' metrics for one federation and seed.
+
+    Local-only: each node trains the same number of rounds on its own rows.
+    Centralized: one model per kind trained on the pooled rows of all nodes of
+    the kind, then calibrated by each node on its own rows. A second one is
+    trained on the pooled rows of the nodes with typical data only, the data
+    that fltrust's coordinator lets into a kind's model.
+    """
+    name, seed, rounds = task
+    federation = _federation(name)
+    node_ids = [n.node_id for n in federation.nodes]
+    local = _local_metrics(federation, rounds, seed)
+    central_models = {
+        kind: _train_rounds(
+            federation,
+            np.vstack([n.X_train for n in federation.nodes if n.kind == kind]),
+            rounds,
+            seed,
+            1000,
+        )
+        for kind in federation.kinds
+    }
+    central = evaluate(federation, central_models, node_ids)
+    central_typical = evaluate(federation, _typical_models(federation, rounds, seed), node_ids)
 
     def keep(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         return {n: {k: v.get(k) for k in METRICS} for n, v in metrics.items()}
@@ -221,6 +236,43 @@ def reference_task(task: tuple[str, int, int]) -> dict[str, Any]:
         "local": keep(local),
         "central": keep(central),
         "central_typical": keep(central_typical),
+    }
+
+
+def scarce_task(task: tuple[str, int, int, int]) -> dict[str, Any]:
+    """Return the attack-free metrics of one federation whose nodes hold few training rows.
+
+    Each node keeps the first ``rows`` rows of its training data, as a node
+    does that has just started. fltrust runs its rounds as in the grid; the
+    local-only and typical-node centralized models train on the same rows.
+    """
+    name, rows, seed, rounds = task
+    full = _federation(name)
+    federation = replace(
+        full, nodes=tuple(replace(node, X_train=node.X_train[:rows]) for node in full.nodes)
+    )
+    spec = RunSpec(
+        federation=name, attack="none", fraction=0.0, seed=seed, rounds=rounds, candidates=False
+    )
+    result = run(federation, spec)
+    node_ids = [node.node_id for node in federation.nodes]
+    metrics = {
+        "fltrust": result.metrics["fltrust"],
+        PERSONALIZED: result.metrics[PERSONALIZED],
+        "local": _local_metrics(federation, rounds, seed),
+        "central_typical": evaluate(
+            federation, _typical_models(federation, rounds, seed), node_ids
+        ),
+    }
+    return {
+        "federation": name,
+        "rows": rows,
+        "seed": seed,
+        "atypical": sorted(federation.atypical()),
+        "metrics": {
+            method: {n: {k: v.get(k) for k in METRICS} for n, v in per_node.items()}
+            for method, per_node in metrics.items()
+        },
     }
 
 
@@ -312,4 +364,15 @@ def run_grid(config: GridConfig, data_dir: Path, workers: int) -> GridResults:
     specs = dynamics_specs(config) if "pump" in config.federations else []
     results.dynamics = _map(run_task, specs, data_dir, workers, "trust dynamics")
     results.seconds["dynamics"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    tasks = [
+        (f, rows, s, config.rounds)
+        for f in config.federations
+        if f in SAME_KIND
+        for rows in config.scarce_rows
+        for s in config.seeds
+    ]
+    results.scarce = _map(scarce_task, tasks, data_dir, workers, "scarce data")
+    results.seconds["scarce"] = time.perf_counter() - started
     return results
