@@ -642,6 +642,17 @@ def test_far_update_loses_evidence_without_history(rng, base, directions) -> Non
     assert all(s.evidence == 1.0 for s in scores[1:])
 
 
+def test_twin_updates_leave_a_third_trusted(rng, base, directions) -> None:
+    # Two nodes that watch the same device send the same delta, so the median
+    # distance to the round's median is 0 with three senders.
+    updates = honest_round(rng, base, 2, directions)
+    twin = replace(updates[0], svm_coef=updates[0].svm_coef + 1e-9)
+    scores = score([updates[0], twin, updates[1]], base)
+
+    assert scores[2].distance_ratio < 25
+    assert scores[2].evidence == 1.0
+
+
 def round_after_history(rng, base, directions):
     """Return 8 senders' baselines after 5 honest rounds, and their honest updates of the next."""
     baselines = [None] * 8

@@ -717,7 +717,13 @@ def score_updates(
     distance_ratios = np.full(n_updates, np.nan)
     if reference is None and honest_bulk.sum() >= 3:
         distances_to_reference = np.linalg.norm(svm - direction.reference, axis=1)
-        usual = max(lower_median(distances_to_reference[honest_bulk]), 1e-12)
+        # Two nodes that watch the same device send near-identical deltas; with
+        # one more sender the median distance is then about 0, so it is floored.
+        usual = max(
+            lower_median(distances_to_reference[honest_bulk]),
+            DEVIATION_FLOOR * lower_median(svm_norms[honest_bulk]),
+            1e-12,
+        )
         distance_ratios = distances_to_reference / usual
         for i in np.flatnonzero(in_bulk & (distance_ratios > FAR_DISTANCE)):
             evidence[i] = 0.0
