@@ -378,7 +378,7 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
             await self._async_publish(publish)
         for node_id, node in self.data.nodes.items():
             if node.status == TrustStatus.QUARANTINED:
-                self._async_create_quarantine_issue(node_id, node.trust)
+                self._async_create_quarantine_issue(node_id)
             else:
                 self._async_delete_quarantine_issue(node_id)
         if self.broker_access is not None:
@@ -837,7 +837,7 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
                     DOMAIN,
                 )
                 self._async_set_broker_access(data["node_id"], enabled=False)
-                self._async_create_quarantine_issue(data["node_id"], data["trust"])
+                self._async_create_quarantine_issue(data["node_id"])
             case "released":
                 LOGGER.info(
                     "%s: released node %s from quarantine with trust %s; it must re-authenticate",
@@ -914,8 +914,12 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         )
 
     @callback
-    def _async_create_quarantine_issue(self, node_id: str, trust: float) -> None:
-        """Create the repair issue through which a person checks and releases a quarantined node."""
+    def _async_create_quarantine_issue(self, node_id: str) -> None:
+        """Create the repair issue through which a person checks and releases a quarantined node.
+
+        The issue leaves the trust out, because it would go stale; its fix flow
+        reads the current trust when it opens.
+        """
         entry = self.config_entry
         ir.async_create_issue(
             self.hass,
@@ -929,7 +933,6 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
             translation_placeholders={
                 "title": entry.title,
                 "node_id": node_id,
-                "trust": f"{trust:.1f}",
             },
             data={"entry_id": entry.entry_id, "node_id": node_id},
         )

@@ -106,12 +106,17 @@ class AddonDocument:
 def service_from_environment(environ: Mapping[str, str]) -> BrokerSettings:
     """Read the MQTT service's broker from the run script's environment variables.
 
-    Unset and empty variables count as not given.
+    Unset and empty variables count as not given, and so does ``null``: bashio
+    prints the JSON null of a field the service leaves out, such as the
+    username of a broker without accounts, as that word.
 
     Raises:
         AddonOptionError: the port or the TLS flag is invalid.
     """
-    values = {name: environ.get(variable) or None for name, variable in SERVICE_VARIABLES.items()}
+    values = {
+        name: None if environ.get(variable) in (None, "", "null") else environ[variable]
+        for name, variable in SERVICE_VARIABLES.items()
+    }
     port = None
     if values["port"] is not None:
         port = _parse_port(values["port"], SERVICE_VARIABLES["port"])

@@ -493,6 +493,11 @@ class EdgeNode:
             return
         self._last_round = round_number
         self._params = announcement.params
+        joined_previous = bool(self.rounds_joined) and self.rounds_joined[-1] == round_number - 1
+        model_round = self._global_model.round if self._global_model is not None else 0
+        if not message.retained and joined_previous and model_round < round_number - 1:
+            # The previous round closed without any model, so it did not count this node.
+            self._count_round(round_number - 1, counted=False)
 
         if self.quarantined:
             _LOGGER.info("%s: quarantined, skipping round %s", self.node_id, round_number)
@@ -575,26 +580,28 @@ class EdgeNode:
         self._adopt_model(model)
         self._store.save_model(envelope.body)
         if not message.retained and model.round in self.rounds_joined:
-            self._check_counted(model)
+            self._count_round(model.round, counted=self.node_id in model.contributors)
 
-    def _check_counted(self, model: GlobalModel) -> None:
-        """Warn when the global models of three rounds in a row do not count this node."""
-        if self.node_id in model.contributors:
+    def _count_round(self, round_number: int, counted: bool) -> None:
+        """Warn when three rounds in a row that this node joined did not count its update."""
+        if counted:
             if self._uncounted_rounds >= UNCOUNTED_ROUNDS_WARNING:
                 _LOGGER.info(
                     "%s: the global model of round %s counts this node's update again",
                     self.node_id,
-                    model.round,
+                    round_number,
                 )
             self._uncounted_rounds = 0
             return
         self._uncounted_rounds += 1
         if self._uncounted_rounds == UNCOUNTED_ROUNDS_WARNING:
             _LOGGER.warning(
-                "%s: the global models of the last %s rounds do not count this node's updates. "
-                "Either the coordinator rejects its messages (Home Assistant's log names this "
-                "node and the reason, such as bad_signature for a wrong node key), or it leaves "
-                "the updates out, as it does for data unlike the other nodes' of the kind",
+                "%s: the last %s rounds this node joined did not count its updates: their "
+                "global models leave it out, or they closed without one. Either the "
+                "coordinator rejects its messages (Home Assistant's log names this node and the "
+                "reason, such as bad_signature for a wrong node key or revoked_key for a "
+                "replaced one), too few nodes sent updates, or it leaves the updates out, as it "
+                "does for data unlike the other nodes' of the kind",
                 self.node_id,
                 UNCOUNTED_ROUNDS_WARNING,
             )
@@ -647,6 +654,15 @@ class EdgeNode:
             except MessageRejected as err:
                 self._log_rejection(message.topic, message.retained, err)
                 return
+            if self.quarantined:
+                # The coordinator challenges only nodes it does not hold in
+                # quarantine. Its challenge after a release replaces the retained
+                # release command, so a node offline then receives only the challenge.
+                _LOGGER.info(
+                    "%s: released from quarantine (the coordinator sent a challenge)",
+                    self.node_id,
+                )
+                self._set_quarantined(False)
             self._send(
                 "auth",
                 protocol.node_topic(self.config.mqtt.prefix, self.node_id, "auth"),

@@ -29,20 +29,20 @@ def blueprint_folder() -> Generator[None]:
         yield
 
 
-async def _setup_blueprint(hass: HomeAssistant, quarantine_notification: bool = True) -> None:
+async def _setup_blueprint(
+    hass: HomeAssistant,
+    quarantine_notification: bool = True,
+    notify_action: str | None = "notify.phone",
+) -> None:
+    inputs = {"trust_below": 50, "quarantine_notification": quarantine_notification}
+    if notify_action is not None:
+        inputs["notify_action"] = notify_action
     assert await async_setup_component(
         hass,
         automation.DOMAIN,
         {
             automation.DOMAIN: {
-                "use_blueprint": {
-                    "path": "fltrust/quarantine_notify.yaml",
-                    "input": {
-                        "trust_below": 50,
-                        "notify_action": "notify.phone",
-                        "quarantine_notification": quarantine_notification,
-                    },
-                }
+                "use_blueprint": {"path": "fltrust/quarantine_notify.yaml", "input": inputs}
             }
         },
     )
@@ -116,6 +116,7 @@ async def test_quarantine_without_persistent_notification(hass: HomeAssistant) -
 async def test_drop_into_quarantine_notifies_once(hass: HomeAssistant) -> None:
     """Test a drop into quarantine sends the quarantine notification only."""
     notifications = async_mock_service(hass, "notify", "phone")
+    async_mock_service(hass, "persistent_notification", "create")
     await _setup_blueprint(hass)
 
     hass.bus.async_fire(EVENT_TRUST_DROPPED, _event_data(26.3, 42.2, status="quarantined"))
@@ -136,3 +137,33 @@ async def test_release_dismisses_persistent_notification(hass: HomeAssistant) ->
 
     assert len(dismissed) == 1
     assert dismissed[0].data["notification_id"] == f"fltrust_quarantined_{ENTRY_ID}_node-c"
+
+
+async def test_default_inputs_use_persistent_notifications(hass: HomeAssistant) -> None:
+    """Test the default inputs, without a notify action, still notify on a drop and quarantine."""
+    persistent = async_mock_service(hass, "persistent_notification", "create")
+    await _setup_blueprint(hass, notify_action=None)
+
+    hass.bus.async_fire(EVENT_TRUST_DROPPED, _event_data(42.2, 80.0))
+    hass.bus.async_fire(EVENT_QUARANTINED, _event_data(26.3, 42.2, status="quarantined"))
+    await hass.async_block_till_done()
+
+    assert [call.data["notification_id"] for call in persistent] == [
+        f"fltrust_trust_dropped_{ENTRY_ID}_node-c",
+        f"fltrust_quarantined_{ENTRY_ID}_node-c",
+    ]
+    assert persistent[0].data["message"] == (
+        "Trust of node node-c dropped from 80.0 to 42.2 in round 3 (integrity 0.01, security 0.61)."
+    )
+
+
+async def test_missing_notify_action_keeps_release_instructions(hass: HomeAssistant) -> None:
+    """Test a notify action that does not exist leaves the quarantine notification in place."""
+    persistent = async_mock_service(hass, "persistent_notification", "create")
+    await _setup_blueprint(hass, notify_action="notify.removed_phone")
+
+    hass.bus.async_fire(EVENT_QUARANTINED, _event_data(26.3, 42.2, status="quarantined"))
+    await hass.async_block_till_done()
+
+    assert len(persistent) == 1
+    assert "fltrust.release" in persistent[0].data["message"]

@@ -69,7 +69,6 @@ async def test_issue_for_stored_quarantine(
     assert issue.translation_placeholders == {
         "title": quarantined_node.title,
         "node_id": "node-1",
-        "trust": "20.0",
     }
     assert issue.data == {"entry_id": ENTRY_ID, "node_id": "node-1"}
     assert issue_registry.async_get_issue(DOMAIN, quarantine_issue_id(ENTRY_ID, "node-2")) is None
@@ -82,7 +81,7 @@ async def test_issue_when_round_quarantines(
     frozen_time: FrozenDateTimeFactory,
     issue_registry: ir.IssueRegistry,
 ) -> None:
-    """Test a quarantine during the rounds opens the issue with the node's trust."""
+    """Test a quarantine during the rounds opens the node's issue."""
     nodes = [EdgeNode(hass, node_id) for node_id in ("node-a", "node-b", "node-c")]
     for node in nodes:
         node.send_heartbeat()
@@ -101,8 +100,7 @@ async def test_issue_when_round_quarantines(
 
     issue = issue_registry.async_get_issue(DOMAIN, issue_id)
     assert issue is not None
-    trust = hass.states.get("sensor.node_c_trust").state
-    assert issue.translation_placeholders["trust"] == f"{float(trust):.1f}"
+    assert issue.data == {"entry_id": ENTRY_ID, "node_id": "node-c"}
     assert issue_registry.async_get_issue(DOMAIN, quarantine_issue_id(ENTRY_ID, "node-a")) is None
 
 

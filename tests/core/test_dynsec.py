@@ -57,6 +57,7 @@ def test_role_confines_node_to_its_topics() -> None:
         return True
 
     assert allowed("publishClientSend", "fltrust/home/node/kitchen-pi/update")
+    assert not allowed("publishClientSend", "fltrust/home/node/kitchen-pi/command")
     assert not allowed("publishClientSend", "fltrust/home/node/hall-pi/update")
     assert not allowed("publishClientSend", "fltrust/home/coordinator/model")
     assert allowed("subscribePattern", "fltrust/home/coordinator/model")

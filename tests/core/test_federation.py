@@ -186,6 +186,54 @@ def test_quarantined_update_dropped_and_release(federation: Federation, now: flo
         federation.release("missing", now)
 
 
+def _released_and_challenged(federation: Federation, now: float) -> NodeSimulator:
+    """Return a node just released from quarantine, which must answer a challenge."""
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    federation.nodes["node-1"].trust.status = TrustStatus.QUARANTINED
+    federation.release("node-1", now)
+    return node
+
+
+def _timeouts(federation: Federation) -> list[str]:
+    return [
+        e.reason for e in federation.nodes["node-1"].trust.events if e.reason == "reauth_timeout"
+    ]
+
+
+def test_unanswered_challenge_charged_while_node_talks(federation: Federation, now: float) -> None:
+    node = _released_and_challenged(federation, now)
+    first = federation.nodes["node-1"].challenge
+
+    for step in range(1, federation_module.CHALLENGE_ROUNDS + 2):
+        _deliver(federation, node.heartbeat(now + step), now + step)
+        federation.start_round(now + step)
+
+    assert _timeouts(federation) == ["reauth_timeout"]
+    assert federation.nodes["node-1"].challenge != first
+
+
+def test_silent_node_not_charged_for_its_challenge(federation: Federation, now: float) -> None:
+    _released_and_challenged(federation, now)
+    first = federation.nodes["node-1"].challenge
+
+    outcomes = [
+        federation.start_round(now + step)
+        for step in range(1, 2 * federation_module.CHALLENGE_ROUNDS + 2)
+    ]
+
+    assert _timeouts(federation) == []
+    # The challenge is sent again, so a node that comes back finds a fresh one.
+    assert federation.nodes["node-1"].challenge != first
+    challenges = [
+        json.loads(p.payload)["body"]["nonce"]
+        for outcome in outcomes
+        for p in outcome.publishes
+        if p.topic == protocol.command_topic(PREFIX, "node-1")
+    ]
+    assert challenges[-1] == federation.nodes["node-1"].challenge
+
+
 def test_forget_node(federation: Federation, now: float) -> None:
     node = NodeSimulator("node-1")
     _join(federation, [node], now)

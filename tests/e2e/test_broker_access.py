@@ -237,6 +237,7 @@ def test_quarantine_cuts_broker_access(
         for node_id in ("access-1", "access-2"):
             assert not admin.is_disabled(accounts[node_id].username), node_id
         connections = _log_count(rogue, f"{ROGUE}: connected to")
+        joined = _log_count(rogue, f"{ROGUE}: joined round")
 
         # A person releases the node from its repair issue, as the Repairs page does.
         issue = wait_for(
@@ -257,6 +258,19 @@ def test_quarantine_cuts_broker_access(
             75,
             f"{ROGUE} did not reconnect after the release",
         )
+        # Offline at the release, the node finds the challenge that replaced the
+        # retained release command, which releases it too.
+        wait_for(
+            lambda: _log_count(rogue, f"{ROGUE}: answered a reauthentication request") > 0,
+            30,
+            f"{ROGUE} did not answer its challenge after the release",
+        )
+        wait_for(
+            lambda: _log_count(rogue, f"{ROGUE}: joined round") > joined,
+            60,
+            f"{ROGUE} did not take part in a round after the release",
+        )
+        assert f"{ROGUE}: released from quarantine" in rogue.process.log_path.read_text()
         assert "could not cut the broker access" not in home_assistant.log()
         assert _quarantine_issue(home_assistant, entry_id) is None
     finally:

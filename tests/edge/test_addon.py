@@ -195,6 +195,8 @@ def test_service_from_environment():
 
     assert service == SERVICE
     assert service_from_environment({}) == BrokerSettings()
+    left_out = {"FLTRUST_MQTT_USERNAME": "null", "FLTRUST_MQTT_PASSWORD": "null"}
+    assert service_from_environment(left_out) == BrokerSettings()
     assert service_from_environment({"FLTRUST_MQTT_SSL": "True"}).tls is True
 
 

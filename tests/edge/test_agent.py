@@ -442,6 +442,25 @@ def test_reauthenticate_answers_nonce(node_config, signer):
     assert topic == protocol.node_topic(PREFIX, NODE_ID, "auth")
 
 
+def test_challenge_after_missed_release_lifts_quarantine(node_config, signer, caplog):
+    node, _link = replayed_node(node_config)
+    send(node, COMMAND_TOPIC, signer.command("quarantine"))
+    restarted, restarted_link = replayed_node(node_config)
+    assert restarted.quarantined is True
+
+    # Offline during the release, the node finds only the challenge that
+    # replaced the retained release command.
+    with caplog.at_level("INFO"):
+        send(restarted, COMMAND_TOPIC, signer.command("reauthenticate", nonce="c" * 32), True)
+    send(restarted, ROUND_TOPIC, signer.round(1))
+    pump(restarted, lambda: updates(restarted_link))
+
+    assert restarted.quarantined is False
+    assert "released from quarantine (the coordinator sent a challenge)" in caplog.text
+    assert len(restarted_link.envelopes("auth")) == 1
+    assert protocol.parse_update(updates(restarted_link)[0]["body"], PARAMS, {}).round == 1
+
+
 def test_reauthenticate_with_short_nonce_rejected(node_config, signer, caplog):
     node, link = make_offline_node(node_config)
 
@@ -889,15 +908,32 @@ def test_uncounted_updates_warned(node_config, signer, caplog):
     with caplog.at_level("INFO"):
         play_round(1, counted=False)
         play_round(2, counted=False)
-        assert "do not count this node's updates" not in caplog.text
+        assert "did not count its updates" not in caplog.text
         play_round(3, counted=False)
         play_round(4, counted=False)
         play_round(5, counted=True)
 
-    warnings = [r for r in caplog.records if "do not count this node's updates" in r.getMessage()]
+    warnings = [r for r in caplog.records if "did not count its updates" in r.getMessage()]
     assert len(warnings) == 1
     assert warnings[0].levelname == "WARNING"
     assert "counts this node's update again" in caplog.text
+
+
+def test_rounds_without_model_warned(node_config, signer, caplog):
+    node, link = replayed_node(node_config)
+
+    with caplog.at_level("WARNING"):
+        for round_number in (1, 2, 3):
+            send(node, ROUND_TOPIC, signer.round(round_number))
+            pump(node, lambda expected=round_number: len(updates(link)) >= expected)
+        assert "did not count its updates" not in caplog.text
+        # The next announcement shows that round 3 closed without a model, as
+        # rounds do when the coordinator rejects the node's key.
+        send(node, ROUND_TOPIC, signer.round(4))
+
+    warnings = [r for r in caplog.records if "did not count its updates" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "revoked_key" in warnings[0].getMessage()
 
 
 def test_silent_coordinator_warned(node_config, caplog, monkeypatch):

@@ -113,8 +113,11 @@ def node_role_acls(
     """
     own = f"{prefix}/node/{node_id}"
     coordinator = f"{prefix}/coordinator/#"
-    allowed, denied = 10, 0
+    reserved, allowed, denied = 20, 10, 0
     acls = [
+        # Only the coordinator writes a node's commands. A node that could would
+        # clear or replace its retained quarantine command.
+        _acl("publishClientSend", f"{own}/command", reserved, False),
         _acl("publishClientSend", f"{own}/#", allowed, True),
         _acl("subscribePattern", coordinator, allowed, True),
         _acl("subscribePattern", f"{own}/command", allowed, True),

@@ -160,6 +160,8 @@ class NodeRecord:
     authenticated: bool = True
     challenge: str = ""
     challenge_round: int = 0
+    # Coordinator time at which the open challenge was sent.
+    challenge_sent: float = 0.0
     received_bytes: int = 0
     last_heartbeat: dict[str, Any] = field(default_factory=dict)
     last_integrity: float | None = None
@@ -588,7 +590,9 @@ class Federation:
                 continue
             if node.challenge and self.round - node.challenge_round < CHALLENGE_ROUNDS:
                 continue
-            if node.challenge:
+            # A node that sent nothing since the challenge may be reconnecting, or
+            # waiting for its replaced key, so only a node that kept talking is charged.
+            if node.challenge and node.last_seen > node.challenge_sent:
                 node.trust.record_event(now, "reauth_timeout", 0.5, "challenge not answered")
             outcome.publishes.append(self._challenge(node, now))
         return outcome
@@ -597,6 +601,7 @@ class Federation:
         node.authenticated = False
         node.challenge = secrets.token_hex(16)
         node.challenge_round = self.round
+        node.challenge_sent = now
         return self._command(node.node_id, "reauthenticate", now, node.challenge)
 
     def ready_to_close(self, now: float) -> bool:
@@ -997,6 +1002,7 @@ class Federation:
                     "authenticated": node.authenticated,
                     "challenge": node.challenge,
                     "challenge_round": node.challenge_round,
+                    "challenge_sent": node.challenge_sent,
                     "devices": {
                         device_id: {
                             "kind": record.info.kind,
@@ -1070,6 +1076,7 @@ class Federation:
             node.authenticated = bool(data.get("authenticated", True))
             node.challenge = data.get("challenge", "")
             node.challenge_round = int(data.get("challenge_round", 0))
+            node.challenge_sent = float(data.get("challenge_sent", 0.0))
             for device_id, device in data.get("devices", {}).items():
                 node.devices[device_id] = DeviceRecord(
                     info=DeviceInfo(
