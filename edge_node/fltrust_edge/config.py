@@ -248,7 +248,7 @@ def _parse_mqtt(table: _Table, node_id: str) -> MqttConfig:
     _check_host(table.key("host"), host)
     port = table.integer("port", default=1883, minimum=1, maximum=65535)
     username = table.string("username", default=None) or None
-    password = table.string("password", default=None) or None
+    password = table.string("password", default=None, secret=True) or None
     prefix = table.string("prefix", default="fltrust")
     _check_prefix(table.key("prefix"), prefix)
     tls = table.boolean("tls", default=False)
@@ -351,7 +351,7 @@ def _check_topic_lengths(mqtt: MqttConfig, node_id: str, devices: tuple[DeviceCo
 
 
 def _parse_security(table: _Table, base_dir: Path) -> SecurityConfig:
-    node_key = bytes.fromhex(table.hex_key("node_key"))
+    node_key = bytes.fromhex(table.hex_key("node_key", secret=True))
     public_key = table.hex_key("coordinator_public_key")
     try:
         load_public_key(public_key)
@@ -709,16 +709,26 @@ class _Table:
             raise ConfigError(f"{self.key(name)}: missing required key")
         return default
 
-    def _typed(self, name: str, default: Any, check: Callable[[Any], bool], expected: str) -> Any:
+    def _typed(
+        self,
+        name: str,
+        default: Any,
+        check: Callable[[Any], bool],
+        expected: str,
+        secret: bool = False,
+    ) -> Any:
         value = self._get(name, default)
         if value is default and name not in self.data:
             return value
         if not check(value):
-            raise ConfigError(f"{self.key(name)}: expected {expected}, got {_describe(value)}")
+            raise ConfigError(
+                f"{self.key(name)}: expected {expected}, got {_describe(value, secret)}"
+            )
         return value
 
-    def string(self, name: str, default: Any = _MISSING) -> Any:
-        return self._typed(name, default, lambda v: isinstance(v, str), "a string")
+    def string(self, name: str, default: Any = _MISSING, secret: bool = False) -> Any:
+        """Return a string; with ``secret`` an error names the wrong type but not the value."""
+        return self._typed(name, default, lambda v: isinstance(v, str), "a string", secret)
 
     def boolean(self, name: str, default: Any = _MISSING) -> Any:
         return self._typed(name, default, lambda v: isinstance(v, bool), "true or false")
@@ -776,8 +786,8 @@ class _Table:
             raise ConfigError(f"{self.key(name)}: must not be empty")
         return value
 
-    def hex_key(self, name: str) -> str:
-        value = self.string(name)
+    def hex_key(self, name: str, secret: bool = False) -> str:
+        value = self.string(name, secret=secret)
         expected = KEY_BYTES * 2
         if len(value) != expected:
             raise ConfigError(
@@ -831,7 +841,7 @@ def _shorten(value: Any, limit: int = 60) -> str:
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
-def _describe(value: Any) -> str:
+def _describe(value: Any, secret: bool = False) -> str:
     type_names = {
         bool: "a boolean",
         int: "an integer",
@@ -840,4 +850,5 @@ def _describe(value: Any) -> str:
         list: "a list",
         dict: "a table",
     }
-    return f"{type_names.get(type(value), type(value).__name__)} ({_shorten(value)})"
+    name = type_names.get(type(value), type(value).__name__)
+    return name if secret else f"{name} ({_shorten(value)})"

@@ -633,6 +633,27 @@ def test_password_error_does_not_show_password(tmp_path):
     assert message == "mqtt.password: must not contain the character U+0000"
 
 
+@pytest.mark.parametrize(
+    ("section", "name", "value", "expected"),
+    [
+        ("mqtt", "password", 83920174551, "mqtt.password: expected a string, got an integer"),
+        (
+            "security",
+            "node_key",
+            ["ca0a39f660d0e142fa6ea6595deb2eba"],
+            "security.node_key: expected a string, got a list",
+        ),
+    ],
+)
+def test_secret_of_wrong_type_not_shown(tmp_path, section, name, value, expected):
+    data = base_config(tmp_path)
+    data[section][name] = value
+
+    message = load_error(tmp_path, data)
+
+    assert message == expected
+
+
 def test_mqtt_source_topic_with_nul(tmp_path):
     data = base_config(tmp_path)
     data["devices"] = [mqtt_device([{"topic": "z/\u0000", "feature": "temperature"}])]
