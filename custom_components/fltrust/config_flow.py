@@ -55,6 +55,7 @@ from .core.security import (
     parse_key,
     public_key_hex,
 )
+from .core.trust import TrustConfig
 
 SECONDS = NumberSelectorConfig(
     min=1,
@@ -150,6 +151,9 @@ def _round_errors(settings: Mapping[str, Any]) -> dict[str, str]:
         errors[CONF_ROUND_TIMEOUT] = "timeout_not_below_interval"
     if settings[CONF_QUARANTINE_THRESHOLD] >= settings[CONF_REAUTH_THRESHOLD]:
         errors[CONF_QUARANTINE_THRESHOLD] = "quarantine_not_below_reauth"
+    elif settings[CONF_QUARANTINE_THRESHOLD] >= TrustConfig().initial_score:
+        # Every new node would start quarantined.
+        errors[CONF_QUARANTINE_THRESHOLD] = "quarantine_not_below_initial"
     return errors
 
 

@@ -189,6 +189,11 @@ async def test_mqtt_not_configured(hass: HomeAssistant) -> None:
             CONF_QUARANTINE_THRESHOLD,
             "quarantine_not_below_reauth",
         ),
+        (
+            {CONF_REAUTH_THRESHOLD: 90, CONF_QUARANTINE_THRESHOLD: 82},
+            CONF_QUARANTINE_THRESHOLD,
+            "quarantine_not_below_initial",
+        ),
     ],
 )
 async def test_user_flow_field_errors(

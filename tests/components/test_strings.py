@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from custom_components.fltrust.binary_sensor import DEVICE_BINARY_SENSORS, NODE_BINARY_SENSORS
+from custom_components.fltrust.core.trust import TrustConfig
 from custom_components.fltrust.device_trigger import TRIGGER_EVENTS
 from custom_components.fltrust.sensor import DEVICE_SENSORS, FEDERATION_SENSORS, NODE_SENSORS
 
@@ -31,6 +32,7 @@ def test_flow_errors_and_aborts_translated() -> None:
         "invalid_federation_key",
         "timeout_not_below_interval",
         "quarantine_not_below_reauth",
+        "quarantine_not_below_initial",
         "not_a_number",
     }
     assert set(config["abort"]) == {
@@ -81,3 +83,12 @@ def test_device_triggers_translated() -> None:
     """Test every device trigger type has a text."""
     triggers = _json("strings.json")["device_automation"]["trigger_type"]
     assert set(triggers) == set(TRIGGER_EVENTS)
+
+
+def test_initial_trust_in_threshold_error() -> None:
+    """Test the error text names the trust score that new nodes start with."""
+    strings = _json("strings.json")
+    message = strings["config"]["error"]["quarantine_not_below_initial"]
+
+    assert f"below {TrustConfig().initial_score:.0f}," in message
+    assert strings["options"]["error"]["quarantine_not_below_initial"] == message
