@@ -45,6 +45,25 @@ def test_unknown_peer_surge_lowers_network_signal() -> None:
     assert change.reasons[0].startswith("network")
 
 
+@pytest.mark.parametrize(
+    ("previous", "score", "status", "dropped"),
+    [
+        (80.0, 79.0, TrustStatus.REAUTH_REQUIRED, True),
+        (80.0, 65.0, TrustStatus.TRUSTED, True),
+        (80.0, 75.0, TrustStatus.TRUSTED, False),
+        # A threshold raised above the score changes the status while the score rises.
+        (80.0, 82.0, TrustStatus.REAUTH_REQUIRED, False),
+        (80.0, 80.0, TrustStatus.QUARANTINED, False),
+    ],
+)
+def test_dropped_only_when_score_falls(
+    previous: float, score: float, status: TrustStatus, dropped: bool
+) -> None:
+    change = TrustChange("n", previous, score, TrustStatus.TRUSTED, status, {}, [])
+
+    assert change.dropped is dropped
+
+
 def test_traffic_surge_lowers_network_signal() -> None:
     trust = NodeTrust()
     _warm(trust)

@@ -106,10 +106,15 @@ class TrustChange:
 
     @property
     def dropped(self) -> bool:
-        """Whether the score crossed below the re-authentication threshold or fell sharply."""
-        return self.score < self.previous - 10 or (
+        """Whether the score fell sharply, or fell and left the trusted status.
+
+        A status change alone is no drop: raising a threshold above a node's
+        score changes its status while the score may rise.
+        """
+        left_trusted = (
             self.status != TrustStatus.TRUSTED and self.previous_status == TrustStatus.TRUSTED
         )
+        return self.score < self.previous - 10 or (left_trusted and self.score < self.previous)
 
 
 def _approach(current: float, evidence: float, rate_up: float = 0.25) -> float:
