@@ -176,7 +176,7 @@ def open_round(federation: Federation, now: float, n_nodes: int) -> list[NodeSim
     return nodes
 
 
-def test_copy_of_an_earlier_update_costs_the_copier(federation: Federation, now: float) -> None:
+def test_copy_of_an_earlier_update_counts_once(federation: Federation, now: float) -> None:
     nodes = open_round(federation, now, 5)
     rng = np.random.default_rng(1)
     models = [
@@ -192,10 +192,20 @@ def test_copy_of_an_earlier_update_costs_the_copier(federation: Federation, now:
     # node-4 read node-2's update off the broker and sends it as its own.
     federation.handle_message(*nodes[4].update(1, models[2], now), now)
 
-    federation.close_round(now + 1)
+    outcome = federation.close_round(now + 1)
 
+    model = next(json.loads(p.payload)["body"] for p in outcome.publishes if p.retain)
     assert federation.nodes["node-2"].last_integrity == 1.0
-    assert federation.nodes["node-4"].last_integrity == 0.0
+    assert model["contributors"]["node-2"] > 0.0
+    # Without a history of its own, the copy may come from a second node on the
+    # same device, so it weighs nothing but costs nothing either.
+    assert federation.nodes["node-4"].last_integrity == 1.0
+    assert model["contributors"].get("node-4", 0.0) == 0.0
+    [completed] = [e for e in outcome.events if e.kind == "round_completed"]
+    assert (
+        "near-identical to an update that arrived earlier"
+        in (completed.data["dropped_reasons"]["node-4"])
+    )
 
 
 def test_nan_update_rejected_before_aggregation(federation: Federation, now: float) -> None:
@@ -865,15 +875,17 @@ def test_shifted_data_loses_evidence(rng, base, directions) -> None:
     assert results[0].evidence == 0.0
 
 
-def test_zero_repeated_and_copied_updates_lose_evidence(rng, base, directions) -> None:
+def test_zero_repeated_and_copied_updates_scored(rng, base, directions) -> None:
     updates = honest_round(rng, base, 6, directions)
     updates[0] = replace(updates[0], svm_coef=base.svm_coef.copy(), svm_offset=base.svm_offset)
     updates[2] = replace(updates[1])
     scores = score(updates, base, repeated=[False, False, False, True, False, False])
     assert scores[0].evidence == 0.0
     assert scores[0].reason.startswith("zero update")
-    assert scores[1].evidence == scores[2].evidence == 0.0
-    assert "near-identical" in scores[1].reason
+    # Without arrival ranks both members of the pair are copies.
+    assert scores[1].evidence == scores[2].evidence == 1.0
+    assert scores[1].duplicate is scores[2].duplicate is True
+    assert scores[1].weight == scores[2].weight == 0.0
     assert scores[3].evidence == 0.0
     assert "repeats" in scores[3].reason
     assert scores[4].evidence == scores[5].evidence == 1.0
@@ -914,8 +926,77 @@ def test_copied_update_keeps_first_sender_evidence(rng, base, directions) -> Non
     scores = score_updates(parts, [None] * 6, [False] * 6, arrival=[0, 1, 2, 3, 4, 5])
 
     assert scores[1].evidence == 1.0
+    assert scores[1].weight > 0.0
+    assert scores[5].duplicate is True
+    assert scores[5].weight == 0.0
+
+
+def twin_rounds(rng, base, directions, rounds: int, last=None):
+    """Score rounds in which node 1 sends node 0's update, arriving just before it.
+
+    ``last`` may replace the updates of the final round. Returns its scores.
+    """
+    baselines: list = [None] * 6
+    results = []
+    for round_number in range(rounds):
+        updates = honest_round(rng, base, 6, directions)
+        updates[1] = replace(updates[0], svm_coef=updates[0].svm_coef + 1e-9)
+        if last is not None and round_number == rounds - 1:
+            updates = last(updates)
+        parts = [update_parts(u, base) for u in updates]
+        results = score_updates(
+            parts,
+            baselines,
+            [False] * 6,
+            typical=typical_data([u.stats for u in updates], base.stats),
+            arrival=[1, 0, 2, 3, 4, 5],
+        )
+        baselines = [
+            learn_baseline(b, p, r) for b, p, r in zip(baselines, parts, results, strict=True)
+        ]
+    return results
+
+
+def test_twin_with_history_weighs_nothing_at_no_cost(rng, base, directions) -> None:
+    # Two nodes that watch one device send the same update every round, so
+    # whichever arrives second is a near copy in line with its own history.
+    scores = twin_rounds(rng, base, directions, rounds=6)
+
+    assert scores[0].duplicate is True
+    assert scores[0].weight == 0.0
+    assert scores[0].evidence == 1.0
+    assert scores[1].duplicate is False
+    assert scores[1].weight > 0.0
+    assert scores[1].evidence == 1.0
+
+
+def test_copy_unlike_own_history_loses_evidence(rng, base, directions) -> None:
+    def copy_node_two(updates: list[KindModel]) -> list[KindModel]:
+        updates[4] = replace(updates[2], svm_coef=updates[2].svm_coef + 1e-9)
+        return updates
+
+    scores = twin_rounds(rng, base, directions, rounds=6, last=copy_node_two)
+
+    # Node 4 arrived after node 2 and jumped from its own history onto its update.
+    assert scores[4].duplicate is True
+    assert scores[4].deviation > 3.0
+    assert scores[4].evidence == 0.0
+    assert "unlike its own earlier ones" in scores[4].reason
+
+
+def test_atypical_copy_loses_evidence(rng, base, directions) -> None:
+    updates = honest_round(rng, base, 6, directions)
+    far_data = FeatureStats.from_samples(rng.normal(loc=50.0, size=(200, 2)))
+    updates[5] = replace(updates[2], svm_coef=updates[2].svm_coef + 1e-9, stats=far_data)
+    parts = [update_parts(u, base) for u in updates]
+    typical = typical_data([u.stats for u in updates], base.stats)
+
+    scores = score_updates(parts, [None] * 6, [False] * 6, typical=typical, arrival=range(6))
+
+    assert not typical[5]
+    assert scores[5].duplicate is True
     assert scores[5].evidence == 0.0
-    assert "near-identical" in scores[5].reason
+    assert scores[2].evidence == 1.0
 
 
 def test_lower_median_never_averages() -> None:

@@ -711,6 +711,11 @@ class Federation:
                 continue
             if result.evidence <= 0.0:
                 return f"kind {kind}: {result.reason}"
+            if result.duplicate:
+                return (
+                    f"kind {kind}: near-identical to an update that arrived earlier, "
+                    "which counts for both"
+                )
             if result.weight <= 0.0:
                 return (
                     f"kind {kind}: points away from the round's updates "

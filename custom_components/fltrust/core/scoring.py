@@ -44,9 +44,9 @@ points away from the majority in every round, so it weighs little or nothing
 in the kind's model, but it stays consistent with itself and keeps its trust.
 An attacker changes what it sends when it starts attacking, which its own
 history exposes. An attacker that poisons from its very first update has no
-honest history to betray it. Unless its updates are blatant (zero, copied,
-repeated or far from the round's median), the aggregation weights alone limit
-it.
+honest history to betray it. Unless its updates are blatant (zero, repeated
+or far from the round's median), the aggregation weights alone limit it, and
+copies of another update weigh nothing.
 
 The benchmark in ``docs/benchmarks.md`` measured this rule against FLTrust's
 own (cosine-proportional weights against an update the coordinator trains on
@@ -230,6 +230,8 @@ class UpdateScore:
             other senders' mean along their spread, over the usual such
             distance; NaN where not measured (see ``mimic_ratios``).
         reason: why the evidence is below 1, empty otherwise.
+        duplicate: whether the update is a near copy of one that arrived
+            earlier in the round; it then weighs nothing.
     """
 
     cosine: float
@@ -244,6 +246,7 @@ class UpdateScore:
     distance_ratio: float = math.nan
     mimic_ratio: float = math.nan
     reason: str = ""
+    duplicate: bool = False
 
 
 @overload
@@ -360,8 +363,8 @@ def near_duplicates(
 
     With ``arrival``, the rank of each row in arrival order, a row is marked
     only when a row that arrived earlier is that close. A node that copies
-    another node's update off the broker must send it later, so the copy
-    costs only the copier.
+    another node's update off the broker must send it later, so only the
+    copy is marked.
     """
     n_rows = deltas.shape[0]
     if n_rows < 3:
@@ -648,16 +651,17 @@ def score_updates(
         clip_ratio: bound each delta's pull to this multiple of the median norm
             (of the reference's norm when given); None bounds it to exactly
             that norm, the length to which FLTrust rescales updates.
-        arrival: for each update, its rank in arrival order; a near copy then
-            costs only the later sender (see ``near_duplicates``). None
+        arrival: for each update, its rank in arrival order; only the later
+            of two near copies is then marked (see ``near_duplicates``). None
             marks every member of a group of copies.
 
     Returns:
         One UpdateScore per update, in order. Zero, repeated and copied
-        updates get no evidence and stay out of the reference and of the
-        usual distances. With fewer than three other typical updates and no
-        reference there is no majority: typical updates weigh 1 and their
-        clip factors are 1.
+        updates stay out of the reference and of the usual distances. Zero
+        and repeated ones get no evidence. A copy weighs nothing, and gets no
+        evidence when it is also unlike its sender's history. With fewer than
+        three other typical updates and no reference there is no majority:
+        typical updates weigh 1 and their clip factors are 1.
     """
     n_updates = len(parts)
     in_bulk = np.ones(n_updates, dtype=bool) if typical is None else np.array(typical, dtype=bool)
@@ -666,8 +670,8 @@ def score_updates(
     svm = np.vstack([p[SVM_PART] for p in parts])
     svm_norms = np.linalg.norm(svm, axis=1)
 
-    # Zero, repeated and copied updates are known bad: they lose all evidence
-    # and stay out of every robust statistic of the round.
+    # Zero, repeated and copied updates stay out of every robust statistic of
+    # the round. Zero and repeated ones are known bad and lose all evidence.
     zero = svm_norms <= 1e-12
     copied = near_duplicates(svm, arrival=arrival)
     repeats = np.asarray(repeated, dtype=bool)
@@ -751,9 +755,15 @@ def score_updates(
             f"{mimic[i]:.2f} of the usual distance from the mean of the other updates "
             "shifted along their spread: it follows the round, not its own data"
         )
-    for i in np.flatnonzero(copied):
+    for i in np.flatnonzero(copied & ((deviations > DEVIATION_TOLERATED) | ~in_bulk)):
+        # A copy unlike its sender's history came from elsewhere. One in line with
+        # the history, or without one, may come from a second node that watches
+        # the same device, so it only weighs nothing. Charging a copy without a
+        # history would also keep such a node from ever building one. Senders
+        # with atypical data are compared with their history on a looser scale,
+        # so their copies are charged whatever the history.
         evidence[i] = 0.0
-        reasons[i] = "near-identical to another node's update"
+        reasons[i] = "near-identical to another node's update, unlike its own earlier ones"
     for i in np.flatnonzero(repeats):
         evidence[i] = 0.0
         reasons[i] = "repeats an update sent for an earlier model version"
@@ -781,6 +791,8 @@ def score_updates(
         )
     weights = direction.weights.copy()
     weights[~in_bulk] = 0.0
+    # The earlier of two near-identical updates counts once for both.
+    weights[copied] = 0.0
 
     reference_norm = max(direction.norm, 1e-12)
     return [
@@ -797,6 +809,7 @@ def score_updates(
             typical=bool(in_bulk[i]),
             distances=tuple(float(d) for d in distances[i]),
             reason=reasons[i],
+            duplicate=bool(copied[i]),
         )
         for i in range(n_updates)
     ]
