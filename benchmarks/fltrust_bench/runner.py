@@ -118,14 +118,14 @@ def _rounded(value: float) -> float | None:
     return None if np.isnan(value) else round(float(value), 3)
 
 
+def _reported(per_node: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Return node id -> the figures in ``METRICS`` of one method's metrics."""
+    return {node: {name: values.get(name) for name in METRICS} for node, values in per_node.items()}
+
+
 def _compact(result: RunResult) -> dict[str, Any]:
     """Return a run's results as plain data: metrics per node and trust histories."""
-    metrics = {
-        method: {
-            node: {name: values.get(name) for name in METRICS} for node, values in per_node.items()
-        }
-        for method, per_node in result.metrics.items()
-    }
+    metrics = {method: _reported(per_node) for method, per_node in result.metrics.items()}
     trust = {
         method: {
             node: [[r, s, status] for r, s, status in history] for node, history in nodes.items()
@@ -227,15 +227,12 @@ def reference_task(task: tuple[str, int, int]) -> dict[str, Any]:
     central = evaluate(federation, central_models, node_ids)
     central_typical = evaluate(federation, _typical_models(federation, rounds, seed), node_ids)
 
-    def keep(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        return {n: {k: v.get(k) for k in METRICS} for n, v in metrics.items()}
-
     return {
         "federation": name,
         "seed": seed,
-        "local": keep(local),
-        "central": keep(central),
-        "central_typical": keep(central_typical),
+        "local": _reported(local),
+        "central": _reported(central),
+        "central_typical": _reported(central_typical),
     }
 
 
@@ -269,10 +266,7 @@ def scarce_task(task: tuple[str, int, int, int]) -> dict[str, Any]:
         "rows": rows,
         "seed": seed,
         "atypical": sorted(federation.atypical()),
-        "metrics": {
-            method: {n: {k: v.get(k) for k in METRICS} for n, v in per_node.items()}
-            for method, per_node in metrics.items()
-        },
+        "metrics": {method: _reported(per_node) for method, per_node in metrics.items()},
     }
 
 

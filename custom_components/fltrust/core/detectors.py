@@ -510,7 +510,7 @@ class PersonalizedDetector(BaseEstimator):  # type: ignore[misc]  # scikit-learn
             held_out, model=local_model
         )
         # TODO: with 25 rows per node the local part lowers the pump benchmark's AUC
-        # below the global model's; a weight that grows with the node's rows could fix that.
+        # below the global model's. A weight that grows with the node's rows may fix it.
         self.local_weight_ = self.local_weight
         if (
             model_fits(model, params, X.shape[1])

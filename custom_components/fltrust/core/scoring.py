@@ -230,8 +230,8 @@ class UpdateScore:
             other senders' mean along their spread, over the usual such
             distance; NaN where not measured (see ``mimic_ratios``).
         reason: why the evidence is below 1, empty otherwise.
-        duplicate: whether the update is a near copy of one that arrived
-            earlier in the round; it then weighs nothing.
+        duplicate: whether the update nearly copies another update that
+            arrived earlier in the round, so that it weighs nothing.
     """
 
     cosine: float
