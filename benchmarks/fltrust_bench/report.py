@@ -701,8 +701,7 @@ class Report:
                 + (f" ({', '.join(map(str, wins))} rows)." if wins else ".")
                 + (
                     " The personalized detector's AUC is more than 0.01 below the global "
-                    f"model's at {', '.join(map(str, personal_below))} rows, where its local "
-                    "part learns from half of so few rows."
+                    f"model's at {', '.join(map(str, personal_below))} rows."
                     if personal_below
                     else ""
                 ),

