@@ -420,6 +420,7 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         self._stopping = True
         self._cancel_timers()
         if self._federation is not None:
+            self._log_open_round()
             await self.async_save(clean=True)
 
     @override
@@ -434,7 +435,19 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
         self._pending.clear()
         self._pending_bytes = 0
         if self._federation is not None:
+            self._log_open_round()
             await self.async_save(clean=True)
+
+    def _log_open_round(self) -> None:
+        """Log that the open round ends without a model, because its updates are not stored."""
+        federation = self.federation
+        if federation.round_open:
+            LOGGER.info(
+                "Round %s ends without a model because the coordinator stops; "
+                "the %s update(s) it received are discarded, and the nodes join the next round",
+                federation.round,
+                len(federation.updates),
+            )
 
     async def async_save(self, clean: bool = False, backup: bool = False) -> None:
         """Write the federation state to storage now.

@@ -35,6 +35,7 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -75,6 +76,8 @@ MAX_REPORTED_SCORE = 1e9
 
 # Rounds in a row whose global model leaves out this node's update before it warns.
 UNCOUNTED_ROUNDS_WARNING = 3
+# Joined rounds kept by number; a node that runs for years counts the rest.
+RECENT_ROUNDS = 1000
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,8 @@ class EdgeNode:
         self._global_model: GlobalModel | None = None
         self._params = FederationParams()
         self.quarantined = self._store.state.quarantined
-        self.rounds_joined: list[int] = []
+        self.rounds_joined = 0
+        self.recent_rounds: deque[int] = deque(maxlen=RECENT_ROUNDS)
         self._replay_errors: dict[str, str] = {}
         self._results_error: str | None = None
         self._training_round: int | None = None
@@ -493,7 +497,7 @@ class EdgeNode:
             return
         self._last_round = round_number
         self._params = announcement.params
-        joined_previous = bool(self.rounds_joined) and self.rounds_joined[-1] == round_number - 1
+        joined_previous = bool(self.recent_rounds) and self.recent_rounds[-1] == round_number - 1
         model_round = self._global_model.round if self._global_model is not None else 0
         if not message.retained and joined_previous and model_round < round_number - 1:
             # The previous round closed without any model, so it did not count this node.
@@ -579,7 +583,7 @@ class EdgeNode:
             return
         self._adopt_model(model)
         self._store.save_model(envelope.body)
-        if not message.retained and model.round in self.rounds_joined:
+        if not message.retained and model.round in self.recent_rounds:
             self._count_round(model.round, counted=self.node_id in model.contributors)
 
     def _count_round(self, round_number: int, counted: bool) -> None:
@@ -708,7 +712,8 @@ class EdgeNode:
         if not self._send("update", topic, protocol.update_body(update), qos=1):
             _LOGGER.warning("%s: update for round %s could not be sent", self.node_id, result.round)
             return
-        self.rounds_joined.append(result.round)
+        self.rounds_joined += 1
+        self.recent_rounds.append(result.round)
         _LOGGER.info(
             "%s: joined round %s: sent an update from base version %s for %s",
             self.node_id,
@@ -827,7 +832,9 @@ class EdgeNode:
                     replay_error=self._replay_errors.get(device.id),
                 )
             )
-        return build_results(self.node_id, self.rounds_joined, self.model_version, devices)
+        return build_results(
+            self.node_id, self.rounds_joined, list(self.recent_rounds), self.model_version, devices
+        )
 
     def _write_results(self) -> None:
         if self.results_path is None:

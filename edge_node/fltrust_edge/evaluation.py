@@ -12,7 +12,8 @@ labels from the data. Results are JSON::
         "n_rows": 21695, "n_anomalies": 2268, "n_train_rows": 1000,
         "threshold": 2.1, "replay_error": null}}}
 
-``replay_error`` is the error that ended a device's replay early, such as an
+``rounds`` lists the last 1000 joined rounds at most; ``rounds_joined``
+counts all of them. ``replay_error`` is the error that ended a device's replay early, such as an
 invalid CSV line, or None when the replay reached the end of its slice.
 ``auc`` is None when the test part lacks one of the classes; every metric is
 None for a device without labels or without a detector.
@@ -97,11 +98,20 @@ def _empty_metrics(device: DeviceEvaluation) -> dict[str, Any]:
 
 def build_results(
     node_id: str,
-    rounds: list[int],
+    rounds_joined: int,
+    recent_rounds: list[int],
     model_version: int,
     devices: list[DeviceEvaluation],
 ) -> dict[str, Any]:
-    """Return the results document of a node."""
+    """Return the results document of a node.
+
+    Parameters:
+        node_id: the node's id.
+        rounds_joined: number of rounds the node sent an update in.
+        recent_rounds: numbers of the most recent of those rounds.
+        model_version: version of the node's current global model, 0 for none.
+        devices: one evaluation per device.
+    """
     entries: dict[str, Any] = {}
     for device in devices:
         scored = (
@@ -123,8 +133,8 @@ def build_results(
         }
     return {
         "node_id": node_id,
-        "rounds_joined": len(rounds),
-        "rounds": sorted(rounds),
+        "rounds_joined": rounds_joined,
+        "rounds": sorted(recent_rounds),
         "model_version": model_version,
         "devices": entries,
     }

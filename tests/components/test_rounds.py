@@ -155,6 +155,27 @@ async def test_round_closes_at_deadline(
     assert round_state.attributes["last_round_duration"] == float(ROUND_TIMEOUT)
 
 
+async def test_unload_during_round_logs_discarded_updates(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mqtt_mock: MagicMock,
+    frozen_time: FrozenDateTimeFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Test unloading with a round open logs that the round ends without a model."""
+    nodes = await _join(hass)
+    await advance(hass, frozen_time, ROUND_INTERVAL)
+    nodes[0].send_update(1, kind_model(np.ones(PARAMS.rff_components)))
+    await hass.async_block_till_done()
+
+    assert await hass.config_entries.async_unload(init_integration.entry_id)
+    await hass.async_block_till_done()
+
+    assert "Round 1 ends without a model because the coordinator stops" in caplog.text
+    assert "the 1 update(s) it received are discarded" in caplog.text
+    assert len(published(mqtt_mock, protocol.model_topic(PREFIX))) == 1
+
+
 async def test_round_below_quorum_keeps_model(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,

@@ -127,7 +127,7 @@ def test_round_sends_update(node_config, signer):
     assert model.stats.count == 200
     assert model.svm_coef.shape == (PARAMS.rff_components,)
     assert model.centers.shape == (PARAMS.n_clusters, 3)
-    assert node.rounds_joined == [1]
+    assert list(node.recent_rounds) == [1]
     assert "rows" not in json.dumps(envelope["body"])
 
 
@@ -166,7 +166,7 @@ def test_round_joined_with_skewed_clock(node_config, signer, caplog, offset):
 
     update = protocol.parse_update(updates(link)[0]["body"], PARAMS, {"temperature": 3})
     assert update.round == 1
-    assert node.rounds_joined == [1]
+    assert list(node.recent_rounds) == [1]
     assert "after its deadline" not in caplog.text
 
 
@@ -312,7 +312,23 @@ def test_next_round_starts_from_global_model(node_config, signer):
     second = protocol.parse_update(updates(link)[1]["body"], PARAMS, {})
     assert second.round == 2
     assert second.base_version == 1
-    assert node.rounds_joined == [1, 2]
+    assert list(node.recent_rounds) == [1, 2]
+    assert node.rounds_joined == 2
+
+
+def test_joined_rounds_kept_by_number_are_bounded(node_config, signer, monkeypatch):
+    monkeypatch.setattr(agent, "RECENT_ROUNDS", 2)
+    node, link = replayed_node(node_config)
+
+    for round_number in (1, 2, 3):
+        send(node, ROUND_TOPIC, signer.round(round_number))
+        pump(node, lambda n=round_number: len(updates(link)) == n)
+
+    assert node.rounds_joined == 3
+    assert list(node.recent_rounds) == [2, 3]
+    document = node.evaluate()
+    assert document["rounds"] == [2, 3]
+    assert document["rounds_joined"] == 3
 
 
 def test_saved_model_survives_restart(node_config, signer):

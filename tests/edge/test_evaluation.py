@@ -46,7 +46,7 @@ def test_build_results_without_labels_or_detector():
         DeviceEvaluation("b", "k", np.array([0, 1]), None, None, None, 2, 5),
     ]
 
-    results = build_results("node-1", [2, 1], 4, devices)
+    results = build_results("node-1", 2, [2, 1], 4, devices)
 
     assert results["rounds_joined"] == 2
     assert results["rounds"] == [1, 2]
@@ -65,7 +65,7 @@ def test_write_results_is_json(tmp_path):
     ]
     path = tmp_path / "results.json"
 
-    write_results(path, build_results("node-1", [], 1, devices))
+    write_results(path, build_results("node-1", 0, [], 1, devices))
 
     document = json.loads(path.read_text())
     assert document["devices"]["a"]["auc"] == 1.0
@@ -78,7 +78,7 @@ def test_write_results_needs_directory(tmp_path):
     path = tmp_path / "missing" / "results.json"
 
     with pytest.raises(FileNotFoundError):
-        write_results(path, build_results("node-1", [], 1, []))
+        write_results(path, build_results("node-1", 0, [], 1, []))
 
     assert not (tmp_path / "missing").exists()
 
@@ -88,6 +88,6 @@ def test_write_results_to_directory_leaves_no_temporary_file(tmp_path):
     target.mkdir()
 
     with pytest.raises(IsADirectoryError):
-        write_results(target, build_results("node-1", [], 1, []))
+        write_results(target, build_results("node-1", 0, [], 1, []))
 
     assert sorted(entry.name for entry in tmp_path.iterdir()) == ["results"]
