@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Collection
 from dataclasses import replace
@@ -281,6 +282,22 @@ def test_replaced_node_key(federation: Federation, now: float) -> None:
     node.key = federation.node_key("node-1")
     assert node.key == security.derive_node_key(FEDERATION_KEY, "node-1", 1)
     assert "rejected" not in _kinds(_deliver(federation, node.heartbeat(now + 2), now + 2))
+
+
+def test_replaced_key_starts_the_replay_counter_over(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    # Whoever holds a leaked key can push the counter to the largest accepted value.
+    node.counter = iter([protocol.MAX_INTEGER])
+    assert "rejected" not in _kinds(_deliver(federation, node.heartbeat(now + 1), now + 1))
+    node.counter = itertools.count(2)
+    assert "rejected" in _kinds(_deliver(federation, node.heartbeat(now + 2), now + 2))
+
+    federation.replace_node_key("node-1")
+    node.key = federation.node_key("node-1")
+
+    assert "rejected" not in _kinds(_deliver(federation, node.heartbeat(now + 3), now + 3))
+    assert federation.replay.counters["node-1"] == 3
 
 
 def test_key_older_than_previous_is_bad(federation: Federation, now: float) -> None:

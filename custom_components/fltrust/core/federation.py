@@ -912,7 +912,10 @@ class Federation:
 
         Messages signed with any earlier key are rejected from now on, without
         counting against the node's trust. The node's trust and status do not
-        change: a quarantined node stays quarantined until a release.
+        change: a quarantined node stays quarantined until a release. Its
+        replay counter starts over, because whoever held the old key may have
+        used up the counter range with one message; old messages cannot pass
+        the signature check with the new key.
 
         Raises:
             ValueError: when ``node_id`` is not a valid node id, or the node has
@@ -932,6 +935,7 @@ class Federation:
         if generation > MAX_KEY_GENERATION:
             raise ValueError(f"node {node_id} has reached the last key generation")
         self.key_generations[node_id] = generation
+        self.replay.counters.pop(node_id, None)
         return Outcome(
             events=[FederationEvent("key_replaced", {"node_id": node_id, "generation": generation})]
         )
