@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fltrust_core.aggregation import (
+    MAX_SAMPLE_RATIO,
     aggregate_kind,
+    bounded_samples,
     fedavg,
     integrity,
     merge_centroids,
@@ -130,3 +132,39 @@ def test_aggregate_kind_weights_by_samples_and_trust() -> None:
     np.testing.assert_allclose(merged.svm_coef, np.full(8, 0.4))
     assert merged.svm_offset == pytest.approx(0.4)
     assert merged.n_samples == 400
+
+
+def test_inflated_sample_count_is_capped() -> None:
+    honest = [kind_model(np.zeros(8), 0.0, n_samples=100) for _ in range(3)]
+    inflated = kind_model(np.ones(8), 1.0, n_samples=100)
+    inflated.n_samples = 10_000_000
+    inflated.counts = inflated.counts * 100_000
+    inflated.centers = np.array([[5.0], [6.0]])
+    inflated.stats = FeatureStats(
+        count=inflated.stats.count * 100_000,
+        total=(inflated.stats.total + 50.0) * 100_000,
+        total_sq=inflated.stats.total_sq * 100_000,
+    )
+
+    merged = aggregate_kind([*honest, inflated], np.ones(4), 2, previous=None)
+
+    # The claim counts as 4 times the median of 100, so 400 of 700 samples.
+    share = MAX_SAMPLE_RATIO / (MAX_SAMPLE_RATIO + 3)
+    np.testing.assert_allclose(merged.svm_coef, np.full(8, share))
+    assert merged.n_samples == 700
+    assert merged.stats.count == pytest.approx(700)
+    # Its statistics add 0.5 per claimed sample to the sum, and 400 samples count.
+    assert merged.stats.total[0] == pytest.approx(0.5 * MAX_SAMPLE_RATIO * 100)
+    assert merged.counts.sum() == pytest.approx(700)
+
+
+def test_bounded_samples_keeps_counts_within_the_ratio() -> None:
+    samples = np.array([100.0, 300.0, 400.0, 5000.0])
+
+    np.testing.assert_allclose(bounded_samples(samples, np.ones(4)), [100.0, 300.0, 400.0, 1200.0])
+    # Updates that weigh nothing do not set the median.
+    np.testing.assert_allclose(
+        bounded_samples(samples, np.array([0.0, 0.0, 1.0, 1.0])), [100.0, 300.0, 400.0, 1600.0]
+    )
+    # One weighted update has nothing to be compared with.
+    np.testing.assert_allclose(bounded_samples(samples, np.array([0.0, 0.0, 0.0, 1.0])), samples)

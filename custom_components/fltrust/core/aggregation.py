@@ -2,8 +2,9 @@
 
 The coordinator combines the updates of one round per device kind:
 
-- the SVM part with FedAvg, each update weighted by its sample count times a
-  weight from its sender's trust and from ``scoring.score_updates``;
+- the SVM part with FedAvg, each update weighted by its sample count (capped
+  at a multiple of the round's median count) times a weight from its sender's
+  trust and from ``scoring.score_updates``;
 - the normalization statistics by summing counts, sums and sums of squares with
   weights of their own, so that data atypical for the kind stays out of the
   kind's normalization;
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .model import FeatureStats, KindModel
+from .scoring import lower_median
 
 # Cosine similarity to the round's median at and above which an update counts
 # as fully consistent, and at and below which it counts as fully inconsistent.
@@ -32,6 +34,11 @@ COSINE_INCONSISTENT = -0.2
 # Distance to the median, in multiples of the round's median distance, tolerated
 # without penalty.
 NORM_RATIO_TOLERATED = 3.0
+# Sample counts are the senders' own claims. A claim above this multiple of the
+# lower median claim of the round's weighted updates counts as that multiple, so
+# one update cannot outweigh all others by claiming millions of samples, while
+# an honest node with four times the usual data keeps its full weight.
+MAX_SAMPLE_RATIO = 4.0
 
 
 def fedavg(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -205,6 +212,34 @@ def integrity(deltas: np.ndarray) -> list[IntegrityScore]:
     return scores
 
 
+def bounded_samples(samples: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Return sample counts capped at ``MAX_SAMPLE_RATIO`` times the lower median.
+
+    The median is taken over the counts of updates with a positive weight;
+    with fewer than two of those the counts are returned unchanged.
+
+    Args:
+        samples: non-negative array of shape (n_updates,).
+        weights: array of shape (n_updates,).
+
+    Returns:
+        Array of shape (n_updates,).
+    """
+    samples = np.asarray(samples, dtype=float)
+    counted = (np.asarray(weights, dtype=float) > 0) & (samples > 0)
+    if counted.sum() < 2:
+        return samples
+    bounded: np.ndarray = np.minimum(samples, MAX_SAMPLE_RATIO * lower_median(samples[counted]))
+    return bounded
+
+
+def _bound_factors(samples: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Return the factor by which ``bounded_samples`` scales each count, 1 for a count of 0."""
+    samples = np.asarray(samples, dtype=float)
+    bounded = bounded_samples(samples, weights)
+    return np.divide(bounded, samples, out=np.ones_like(samples), where=samples > 0)
+
+
 def aggregate_kind(
     updates: Sequence[KindModel],
     weights: np.ndarray,
@@ -220,26 +255,37 @@ def aggregate_kind(
     ``weights`` are the senders' weights in [0, 1]; each update's FedAvg
     weight is its sample count times its weight. ``center_weights`` and
     ``stats_weights`` weigh the centroids and the statistics instead of
-    ``weights`` when given and not all zero. The result is a weighted mean of
-    the updates as sent, so the weights alone explain it.
+    ``weights`` when given and not all zero. The sample count, the centroid
+    counts and the statistics' count of each update are first capped at
+    ``MAX_SAMPLE_RATIO`` times the lower median of the weighted updates'
+    (``bounded_samples``). The result is a weighted mean of the updates as
+    sent, so the weights alone explain it.
     """
     weights = np.asarray(weights, dtype=float)
-    samples = np.array([u.n_samples for u in updates], dtype=float)
+    samples = bounded_samples(np.array([u.n_samples for u in updates], dtype=float), weights)
     svm = fedavg(np.vstack([u.svm_vector() for u in updates]), samples * weights)
     if center_weights is None or not np.sum(center_weights) > 0:
         center_weights = weights
+    center_weights = np.asarray(center_weights, dtype=float)
+    center_weights = center_weights * _bound_factors(
+        np.array([np.sum(u.counts) for u in updates], dtype=float), center_weights
+    )
     centers, counts = merge_centroids(
         [u.centers for u in updates],
         [u.counts for u in updates],
-        np.asarray(center_weights, dtype=float),
+        center_weights,
         n_clusters,
         init=None if previous is None else previous.centers,
         random_state=random_state,
     )
     if stats_weights is None or not np.sum(stats_weights) > 0:
         stats_weights = weights
+    stats_weights = np.asarray(stats_weights, dtype=float)
+    stats_weights = stats_weights * _bound_factors(
+        np.array([u.stats.count for u in updates], dtype=float), stats_weights
+    )
     return KindModel(
-        stats=merge_stats([u.stats for u in updates], np.asarray(stats_weights, dtype=float)),
+        stats=merge_stats([u.stats for u in updates], stats_weights),
         svm_coef=svm[:-1],
         svm_offset=float(svm[-1]),
         centers=centers,
