@@ -237,7 +237,8 @@ def _bound_factors(samples: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Return the factor by which ``bounded_samples`` scales each count, 1 for a count of 0."""
     samples = np.asarray(samples, dtype=float)
     bounded = bounded_samples(samples, weights)
-    return np.divide(bounded, samples, out=np.ones_like(samples), where=samples > 0)
+    factors: np.ndarray = np.divide(bounded, samples, out=np.ones_like(samples), where=samples > 0)
+    return factors
 
 
 def aggregate_kind(
