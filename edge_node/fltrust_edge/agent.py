@@ -76,7 +76,8 @@ MAX_REPORTED_SCORE = 1e9
 
 # Rounds in a row whose global model leaves out this node's update before it warns.
 UNCOUNTED_ROUNDS_WARNING = 3
-# Joined rounds kept by number; a node that runs for years counts the rest.
+# Number of joined rounds whose numbers are kept. Older ones are only counted,
+# so that a node that runs for years does not grow the list.
 RECENT_ROUNDS = 1000
 
 
@@ -488,7 +489,10 @@ class EdgeNode:
         )
 
     def _on_round(self, message: Message) -> None:
+        epoch = self._verifier.epoch
         announcement, envelope = self._verifier.open_round(message.payload, message.retained)
+        if epoch is not None and self._verifier.epoch != epoch:
+            self._start_epoch(epoch)
         round_number = announcement.round
         if self._simulation is not None:
             self._simulation.observe_round(round_number)
@@ -570,9 +574,12 @@ class EdgeNode:
             )
 
     def _on_model(self, message: Message) -> None:
+        epoch = self._verifier.epoch
         model, envelope = self._verifier.open_model(
             message.payload, message.retained, self.model_version
         )
+        if epoch is not None and self._verifier.epoch != epoch:
+            self._start_epoch(epoch)
         if model.version <= self.model_version:
             _LOGGER.debug(
                 "%s: ignored global model version %s, already at %s",
@@ -585,6 +592,41 @@ class EdgeNode:
         self._store.save_model(envelope.body)
         if not message.retained and model.round in self.recent_rounds:
             self._count_round(model.round, counted=self.node_id in model.contributors)
+
+    def _start_epoch(self, previous: str) -> None:
+        """Forget the rounds and the model of the coordinator's previous federation epoch.
+
+        A coordinator that starts over, after its stored state was lost,
+        numbers rounds and model versions from 1 again. Nodes that kept the old
+        numbers would skip its rounds and ignore its models, and their repeated
+        updates would cost them trust. The new federation has no record of a
+        quarantine of this node either, so a local quarantine ends too.
+        """
+        _LOGGER.warning(
+            "%s: the coordinator started a new federation (epoch %s, was %s), as it does "
+            "after its stored state was lost: forgetting round %s and global model version %s, "
+            "and joining as a new node",
+            self.node_id,
+            self._verifier.epoch,
+            previous,
+            self._last_round,
+            self.model_version,
+        )
+        self._last_round = 0
+        self._global_model = None
+        self._store.delete_model()
+        self.recent_rounds.clear()
+        self._uncounted_rounds = 0
+        self._detector_version.clear()
+        if self._version_at_replay_end is not None:
+            self._version_at_replay_end = 0
+        if self.quarantined:
+            _LOGGER.warning(
+                "%s: released from quarantine, because the new federation holds none",
+                self.node_id,
+            )
+            self._set_quarantined(False)
+        self._schedule_calibration("calibration with the local model of a new federation")
 
     def _count_round(self, round_number: int, counted: bool) -> None:
         """Warn when three rounds in a row that this node joined did not count its update."""

@@ -13,6 +13,12 @@ A message is accepted only when all of these hold:
    already applied: a model needs a higher version and a command a higher counter.
 5. Its body validates (``protocol.parse_*``); a command must name this node.
 
+A round or model from another federation epoch than the last one accepted
+means the coordinator started over, with round and version numbers from 1
+again. A retained one must then have a counter above the last accepted
+coordinator message, so that a recorded message of an earlier epoch cannot
+take the node back.
+
 Failures raise ``MessageRejected`` with a reason from ``security.RejectReason``.
 """
 
@@ -76,6 +82,30 @@ class DownlinkVerifier:
             )
         return envelope
 
+    @property
+    def epoch(self) -> str | None:
+        """The federation epoch of the last accepted round or model, None before any."""
+        return self._store.state.epoch
+
+    def _check_epoch(self, epoch: str, envelope: Envelope, retained: bool) -> bool:
+        """Return whether a verified round or model comes from a new federation epoch."""
+        known = self._store.state.epoch
+        if not epoch or known is None or epoch == known:
+            return False
+        last = self._store.state.coordinator_counter
+        if retained and last is not None and envelope.counter <= last:
+            raise MessageRejected(
+                RejectReason.REPLAYED,
+                f"retained message of federation epoch {epoch} is not newer than the last "
+                f"accepted coordinator message, of epoch {known}",
+            )
+        return True
+
+    def _record_epoch(self, epoch: str) -> None:
+        if epoch and epoch != self._store.state.epoch:
+            self._store.state.epoch = epoch
+            self._store.save()
+
     def _accept(self, envelope: Envelope, retained: bool) -> None:
         if retained:
             return
@@ -96,6 +126,7 @@ class DownlinkVerifier:
         envelope = self._open("round", payload, retained=False)
         announcement = protocol.parse_round(envelope.body)
         self._accept(envelope, retained=False)
+        self._record_epoch(announcement.epoch)
         return announcement, envelope
 
     def open_model(
@@ -103,19 +134,22 @@ class DownlinkVerifier:
     ) -> tuple[GlobalModel, Envelope]:
         """Verify and parse a global model.
 
-        A retained model must have a version above ``current_version``. A live
-        model of an older or equal version is returned all the same, and the
-        caller ignores it.
+        A retained model must have a version above ``current_version``, unless
+        it starts a new federation epoch. A live model of an older or equal
+        version is returned all the same, and the caller ignores it unless
+        ``epoch`` changed.
         """
         envelope = self._open("model", payload, retained)
         model = protocol.parse_model(envelope.body)
-        if retained and model.version <= current_version:
+        new_epoch = self._check_epoch(model.epoch, envelope, retained)
+        if retained and not new_epoch and model.version <= current_version:
             raise MessageRejected(
                 RejectReason.REPLAYED,
                 f"retained model version {model.version} is not above the adopted "
                 f"{current_version}",
             )
         self._accept(envelope, retained)
+        self._record_epoch(model.epoch)
         return model, envelope
 
     def open_command(self, payload: bytes, retained: bool) -> tuple[Command, Envelope]:

@@ -1,8 +1,9 @@
 """State that must survive a restart of the node, kept as JSON files in ``state_dir``.
 
 - ``state.json``: the uplink counter reservation, the last accepted coordinator
-  counter, the counter of the last applied command and the quarantine flag.
-  Without the counters a restarted node would accept a recorded message again.
+  counter, the counter of the last applied command, the quarantine flag and
+  the federation epoch of the coordinator's last round or model. Without the
+  counters a restarted node would accept a recorded message again.
 - ``model.json``: the body of the last adopted global model, so that a restarted
   node scores with it before the coordinator sends a new one.
 
@@ -22,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from fltrust_core.protocol import EPOCH_PATTERN
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ class PersistentState:
     coordinator_counter: int | None = None
     command_counter: int | None = None
     quarantined: bool = False
+    epoch: str | None = None
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -116,6 +120,10 @@ class StateStore:
         """Write a global model body to ``model.json``."""
         write_json_atomic(self.state_dir / MODEL_FILE, body)
 
+    def delete_model(self) -> None:
+        """Remove ``model.json``, if there is one."""
+        (self.state_dir / MODEL_FILE).unlink(missing_ok=True)
+
 
 def _state_after_loss(path: Path, reason: str) -> PersistentState:
     _LOGGER.error(
@@ -158,6 +166,16 @@ def _parse_state(path: Path, data: dict[str, Any]) -> PersistentState:
             "retained command quarantines it again on connect",
             path,
             quarantined,
+        )
+    epoch = data.get("epoch")
+    if isinstance(epoch, str) and EPOCH_PATTERN.fullmatch(epoch):
+        state.epoch = epoch
+    elif epoch is not None:
+        # Without it the node adopts the epoch of the next round or model it receives.
+        _LOGGER.error(
+            "Ignoring invalid epoch in state file %s: expected hexadecimal digits, got %.40r",
+            path,
+            epoch,
         )
     return state
 

@@ -263,6 +263,30 @@ def test_forget_node(federation: Federation, now: float) -> None:
         federation.forget_node("missing")
 
 
+def test_epoch_kept_across_restarts_and_new_on_start_over(
+    federation: Federation, now: float
+) -> None:
+    nodes = [NodeSimulator(f"node-{i}") for i in range(3)]
+    _join(federation, nodes, now)
+    [announcement] = federation.start_round(now).publishes
+    for node in nodes:
+        _deliver(federation, node.update(1, kind_model(np.ones(8), 1.0), now + 1), now + 1)
+    model = _published_model(federation.close_round(now + 1))
+    stored = json.loads(json.dumps(federation.to_dict()))
+
+    restored = Federation(federation.settings, stored, now=now)
+    started_over = Federation(federation.settings)
+    del stored["model"]["epoch"]
+    legacy = Federation(federation.settings, stored, now=now)
+
+    epoch = json.loads(announcement.payload)["body"]["epoch"]
+    assert protocol.EPOCH_PATTERN.fullmatch(epoch)
+    assert model["epoch"] == epoch
+    assert restored.model.epoch == epoch
+    assert started_over.model.epoch not in ("", epoch)
+    assert legacy.model.epoch not in ("", epoch)
+
+
 def test_replaced_node_key(federation: Federation, now: float) -> None:
     node = NodeSimulator("node-1")
     _join(federation, [node], now)

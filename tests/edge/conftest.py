@@ -198,13 +198,18 @@ class CoordinatorSigner:
         params: FederationParams = PARAMS,
         time_left: float = 60.0,
         timestamp: float | None = None,
+        epoch: str = "",
         **kwargs: Any,
     ) -> bytes:
         """Return a round announcement due ``time_left`` seconds after its timestamp."""
         sent = time.time() if timestamp is None else timestamp
         body = protocol.round_body(
             protocol.RoundAnnouncement(
-                round=number, deadline=sent + time_left, base_version=0, params=params
+                round=number,
+                deadline=sent + time_left,
+                base_version=0,
+                params=params,
+                epoch=epoch,
             )
         )
         return self.payload("round", body, timestamp=sent, **kwargs)

@@ -331,6 +331,36 @@ def test_joined_rounds_kept_by_number_are_bounded(node_config, signer, monkeypat
     assert document["rounds_joined"] == 3
 
 
+def test_new_federation_epoch_starts_the_node_over(node_config, signer, caplog):
+    node, link = replayed_node(node_config)
+    send(node, ROUND_TOPIC, signer.round(7, epoch="aa"))
+    pump(node, lambda: updates(link))
+    old_model = global_model_from(updates(link)[0], version=5)
+    old_model.epoch = "aa"
+    send(node, MODEL_TOPIC, signer.model(old_model))
+    send(node, COMMAND_TOPIC, signer.command("quarantine"))
+    assert node.model_version == 5
+
+    # The coordinator lost its state and starts over from round 1 and version 1.
+    with caplog.at_level("WARNING"):
+        send(node, ROUND_TOPIC, signer.round(1, epoch="bb"))
+    pump(node, lambda: len(updates(link)) == 2)
+
+    assert "started a new federation (epoch bb, was aa)" in caplog.text
+    assert node.quarantined is False
+    assert node.model_version == 0
+    update = protocol.parse_update(updates(link)[1]["body"], PARAMS, {})
+    assert (update.round, update.base_version) == (1, 0)
+    new_model = global_model_from(updates(link)[1], version=1)
+    new_model.epoch = "bb"
+    send(node, MODEL_TOPIC, signer.model(new_model))
+    assert node.model_version == 1
+
+    restarted, _ = make_offline_node(node_config)
+    assert restarted.model_version == 1
+    assert restarted.quarantined is False
+
+
 def test_saved_model_survives_restart(node_config, signer):
     node, _ = make_offline_node(node_config)
     send(node, MODEL_TOPIC, signer.model(GlobalModel(version=3, params=PARAMS)))

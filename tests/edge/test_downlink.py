@@ -151,6 +151,39 @@ def test_retained_model_old_but_newer(verifier, signer):
     assert reason == RejectReason.REPLAYED
 
 
+def test_new_epoch_model_accepted_below_adopted_version(verifier, signer):
+    verifier.open_round(signer.round(7, epoch="aa"))
+    restarted = GlobalModel(version=1, round=1, params=PARAMS, epoch="bb")
+
+    model, _ = verifier.open_model(signer.model(restarted), retained=True, current_version=5)
+
+    assert model.version == 1
+    assert verifier.epoch == "bb"
+
+
+def test_retained_model_of_earlier_epoch_rejected(verifier, signer, store):
+    recorded = signer.model(GlobalModel(version=5, round=5, params=PARAMS, epoch="aa"))
+    verifier.open_round(signer.round(1, epoch="bb"))
+
+    reason = rejection(lambda: verifier.open_model(recorded, retained=True, current_version=0))
+
+    assert reason == RejectReason.REPLAYED
+    assert verifier.epoch == "bb"
+    assert StateStore(store.state_dir).state.epoch == "bb"
+
+
+@pytest.mark.parametrize("epoch", ["AB", "x", "a" * 65, 7])
+def test_rejects_invalid_epoch(verifier, signer, epoch):
+    body = GlobalModel(version=1, params=PARAMS).to_json() | {"epoch": epoch}
+
+    reason = rejection(
+        lambda: verifier.open_model(signer.payload("model", body), False, current_version=0)
+    )
+
+    assert reason == RejectReason.SCHEMA
+    assert verifier.epoch is None
+
+
 def test_live_old_model_is_stale(verifier, signer):
     old = model_payload(signer, 3, timestamp=time.time() - 86400)
 

@@ -35,9 +35,9 @@ COSINE_INCONSISTENT = -0.2
 # without penalty.
 NORM_RATIO_TOLERATED = 3.0
 # Sample counts are the senders' own claims. A claim above this multiple of the
-# lower median claim of the round's weighted updates counts as that multiple, so
-# one update cannot outweigh all others by claiming millions of samples, while
-# an honest node with four times the usual data keeps its full weight.
+# lower median claim of the round's weighted updates counts as that multiple.
+# One update then cannot outweigh all others by claiming millions of samples,
+# while an honest node with four times the usual data keeps its full weight.
 MAX_SAMPLE_RATIO = 4.0
 
 
@@ -215,8 +215,8 @@ def integrity(deltas: np.ndarray) -> list[IntegrityScore]:
 def bounded_samples(samples: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Return sample counts capped at ``MAX_SAMPLE_RATIO`` times the lower median.
 
-    The median is taken over the counts of updates with a positive weight;
-    with fewer than two of those the counts are returned unchanged.
+    The median is taken over the counts of updates with a positive weight.
+    With fewer than two of those the counts are returned unchanged.
 
     Args:
         samples: non-negative array of shape (n_updates,).

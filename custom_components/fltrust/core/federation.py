@@ -186,6 +186,11 @@ class RoundRecord:
         return self.closed - self.started
 
 
+def new_epoch() -> str:
+    """Return a random federation epoch, 16 hexadecimal digits."""
+    return secrets.token_hex(8)
+
+
 def _check_state_topic(topic: str, body: dict[str, Any]) -> None:
     """Raise MessageRejected unless a state message's topic names the device in its body."""
     topic_device = topic.split("/")[-2]
@@ -242,7 +247,7 @@ class Federation:
         self._signing_key = derive_coordinator_private_key(settings.federation_key)
         self.nodes: dict[str, NodeRecord] = {}
         self.replay = ReplayGuard()
-        self.model = GlobalModel(params=settings.params)
+        self.model = GlobalModel(params=settings.params, epoch=new_epoch())
         self.round = 0
         self.round_open = False
         self.round_started = 0.0
@@ -574,6 +579,7 @@ class Federation:
             deadline=self.round_deadline,
             base_version=self.model.version,
             params=self.settings.params,
+            epoch=self.model.epoch,
         )
         outcome = Outcome(
             publishes=[
@@ -913,8 +919,8 @@ class Federation:
         Messages signed with any earlier key are rejected from now on, without
         counting against the node's trust. The node's trust and status do not
         change: a quarantined node stays quarantined until a release. Its
-        replay counter starts over, because whoever held the old key may have
-        used up the counter range with one message; old messages cannot pass
+        replay counter starts over, because a copy of the old key could have
+        used up the counter range with one message. Old messages cannot pass
         the signature check with the new key.
 
         Raises:
@@ -1061,7 +1067,12 @@ class Federation:
         if model.params == self.settings.params:
             self.model = model
         else:
-            self.model = GlobalModel(version=model.version, params=self.settings.params)
+            self.model = GlobalModel(
+                version=model.version, params=self.settings.params, epoch=model.epoch
+            )
+        if not self.model.epoch:
+            # A state saved before epochs existed. Nodes that store no epoch accept any.
+            self.model.epoch = new_epoch()
         kind_rounds = stored.get("kind_rounds", {})
         if not isinstance(kind_rounds, dict):
             raise ValueError("stored field 'kind_rounds' is not an object")

@@ -157,12 +157,17 @@ class GlobalModel:
     kinds: dict[str, KindModel] = field(default_factory=dict)
     # Node id -> aggregation weight used for this version, for audit.
     contributors: dict[str, float] = field(default_factory=dict)
+    # Random id of the federation's run: a federation that starts over draws a
+    # new one, so that nodes know its round and version numbers start over too.
+    # Empty for a model from before epochs existed.
+    epoch: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dictionary in the wire format of a global model."""
         return {
             "version": self.version,
             "round": self.round,
+            "epoch": self.epoch,
             "params": self.params.as_dict(),
             "kinds": {kind: model.to_json() for kind, model in sorted(self.kinds.items())},
             "contributors": dict(sorted(self.contributors.items())),
@@ -177,4 +182,5 @@ class GlobalModel:
             params=FederationParams.from_dict(data["params"]),
             kinds={kind: KindModel.from_json(value) for kind, value in data["kinds"].items()},
             contributors={str(k): float(v) for k, v in data.get("contributors", {}).items()},
+            epoch=str(data.get("epoch", "")),
         )

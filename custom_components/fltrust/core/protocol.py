@@ -66,6 +66,8 @@ MAX_HEARTBEAT_INTERVAL = 3600.0
 
 COORDINATOR_SENDER = "coordinator"
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# A federation epoch: lowercase hexadecimal, as ``new_epoch`` draws it.
+EPOCH_PATTERN = re.compile(r"^[0-9a-f]{1,64}$")
 UPLINK_TYPES = ("heartbeat", "state", "update", "auth")
 COMMAND_ACTIONS = ("quarantine", "release", "reauthenticate")
 
@@ -606,6 +608,8 @@ class RoundAnnouncement:
     deadline: float
     base_version: int
     params: FederationParams
+    # The federation's epoch (see ``GlobalModel.epoch``), empty when not sent.
+    epoch: str = ""
 
 
 def round_body(announcement: RoundAnnouncement) -> dict[str, Any]:
@@ -614,8 +618,24 @@ def round_body(announcement: RoundAnnouncement) -> dict[str, Any]:
         "round": announcement.round,
         "deadline": announcement.deadline,
         "base_version": announcement.base_version,
+        "epoch": announcement.epoch,
         "params": announcement.params.as_dict(),
     }
+
+
+def parse_epoch(body: dict[str, Any]) -> str:
+    """Return the optional ``epoch`` field of a round or model body, "" when absent.
+
+    Coordinators from before epochs existed do not send one.
+    """
+    epoch = body.get("epoch", "")
+    if epoch == "":
+        return ""
+    if not isinstance(epoch, str) or not EPOCH_PATTERN.fullmatch(epoch):
+        raise MessageRejected(
+            RejectReason.SCHEMA, "field 'epoch' must be 1 to 64 lowercase hexadecimal digits"
+        )
+    return epoch
 
 
 def parse_params(data: object) -> FederationParams:
@@ -649,6 +669,7 @@ def parse_round(body: dict[str, Any]) -> RoundAnnouncement:
         deadline=_float_field(body, "deadline"),
         base_version=_int_field(body, "base_version"),
         params=parse_params(_field(body, "params", "")),
+        epoch=parse_epoch(body),
     )
 
 
@@ -675,6 +696,7 @@ def parse_model(body: dict[str, Any]) -> GlobalModel:
             if is_valid_id(kind)
         },
         contributors={k: float(v) for k, v in contributors.items()},
+        epoch=parse_epoch(body),
     )
 
 
