@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 from fltrust_core import protocol
+from fltrust_core.detectors import model_fits
 from fltrust_core.model import FederationParams, GlobalModel
 from fltrust_core.security import MessageRejected, RejectReason, hmac_tag
 
@@ -188,6 +189,8 @@ class EdgeNode:
         self._connection: int | None = None
         self._announced_connection: int | None = None
         self._warned_short_buffers: set[str] = set()
+        # (kind, the model's feature count, this node's) already warned about.
+        self._warned_unfit: set[tuple[str, int, int]] = set()
         self._load_saved_model()
 
     # Public API.
@@ -410,6 +413,8 @@ class EdgeNode:
         data = self._training_data(params)
         if not data:
             return False
+        if model is not None:
+            self._warn_unfit_kinds(model)
         fpr = self.config.detection.target_fpr
         personalize = self.config.detection.personalize
         self._submit(description, lambda: calibrate(data, model, params, fpr, personalize))
@@ -667,6 +672,30 @@ class EdgeNode:
         if not scheduled and replay_done_earlier and model.version > self._version_at_replay_end:
             # Without training rows there is nothing to recalibrate, so the run is complete.
             self._finish()
+
+    def _warn_unfit_kinds(self, model: GlobalModel) -> None:
+        """Warn once per kind and feature counts when the model's shapes do not fit this node."""
+        for kind, kind_model in sorted(model.kinds.items()):
+            counts = {
+                m.n_features
+                for m in self._monitors.values()
+                if m.device.kind == kind and m.n_features is not None
+            }
+            for n_features in sorted(counts):
+                key = (kind, kind_model.n_features, n_features)
+                if model_fits(kind_model, model.params, n_features) or key in self._warned_unfit:
+                    continue
+                self._warned_unfit.add(key)
+                _LOGGER.warning(
+                    "%s: the global model's kind %s has %s features, but this node's devices "
+                    "of that kind have %s, so the node trains and scores the kind with a model "
+                    "of its own. Configure the kind with the same features (extra_features, "
+                    "windows) on every node",
+                    self.node_id,
+                    kind,
+                    kind_model.n_features,
+                    n_features,
+                )
 
     def _load_saved_model(self) -> None:
         body = self._store.load_model()

@@ -56,6 +56,11 @@ class DeviceMonitor:
         return len(self._train)
 
     @property
+    def n_features(self) -> int | None:
+        """Number of features per row, None before the first training row."""
+        return int(self._train[0].shape[0]) if self._train else None
+
+    @property
     def n_test(self) -> int:
         """Number of test samples kept for the evaluation."""
         return len(self._test)

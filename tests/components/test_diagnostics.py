@@ -57,7 +57,7 @@ async def test_diagnostics(
     # A signed message the coordinator rejects goes on the node's record.
     node_1 = EdgeNode(hass, "node-1")
     node_1.counter = itertools.count(10**6)
-    node_1.send_state("fridge", anomaly=False, score=0.1)
+    node_1.send("state", {"device": "fridge", "anomaly": "yes"}, device_id="fridge")
     await hass.async_block_till_done()
 
     diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, mock_config_entry)

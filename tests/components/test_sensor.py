@@ -146,5 +146,5 @@ async def test_rejected_messages_counted(
     trust = hass.states.get("sensor.node_1_trust")
     assert trust.attributes["rejected"] == 1
     assert trust.attributes["last_rejection"] == (
-        "schema: state for device 'fridge' that no heartbeat announced"
+        "unannounced_device: state for device 'fridge' that no heartbeat announced"
     )

@@ -5,12 +5,13 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from fltrust_core import protocol, security
 from fltrust_core.detectors import PersonalizedDetector
-from fltrust_core.model import FederationParams, GlobalModel
+from fltrust_core.model import FeatureStats, FederationParams, GlobalModel
 from fltrust_edge import agent
 from fltrust_edge.agent import EdgeNode, ReplayEnded
 from fltrust_edge.config import SimulationConfig, load_config
@@ -289,6 +290,29 @@ def test_global_model_adopted_and_calibrated(node_config, signer):
     node._publish_heartbeat()
     heartbeat = protocol.parse_heartbeat(link.envelopes("heartbeat")[-1]["body"])
     assert heartbeat.model_version == 1
+
+
+def test_model_of_other_feature_count_warned(node_config, signer, caplog):
+    node, link = replayed_node(node_config)
+    send(node, ROUND_TOPIC, signer.round(1))
+    pump(node, lambda: updates(link))
+    model = global_model_from(updates(link)[0])
+    fitting = model.kinds["temperature"]
+    rng = np.random.default_rng(0)
+    model.kinds["temperature"] = replace(
+        fitting,
+        stats=FeatureStats.from_samples(rng.normal(size=(50, 5))),
+        centers=rng.normal(size=(PARAMS.n_clusters, 5)),
+    )
+
+    with caplog.at_level("WARNING"):
+        send(node, MODEL_TOPIC, signer.model(model))
+        send(node, MODEL_TOPIC, signer.model(replace(model, version=2)))
+    pump(node, lambda: node._detector_version.get("temperature") == 0)
+
+    assert node.model_version == 2
+    assert caplog.text.count("the global model's kind temperature has 5 features") == 1
+    assert "this node's devices of that kind have 3" in caplog.text
 
 
 def test_older_model_ignored(node_config, signer):

@@ -462,7 +462,7 @@ class Federation:
         record = node.devices.get(state.device_id)
         if record is None:
             raise MessageRejected(
-                RejectReason.SCHEMA,
+                RejectReason.UNANNOUNCED_DEVICE,
                 f"state for device {state.device_id!r} that no heartbeat announced",
             )
         record.anomaly = state.anomaly

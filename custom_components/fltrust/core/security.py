@@ -60,6 +60,7 @@ class RejectReason(StrEnum):
     LATE = "late"
     QUARANTINED = "quarantined"
     REVOKED_KEY = "revoked_key"
+    UNANNOUNCED_DEVICE = "unannounced_device"
 
 
 # How much one rejection counts against the sender's trust. The round engine
@@ -85,6 +86,9 @@ REJECTION_SEVERITY: dict[RejectReason, float] = {
     # Signed with a node key that was replaced: expected from a node that has not
     # received its new key yet, and from anyone else holding the old one.
     RejectReason.REVOKED_KEY: 0.0,
+    # A state for a device that no heartbeat announced: after the coordinator lost
+    # its state, a node's next state change may arrive before its next heartbeat.
+    RejectReason.UNANNOUNCED_DEVICE: 0.0,
 }
 
 
