@@ -341,7 +341,7 @@ def store_federation(
         "version": 1,
         "minor_version": 1,
         "key": key,
-        "data": json.loads(json.dumps(federation.to_dict())),
+        "data": json.loads(json.dumps(federation.to_dict(clean=True))),
     }
 
 

@@ -241,7 +241,11 @@ class Federation:
         ``now`` is the time of the restore, by default the system clock. Unless
         ``stored`` was saved on a clean stop (``to_dict(clean=True)``),
         messages sent before it are rejected, because the stored replay
-        counters may predate them.
+        counters may predate them, and the round number and model version
+        move one ahead. A round or model may have gone out after the last
+        save: nodes ignore numbers they already handled, and a node that
+        kept training from a model the coordinator no longer knows would
+        send the same update again.
         """
         self.settings = settings
         self._signing_key = derive_coordinator_private_key(settings.federation_key)
@@ -267,6 +271,8 @@ class Federation:
             self._restore(stored)
             if not stored.get("clean"):
                 self.replay.not_before = time.time() if now is None else now
+                self.round += 1
+                self.model.version += 1
 
     # Downlink.
 
