@@ -26,6 +26,7 @@ from fltrust_core.security import (
 
 from . import __version__
 from .config import ConfigError, NodeConfig, check_can_create_files, load_config
+from .sources import CsvReplay
 
 _LOGGER = logging.getLogger("fltrust_edge")
 EXIT_OK = 0
@@ -168,9 +169,31 @@ def _check_config(path: Path) -> int:
     config = _load(path)
     if config is None:
         return EXIT_USAGE
+    replays = []
+    for device in config.csv_devices:
+        # Replaying the slice is the only way to find rows that the node would skip.
+        replay = CsvReplay(device)
+        try:
+            valid = sum(1 for _ in replay.samples())
+        except (OSError, ValueError) as err:
+            _error(f"device {device.id}: cannot replay {replay.source.path}: {err}")
+            return EXIT_USAGE
+        if valid == 0:
+            _error(
+                f"device {device.id}: no valid row to replay in {replay.source.path} "
+                f"({replay.skipped_rows} invalid, the first at {replay.first_problem or 'none'})"
+            )
+            return EXIT_USAGE
+        skipped = (
+            f", {_count(replay.skipped_rows, 'invalid row')} skipped, "
+            f"the first at {replay.first_problem}"
+            if replay.skipped_rows
+            else ""
+        )
+        replays.append(f"  {device.id}: {_count(valid, 'valid row')}{skipped}\n")
     sys.stdout.write(
         f"{path}: valid configuration of node {config.node_id} with "
-        f"{_count(len(config.devices), 'device')}\n"
+        f"{_count(len(config.devices), 'device')}\n" + "".join(replays)
     )
     return EXIT_OK
 

@@ -74,6 +74,8 @@ class CsvReplay:
         self.device_id = device.id
         self.source: CsvSourceConfig = device.source
         self.skipped_rows = 0
+        # Where and why the first skipped row of the last pass was invalid.
+        self.first_problem = ""
         # Rows emitted by ``run`` so far, also known after it raised.
         self.emitted = 0
         self._windows: tuple[tuple[float, float], ...] | None = None
@@ -93,7 +95,7 @@ class CsvReplay:
         """
         source = self.source
         self.skipped_rows = 0
-        first_problem = ""
+        self.first_problem = ""
         data_rows = 0
         with open_csv(source.path) as file:
             records = (fields for _, fields in read_records(file, source.path, source.delimiter))
@@ -117,8 +119,8 @@ class CsvReplay:
                     )
                 except (ValueError, IndexError) as err:
                     self.skipped_rows += 1
-                    if not first_problem:
-                        first_problem = f"row {row_number}: {err}"
+                    if not self.first_problem:
+                        self.first_problem = f"row {row_number}: {err}"
         if data_rows <= source.start_row:
             _LOGGER.warning(
                 "%s: start_row %s is past the end of %s, which has %s data rows, so no row "
@@ -134,7 +136,7 @@ class CsvReplay:
                 self.device_id,
                 self.skipped_rows,
                 source.path,
-                first_problem,
+                self.first_problem,
             )
 
     def _parse_row(

@@ -69,7 +69,37 @@ def test_check_config_valid(tmp_path, capsys):
     code = main(["check-config", str(path)])
 
     assert code == 0
-    assert f"valid configuration of node {NODE_ID} with 1 device\n" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert f"valid configuration of node {NODE_ID} with 1 device\n" in output
+    assert "  sensor-1: 800 valid rows\n" in output
+
+
+def test_check_config_counts_invalid_rows(tmp_path, capsys):
+    csv_path = tmp_path / "mixed.csv"
+    rows = [f"2024-01-01 00:{minute:02d}:00,{20 + minute / 10},0" for minute in range(50)]
+    rows[3] = "2024-01-01 00:03:00,abc,0"
+    csv_path.write_text("timestamp,value,label\n" + "\n".join(rows) + "\n")
+    path = write_config(tmp_path, base_config(tmp_path, csv_path=csv_path))
+
+    code = main(["check-config", str(path)])
+
+    assert code == 0
+    assert "  sensor-1: 49 valid rows, 1 invalid row skipped, the first at row 3" in (
+        capsys.readouterr().out
+    )
+
+
+def test_check_config_without_valid_rows(tmp_path, capsys):
+    csv_path = tmp_path / "text.csv"
+    rows = [f"2024-01-01 00:{minute:02d}:00,abc,0" for minute in range(50)]
+    csv_path.write_text("timestamp,value,label\n" + "\n".join(rows) + "\n")
+    path = write_config(tmp_path, base_config(tmp_path, csv_path=csv_path))
+
+    code = main(["check-config", str(path)])
+
+    error = capsys.readouterr().err
+    assert code == 2
+    assert f"device sensor-1: no valid row to replay in {csv_path} (50 invalid" in error
 
 
 def test_check_config_invalid(tmp_path, capsys):
