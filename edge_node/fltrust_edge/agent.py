@@ -766,6 +766,15 @@ class EdgeNode:
             if self._detector_version.get(kind, 0) == 0:
                 self._detectors[kind] = detector
                 self._detector_version[kind] = 0
+        if result.round > self._last_round:
+            # Trained for a round of the coordinator's previous epoch, whose numbers
+            # the new federation has not reached; it would reject the update.
+            _LOGGER.info(
+                "%s: update for round %s of the previous federation not sent",
+                self.node_id,
+                result.round,
+            )
+            return
         if self.quarantined:
             _LOGGER.info(
                 "%s: quarantined while training round %s, update not sent",

@@ -385,6 +385,22 @@ def test_new_federation_epoch_starts_the_node_over(node_config, signer, caplog):
     assert restarted.quarantined is False
 
 
+def test_update_of_previous_epoch_not_sent(node_config, signer, caplog):
+    node, link = replayed_node(node_config)
+    send(node, ROUND_TOPIC, signer.round(1, epoch="aa"))
+    pump(node, lambda: updates(link))
+
+    # Round 7 trains while the coordinator starts over with round 1.
+    send(node, ROUND_TOPIC, signer.round(7, epoch="aa"))
+    with caplog.at_level("INFO"):
+        send(node, ROUND_TOPIC, signer.round(1, epoch="bb"))
+        pump(node, lambda: node._training_round is None and node._events.empty())
+
+    rounds = [protocol.parse_update(u["body"], PARAMS, {}).round for u in updates(link)]
+    assert rounds == [1, 1]
+    assert "update for round 7 of the previous federation not sent" in caplog.text
+
+
 def test_saved_model_survives_restart(node_config, signer):
     node, _ = make_offline_node(node_config)
     send(node, MODEL_TOPIC, signer.model(GlobalModel(version=3, params=PARAMS)))
