@@ -472,7 +472,8 @@ class Report:
                     "land on the line through the other senders' mean along their "
                     "coordinate-wise spread (closer than 0.35 usual distances to it) after "
                     "moving from their sender's history. The move must exceed 1.5 usual "
-                    "distances, or 1 while the sender is on probation. Such an update is "
+                    "distances, and any move counts while the sender is on probation. Such an "
+                    "update is "
                     "computed from "
                     "the others' rather than from the node's own data, as \"a little is enough\" "
                     "does, while an honest update that colluders framed by placing theirs around "
@@ -938,8 +939,8 @@ class Report:
                 f'{honest_array.size} updates; "a little is enough" median '
                 f"{_fmt(float(np.median(lie_mimic)), 2)}, 95th percentile "
                 f"{_fmt(float(np.percentile(lie_mimic, 95)), 2)}. An update below 0.35 that "
-                "also moved more than 1.5 from its sender's history (1 on probation) loses all "
-                "evidence."
+                "also moved more than 1.5 from its sender's history (any move on probation) "
+                "loses all evidence."
             )
         return ["", text]
 
@@ -1004,7 +1005,7 @@ class Report:
             "run made while developing this benchmark. The colluders keep their trust too: their "
             'updates look honest. The condition also spares an update of "a little is '
             "enough\" whose jump onto the others' mean stayed under 1.5 usual distances. Once "
-            "its sender is on probation, a jump of 1 is enough.",
+            "its sender is on probation, any update on that line loses its evidence.",
             "",
             "Trust falls quickly (60 % of the gap to the round's raw score per round) and rises "
             "slowly (10 %). A node whose update loses all evidence while it is on probation "
@@ -1169,7 +1170,7 @@ class Report:
                     "sender's delta length over the median, and probation and watch at 2 for 3 "
                     "updates. "
                     "The mean-of-others check uses 0.35 of the usual distance after a move of "
-                    "1.5 (1 on probation), and atypical data lies 10 standard deviations away. "
+                    "1.5 (none on probation), and atypical data lies 10 standard deviations away. "
                     "`--full` runs other seeds, more "
                     "rounds and a fourth federation as a check"
                     + (

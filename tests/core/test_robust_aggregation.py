@@ -746,6 +746,22 @@ def test_probation_catches_small_jump_to_mean(rng, base, directions) -> None:
     assert "mean of the other updates" in on_probation.reason
 
 
+def test_probation_catches_copy_close_to_history(rng, base, directions) -> None:
+    baselines, updates = round_after_history(rng, base, directions)
+    updates[0] = mean_of_others(updates)
+    # A colluder whose history is made of such updates barely moves.
+    baselines[0] = replace(
+        baseline_moved_by(baselines, updates, base, 0.1, 0.5), probation=PROBATION_ROUNDS
+    )
+    parts = [update_parts(u, base) for u in updates]
+
+    result = score_updates(parts, baselines, [False] * 8)[0]
+
+    assert result.deviation < 1.0
+    assert result.mimic_ratio < MIMIC_RATIO
+    assert result.evidence == 0.0
+
+
 def test_atypical_lie_update_loses_evidence(rng, base, directions) -> None:
     baselines = [None] * 8
     far = FeatureStats.from_samples(rng.normal(loc=60.0, size=(200, 2)))
