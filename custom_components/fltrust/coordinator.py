@@ -328,6 +328,10 @@ class FltrustCoordinator(DataUpdateCoordinator[FederationData]):
 
     def _job_restore(self, stored: dict[str, Any] | None, now: float) -> Federation:
         federation = Federation(self.settings, stored, now)
+        if stored is None:
+            # A new or restarted federation has no replay counters, so a recorded
+            # message of an earlier one with the same key would pass them.
+            federation.replay.not_before = now
         # The entry keeps its own copy of the key generations, so that a replaced
         # key never works again, whatever happened to the stored state.
         entry_generations = self.config_entry.data.get(CONF_KEY_GENERATIONS, {})
