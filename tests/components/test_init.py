@@ -178,6 +178,32 @@ async def test_changes_saved_after_delay(
     assert hass_storage[STORAGE_KEY]["data"]["replay"] == {"node-1": 1}
 
 
+async def test_new_federation_rejects_recorded_messages(
+    hass: HomeAssistant,
+    mqtt_mock: MagicMock,
+    mock_config_entry: MockConfigEntry,
+    frozen_time: FrozenDateTimeFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Test a federation without stored state rejects messages sent before it started."""
+    node = EdgeNode(hass, "node-1")
+    # Recorded from an earlier federation with the same key, a minute before set-up.
+    recorded = node.envelope("heartbeat", _heartbeat_body())
+    frozen_time.tick(60)
+    mock_config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+
+    node.send_raw(node.topic("heartbeat"), protocol.encode(recorded))
+    await hass.async_block_till_done()
+
+    assert "reason stale" in caplog.text
+    assert hass.states.get("sensor.test_federation_rejected_messages").state == "1"
+    node.send_heartbeat()
+    await hass.async_block_till_done()
+    assert hass.states.get("sensor.node_1_trust") is not None
+
+
 async def test_state_restored_after_restart(
     hass: HomeAssistant,
     mqtt_mock: MagicMock,
