@@ -192,6 +192,54 @@ class EdgeNode:
         # (kind, the model's feature count, this node's) already warned about.
         self._warned_unfit: set[tuple[str, int, int]] = set()
         self._load_saved_model()
+        if self._restore_buffers():
+            self._schedule_calibration("calibration of the restored training buffers")
+
+    def _buffer_settings(self, device_id: str) -> str:
+        """Return what a live device's features depend on, to match saved buffers with."""
+        device = next(d for d in self.config.devices if d.id == device_id)
+        detection = self.config.detection
+        return repr(
+            (
+                device.features,
+                device.source,
+                detection.smoothing_window,
+                detection.long_window,
+                detection.extra_features,
+            )
+        )
+
+    def _restore_buffers(self) -> bool:
+        """Load the saved training buffers of live devices; return whether any was loaded."""
+        restored = False
+        for device_id, monitor in self._monitors.items():
+            if monitor.keep_test_rows:
+                # A CSV device fills its buffer again from the same rows.
+                continue
+            rows = self._store.load_buffer(device_id, self._buffer_settings(device_id))
+            if rows is None or rows.shape[0] == 0:
+                continue
+            monitor.restore_training(rows)
+            restored = True
+            _LOGGER.info(
+                "%s: restored %s training rows of %s from %s",
+                self.node_id,
+                monitor.n_train,
+                device_id,
+                self._store.state_dir,
+            )
+        return restored
+
+    def _save_buffer(self, monitor: DeviceMonitor) -> None:
+        device_id = monitor.device.id
+        try:
+            self._store.save_buffer(
+                device_id, monitor.training_data(), self._buffer_settings(device_id)
+            )
+        except OSError as err:
+            _LOGGER.warning(
+                "%s: could not save the training buffer of %s: %s", self.node_id, device_id, err
+            )
 
     # Public API.
 
@@ -267,6 +315,9 @@ class EdgeNode:
         self._worker.shutdown(wait=True, cancel_futures=True)
         self._link.stop()
         self._store.save()
+        for monitor in self._monitors.values():
+            if not monitor.keep_test_rows and 0 < monitor.n_train < monitor.train_rows:
+                self._save_buffer(monitor)
         _LOGGER.info("%s: stopped", self.node_id)
 
     # Threads.
@@ -393,6 +444,8 @@ class EdgeNode:
                 sample.device_id,
                 monitor.n_train,
             )
+            if not monitor.keep_test_rows:
+                self._save_buffer(monitor)
             self._schedule_calibration(f"calibration of {kind} after {sample.device_id} filled")
         if reading.state_changed:
             self._publish_state(monitor)
@@ -535,6 +588,7 @@ class EdgeNode:
 
         data = self._training_data(announcement.params)
         self._warn_short_buffers(round_number, announcement.params, data)
+        data = self._without_refilling_kinds(round_number, data)
         if not data:
             _LOGGER.info(
                 "%s: round %s skipped: no device kind has enough training rows yet",
@@ -554,6 +608,37 @@ class EdgeNode:
             f"training for round {round_number}",
             lambda: train_round(round_number, params, data, model, fpr),
         )
+
+    def _without_refilling_kinds(
+        self, round_number: int, data: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Leave out kinds with fewer training rows than their last update, while they refill.
+
+        A node that restarts fills its training buffers again. An update from
+        part of the rows differs from the node's earlier updates for that
+        reason alone, and the coordinator holds such a change against it.
+        A kind whose buffers cannot grow any more (full, or at the end of
+        their replays) takes part with the rows it has.
+        """
+        kept = {}
+        for kind, X in data.items():
+            last = self._store.state.update_rows.get(kind, 0)
+            monitors = [m for m in self._monitors.values() if m.device.kind == kind]
+            capacity = sum(m.n_train if m.replay_ended else m.train_rows for m in monitors)
+            needed = min(last, capacity)
+            if X.shape[0] >= needed:
+                kept[kind] = X
+                continue
+            _LOGGER.info(
+                "%s: round %s: kind %s has %s training rows again, fewer than the %s of its "
+                "last update, so the node skips it until its buffers refill",
+                self.node_id,
+                round_number,
+                kind,
+                X.shape[0],
+                needed,
+            )
+        return kept
 
     def _warn_short_buffers(
         self, round_number: int, params: FederationParams, data: dict[str, np.ndarray]
@@ -767,8 +852,8 @@ class EdgeNode:
                 self._detectors[kind] = detector
                 self._detector_version[kind] = 0
         if result.round > self._last_round:
-            # Trained for a round of the coordinator's previous epoch, whose numbers
-            # the new federation has not reached; it would reject the update.
+            # Trained for a round of the coordinator's previous epoch. The new
+            # federation has not reached that number yet, so it would reject the update.
             _LOGGER.info(
                 "%s: update for round %s of the previous federation not sent",
                 self.node_id,
@@ -794,6 +879,10 @@ class EdgeNode:
             return
         self.rounds_joined += 1
         self.recent_rounds.append(result.round)
+        rows = {kind: model.n_samples for kind, model in result.updates.items()}
+        if any(self._store.state.update_rows.get(k) != n for k, n in rows.items()):
+            self._store.state.update_rows.update(rows)
+            self._store.save()
         _LOGGER.info(
             "%s: joined round %s: sent an update from base version %s for %s",
             self.node_id,

@@ -65,6 +65,10 @@ class DeviceMonitor:
         """Number of test samples kept for the evaluation."""
         return len(self._test)
 
+    def restore_training(self, rows: np.ndarray) -> None:
+        """Replace the training buffer with saved rows, at most ``train_rows`` of them."""
+        self._train = [np.array(row, dtype=float) for row in rows[: self.train_rows]]
+
     def training_data(self) -> np.ndarray:
         """Return a copy of the training buffer, shape (n_train, n_features)."""
         if not self._train:

@@ -1,11 +1,16 @@
 """State that must survive a restart of the node, kept as JSON files in ``state_dir``.
 
 - ``state.json``: the uplink counter reservation, the last accepted coordinator
-  counter, the counter of the last applied command, the quarantine flag and
-  the federation epoch of the coordinator's last round or model. Without the
-  counters a restarted node would accept a recorded message again.
+  counter, the counter of the last applied command, the quarantine flag, the
+  federation epoch of the coordinator's last round or model, and the training
+  rows of the last update of each kind. Without the counters a restarted node
+  would accept a recorded message again.
 - ``model.json``: the body of the last adopted global model, so that a restarted
   node scores with it before the coordinator sends a new one.
+- ``buffers/DEVICE.npz``: the training buffer of each live device, with the
+  feature settings it was computed with, so that a restarted node trains on
+  the same readings as before instead of new ones that its history would not
+  match. CSV devices fill theirs again from the file.
 
 Files are written to a temporary name, flushed to disk and renamed, so a power
 cut leaves either the old or the new file.
@@ -20,16 +25,18 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fltrust_core.protocol import EPOCH_PATTERN
 
 _LOGGER = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 MODEL_FILE = "model.json"
+BUFFER_FOLDER = "buffers"
 # Counter values reserved per write of state.json. Counters follow the clock in
 # microseconds, so one block lasts a minute and state.json is written about
 # once a minute rather than once per message (which would wear out SD cards).
@@ -49,6 +56,8 @@ class PersistentState:
     command_counter: int | None = None
     quarantined: bool = False
     epoch: str | None = None
+    # Kind -> training rows of the last update sent for it.
+    update_rows: dict[str, int] = field(default_factory=dict)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -120,6 +129,50 @@ class StateStore:
         """Write a global model body to ``model.json``."""
         write_json_atomic(self.state_dir / MODEL_FILE, body)
 
+    def save_buffer(self, device_id: str, rows: np.ndarray, settings: str) -> None:
+        """Write a device's training rows, with the feature settings that produced them."""
+        folder = self.state_dir / BUFFER_FOLDER
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{device_id}.npz"
+        temporary = path.with_name(path.name + ".tmp")
+        try:
+            with temporary.open("wb") as file:
+                np.savez(file, rows=np.asarray(rows, dtype=float), settings=np.array(settings))
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            raise
+
+    def load_buffer(self, device_id: str, settings: str) -> np.ndarray | None:
+        """Return a device's saved training rows of shape (n_rows, n_features).
+
+        None when there are none, when the file is unreadable (logged), or when
+        other feature settings produced them, since their features would not
+        match the new ones.
+        """
+        path = self.state_dir / BUFFER_FOLDER / f"{device_id}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                rows = np.array(data["rows"], dtype=float)
+                saved_settings = str(data["settings"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError) as err:
+            _LOGGER.warning("Ignoring unreadable training buffer %s: %s", path, err)
+            return None
+        if saved_settings != settings:
+            _LOGGER.info(
+                "Ignoring training buffer %s: it was computed with other feature settings", path
+            )
+            return None
+        if rows.ndim != 2 or not np.isfinite(rows).all():
+            _LOGGER.warning("Ignoring training buffer %s: not a finite two-dimensional array", path)
+            return None
+        return rows
+
     def delete_model(self) -> None:
         """Remove ``model.json``, if there is one."""
         (self.state_dir / MODEL_FILE).unlink(missing_ok=True)
@@ -166,6 +219,21 @@ def _parse_state(path: Path, data: dict[str, Any]) -> PersistentState:
             "retained command quarantines it again on connect",
             path,
             quarantined,
+        )
+    update_rows = data.get("update_rows", {})
+    if isinstance(update_rows, dict) and all(
+        isinstance(kind, str) and isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0
+        for kind, rows in update_rows.items()
+    ):
+        state.update_rows = dict(update_rows)
+    else:
+        # Without it a restarted node may send an update from a buffer that is
+        # still refilling, which its history check may hold against it.
+        _LOGGER.error(
+            "Ignoring invalid update_rows in state file %s: expected kinds mapped to "
+            "row counts, got %.40r",
+            path,
+            update_rows,
         )
     epoch = data.get("epoch")
     if isinstance(epoch, str) and EPOCH_PATTERN.fullmatch(epoch):

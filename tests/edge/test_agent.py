@@ -340,6 +340,34 @@ def test_next_round_starts_from_global_model(node_config, signer):
     assert node.rounds_joined == 2
 
 
+def test_restarted_node_waits_for_its_buffer(node_config, signer, caplog):
+    node, link = replayed_node(node_config)
+    send(node, ROUND_TOPIC, signer.round(1))
+    pump(node, lambda: updates(link))
+    first = protocol.parse_update(updates(link)[0]["body"], PARAMS, {})
+    rows = first.kinds["temperature"].n_samples
+
+    # After a restart the replay fills the training buffer again, row by row.
+    restarted, restarted_link = make_offline_node(node_config)
+    samples = restarted._replays[0].samples()
+    for sample in itertools.islice(samples, rows // 2):
+        restarted._dispatch(sample)
+    with caplog.at_level("INFO"):
+        send(restarted, ROUND_TOPIC, signer.round(2))
+    assert updates(restarted_link) == []
+    assert f"has {rows // 2} training rows again, fewer than the {rows} of its last" in (
+        caplog.text
+    )
+
+    for sample in samples:
+        restarted._dispatch(sample)
+    send(restarted, ROUND_TOPIC, signer.round(3))
+    pump(restarted, lambda: updates(restarted_link))
+    third = protocol.parse_update(updates(restarted_link)[0]["body"], PARAMS, {})
+    assert third.round == 3
+    assert third.kinds["temperature"].n_samples == rows
+
+
 def test_joined_rounds_kept_by_number_are_bounded(node_config, signer, monkeypatch):
     monkeypatch.setattr(agent, "RECENT_ROUNDS", 2)
     node, link = replayed_node(node_config)
@@ -667,6 +695,40 @@ def test_mqtt_device_samples(tmp_path, signer):
     assert monitor.n_test == 0
     assert monitor.anomaly is True
     assert link.envelopes("state")
+
+
+def test_live_training_buffer_survives_restart(tmp_path, caplog):
+    config = zigbee_config(tmp_path)
+    node, _ = make_offline_node(config)
+    rng = np.random.default_rng(0)
+    for value in 21.0 + rng.normal(0, 0.1, 250):
+        send(node, "z2m/kitchen", json.dumps({"temperature": value}).encode())
+    buffer = node._monitors["zigbee-1"].training_data()
+
+    with caplog.at_level("INFO"):
+        restarted, _ = make_offline_node(config)
+        pump(restarted, lambda: restarted.detector("temperature") is not None)
+
+    np.testing.assert_array_equal(restarted._monitors["zigbee-1"].training_data(), buffer)
+    assert "restored 200 training rows of zigbee-1" in caplog.text
+
+
+def test_partial_buffer_kept_across_stop(tmp_path, caplog):
+    config = zigbee_config(tmp_path)
+    node, _ = make_offline_node(config)
+    for value in (21.0, 21.1, 21.2):
+        send(node, "z2m/kitchen", json.dumps({"temperature": value}).encode())
+    node.stop()
+
+    restarted, _ = make_offline_node(config)
+    assert restarted._monitors["zigbee-1"].n_train == 3
+
+    window = config.detection.smoothing_window + 1
+    changed = replace(config, detection=replace(config.detection, smoothing_window=window))
+    with caplog.at_level("INFO"):
+        other, _ = make_offline_node(changed)
+    assert other._monitors["zigbee-1"].n_train == 0
+    assert "computed with other feature settings" in caplog.text
 
 
 def simulated_config(tmp_path, **simulation):

@@ -56,6 +56,8 @@ def test_state_round_trip(tmp_path):
     store.state.coordinator_counter = 42
     store.state.command_counter = 40
     store.state.quarantined = True
+    store.state.epoch = "0a1b"
+    store.state.update_rows = {"pump": 400}
     store.save()
 
     loaded = StateStore(tmp_path / "nested").state
@@ -63,6 +65,32 @@ def test_state_round_trip(tmp_path):
     assert loaded.coordinator_counter == 42
     assert loaded.command_counter == 40
     assert loaded.quarantined is True
+    assert loaded.epoch == "0a1b"
+    assert loaded.update_rows == {"pump": 400}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("epoch", '"NOT-HEX"'),
+        ("epoch", "7"),
+        ("update_rows", '{"pump": -1}'),
+        ("update_rows", "[]"),
+    ],
+)
+def test_invalid_epoch_or_update_rows_logged(tmp_path, caplog, field, value):
+    (tmp_path / "state.json").write_text(
+        f'{{"counter_reserved": 5, "quarantined": true, "{field}": {value}}}'
+    )
+
+    with caplog.at_level("WARNING"):
+        state = StateStore(tmp_path).state
+
+    assert state.epoch is None
+    assert state.update_rows == {}
+    assert state.quarantined is True
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert caplog.records[0].getMessage().startswith(f"Ignoring invalid {field} in state file ")
 
 
 @pytest.mark.parametrize(
