@@ -132,9 +132,10 @@ class CsvReplay:
             )
         if self.skipped_rows:
             _LOGGER.warning(
-                "%s: skipped %s invalid rows of %s, the first at %s",
+                "%s: skipped %s invalid %s of %s, the first at %s",
                 self.device_id,
                 self.skipped_rows,
+                "row" if self.skipped_rows == 1 else "rows",
                 source.path,
                 self.first_problem,
             )
@@ -147,13 +148,19 @@ class CsvReplay:
         timestamp_index: int | None,
         label_index: int | None,
     ) -> Sample:
-        values = tuple(_parse_number(row[index]) for index in value_indexes)
+        source = self.source
+        values = tuple(
+            _parse_field(row, index, column, _parse_number)
+            for index, column in zip(value_indexes, source.value_columns, strict=True)
+        )
         timestamp = (
-            float(row_number) if timestamp_index is None else parse_timestamp(row[timestamp_index])
+            float(row_number)
+            if timestamp_index is None
+            else _parse_field(row, timestamp_index, source.timestamp_column, parse_timestamp)
         )
         label = None
         if label_index is not None:
-            label = int(_parse_number(row[label_index]) != 0)
+            label = int(_parse_field(row, label_index, source.label_column, _parse_number) != 0)
         elif self._windows is not None:
             label = int(any(start <= timestamp <= end for start, end in self._windows))
         return Sample(self.device_id, values, timestamp, label, row_number)
@@ -212,6 +219,18 @@ def _check_reading(number: float, where: str) -> float:
     if abs(number) > MAX_READING:
         raise ValueError(f"{where} is out of range: {number:g}, beyond ±{MAX_READING:g}")
     return number
+
+
+def _parse_field(
+    row: list[str], index: int, column: str | None, parse: Callable[[str], float]
+) -> float:
+    """Return ``parse`` of one cell, naming its column in the error of a missing or bad cell."""
+    if index >= len(row):
+        raise ValueError(f"column {column!r}: missing")
+    try:
+        return parse(row[index])
+    except ValueError as err:
+        raise ValueError(f"column {column!r}: {err}") from err
 
 
 def _parse_number(text: str) -> float:

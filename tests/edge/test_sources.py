@@ -80,6 +80,18 @@ def test_csv_replay_skips_invalid_rows(tmp_path, caplog):
     assert [s.label for s in samples] == [0, 1]
     assert replay.skipped_rows == 5
     assert "skipped 5 invalid rows" in caplog.text
+    assert replay.first_problem == "row 1: column 'value': could not convert string to float: 'n/a'"
+
+
+def test_csv_replay_names_column_of_missing_cell(tmp_path):
+    path = tmp_path / "short.csv"
+    path.write_text("timestamp,value,label\n2024-01-01 00:00:00,1.5\n2024-01-01 00:05:00,1.6,0\n")
+    replay = CsvReplay(csv_device(tmp_path, path=str(path)))
+
+    samples = list(replay.samples())
+
+    assert [s.values for s in samples] == [(1.6,)]
+    assert replay.first_problem == "row 0: column 'label': missing"
 
 
 def test_csv_replay_without_timestamp_uses_row_number(tmp_path):
