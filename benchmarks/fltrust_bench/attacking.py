@@ -4,19 +4,20 @@ Each attack builds on a function of ``fltrust_core.attacks`` with the
 parameters listed in ``ATTACKS``. Vector attacks change the delta of the
 attacker's honest update (SVM weights, offset and centroids, relative to
 the global model it was trained from) and keep its statistics and sample
-count. Data poisoning retrains on poisoned rows, so everything in the update
-follows from the poisoned data.
+count, apart from ``lie_inflate``, which also claims inflated counts. Data
+poisoning retrains on poisoned rows, so everything in the update follows
+from the poisoned data.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from fltrust_core import attacks
-from fltrust_core.model import KindModel
+from fltrust_core.model import FeatureStats, KindModel
 
 from .data import NodeData
 from .vectors import base_vector, model_vector, with_vector
@@ -42,6 +43,11 @@ ATTACKS: dict[str, AttackSpec] = {
             {"relative_norm": 10.0},
         ),
         AttackSpec("lie", "a little is enough, z from the number of colluders", {}),
+        AttackSpec(
+            "lie_inflate",
+            "a little is enough, claiming 1000x its sample count, centroid counts and statistics",
+            {"factor": 1000.0},
+        ),
         AttackSpec("shift", "trains on its normal rows shifted by 3 std", {"shift": 3.0}),
         AttackSpec(
             "mislabel",
@@ -124,7 +130,7 @@ def craft(spec: AttackSpec, context: AttackContext) -> dict[str, KindModel]:
     elif name == "noise":
         std = params["relative_norm"] * benign_norm / np.sqrt(deltas.shape[1])
         poisoned = attacks.gaussian_noise(deltas, std, replace=True, random_state=context.rng)
-    elif name == "lie":
+    elif name in ("lie", "lie_inflate"):
         poisoned = attacks.little_is_enough(benign_deltas, len(malicious))
     elif name == "shift":
         return {
@@ -177,7 +183,25 @@ def craft(spec: AttackSpec, context: AttackContext) -> dict[str, KindModel]:
         )
     else:
         raise ValueError(f"unknown attack {name!r}")
-    return {
+    crafted = {
         n: with_vector(context.honest[n], base + vector)
         for n, vector in zip(malicious, poisoned, strict=True)
     }
+    if name == "lie_inflate":
+        return {n: inflated(model, params["factor"]) for n, model in crafted.items()}
+    return crafted
+
+
+def inflated(model: KindModel, factor: float) -> KindModel:
+    """Return ``model`` claiming ``factor`` times its counts: samples, centroids, statistics."""
+    stats = model.stats
+    return replace(
+        model,
+        n_samples=int(attacks.inflate(np.array(model.n_samples), factor)),
+        counts=attacks.inflate(model.counts, factor),
+        stats=FeatureStats(
+            count=float(attacks.inflate(np.array(stats.count), factor)),
+            total=attacks.inflate(stats.total, factor),
+            total_sq=attacks.inflate(stats.total_sq, factor),
+        ),
+    )

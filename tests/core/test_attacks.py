@@ -217,6 +217,21 @@ def test_sybil_rejects_no_copies() -> None:
         attacks.sybil(np.ones(3), 0)
 
 
+def test_inflate_multiplies_counts() -> None:
+    counts = np.array([10.0, 30.0])
+
+    inflated = attacks.inflate(counts, 1000.0)
+
+    np.testing.assert_array_equal(inflated, [10_000.0, 30_000.0])
+    np.testing.assert_array_equal(counts, [10.0, 30.0])
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.5, -2.0])
+def test_inflate_rejects_factor_not_above_one(factor: float) -> None:
+    with pytest.raises(ValueError, match="invalid factor"):
+        attacks.inflate(np.array([1.0]), factor)
+
+
 def test_on_off_schedule() -> None:
     active = [attacks.on_off_active(r, start=4, on_rounds=2, off_rounds=1) for r in range(1, 12)]
     assert active == [False, False, False, True, True, False, True, True, False, True, True]

@@ -635,6 +635,14 @@ def test_growth_claimed_with_flipped_update_compared(federation: Federation, now
     assert evidence[3] == 0.0
 
 
+def test_growth_beyond_sample_cap_compared(federation: Federation, now: float) -> None:
+    # 100 000 rows against the others' 100 is a claim, not a buffer that filled.
+    evidence = _growing_node_rounds(federation, now, [24, 24, 24, 24, 100_000])
+
+    assert evidence[:4] == [1.0] * 4
+    assert evidence[4] < 1.0
+
+
 def test_growth_after_first_updates_compared(federation: Federation, now: float) -> None:
     # Growth claimed when a node turns, after its first updates, restarts nothing.
     evidence = _growing_node_rounds(federation, now, [24] * GROWTH_WINDOW + [100])

@@ -25,6 +25,8 @@ robust federated learning:
 - ``free_ride``: send a zero delta (the global model unchanged) or a stale
   update without training.
 - ``sybil``: colluding nodes send near-identical copies of one update.
+- ``inflate``: claim many more samples than the update was trained on, so
+  that a mean weighted by sample count favours it.
 - ``on_off_active``: the schedule of an on-off attacker that alternates
   attack rounds with honest rounds.
 - ``replay``: resend an update from an earlier round.
@@ -256,6 +258,26 @@ def sybil(
     if noise > 0:
         copies += _rng(random_state).normal(0.0, noise, size=copies.shape)
     return copies
+
+
+def inflate(counts: np.ndarray, factor: float = 1000.0) -> np.ndarray:
+    """Return sample counts multiplied by ``factor``.
+
+    FedAvg weighs each update by the sample count its sender claims, so a
+    sender that claims ``factor`` times its real count outweighs the others
+    without changing a single parameter. Sums over the samples (of feature
+    values and their squares) scale the same way, which keeps the means and
+    variances they describe.
+
+    Parameters:
+        counts: array of any shape: a sample count, centroid counts, or the
+            count and sums of normalization statistics.
+        factor: multiplier, above 1.
+    """
+    if not factor > 1:
+        raise ValueError(f"invalid factor {factor}: expected a value above 1")
+    inflated: np.ndarray = np.asarray(counts, dtype=float) * factor
+    return inflated
 
 
 def on_off_active(round_number: int, start: int, on_rounds: int = 2, off_rounds: int = 2) -> bool:

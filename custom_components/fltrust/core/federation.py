@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .aggregation import aggregate_kind
+from .aggregation import aggregate_kind, bounded_samples
 from .model import FederationParams, GlobalModel
 from .protocol import (
     COORDINATOR_SENDER,
@@ -768,12 +768,19 @@ class Federation:
             )
             # A node whose training data grew may stray from its history for that
             # reason alone. It starts afresh only if its update still points the
-            # way the round's updates point: a flipped update gains nothing.
+            # way the round's updates point (a flipped update gains nothing), and
+            # only if the aggregation would not cap its sample count: a claim of
+            # many more samples than the others' is no evidence of growth.
+            samples = np.array([model.n_samples for model in models], dtype=float)
+            plausible = bounded_samples(samples, np.ones(len(models))) >= samples
             fresh = [
                 result.evidence < 1.0
                 and result.weight > 0.0
+                and bool(credible)
                 and self.nodes[n].trust.grown_data(kind, model.n_samples)
-                for n, model, result in zip(senders, models, results, strict=True)
+                for n, model, result, credible in zip(
+                    senders, models, results, plausible, strict=True
+                )
             ]
             if any(fresh):
                 baselines = [
