@@ -168,3 +168,11 @@ def test_bounded_samples_keeps_counts_within_the_ratio() -> None:
     )
     # One weighted update has nothing to be compared with.
     np.testing.assert_allclose(bounded_samples(samples, np.array([0.0, 0.0, 0.0, 1.0])), samples)
+
+
+def test_sample_ratios_cap_each_update() -> None:
+    samples = np.array([100.0, 100.0, 100.0, 5000.0])
+
+    bounded = bounded_samples(samples, np.ones(4), np.array([4.0, 4.0, 4.0, 1.0]))
+
+    np.testing.assert_allclose(bounded, [100.0, 100.0, 100.0, 100.0])

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from fltrust_core import federation as federation_module
 from fltrust_core import protocol, security
+from fltrust_core.aggregation import MAX_SAMPLE_RATIO
 from fltrust_core.federation import Federation, FederationEvent
+from fltrust_core.scoring import UpdateBaseline
 from fltrust_core.trust import GROWTH_WINDOW, TrustStatus
 
 from .conftest import FEDERATION_KEY, PARAMS, PREFIX, NodeSimulator, kind_model
@@ -263,9 +265,7 @@ def test_forget_node(federation: Federation, now: float) -> None:
         federation.forget_node("missing")
 
 
-def test_epoch_kept_across_restarts_and_new_on_start_over(
-    federation: Federation, now: float
-) -> None:
+def test_epoch_kept_on_restore(federation: Federation, now: float) -> None:
     nodes = [NodeSimulator(f"node-{i}") for i in range(3)]
     _join(federation, nodes, now)
     [announcement] = federation.start_round(now).publishes
@@ -311,7 +311,7 @@ def test_replaced_node_key(federation: Federation, now: float) -> None:
 def test_replaced_key_starts_the_replay_counter_over(federation: Federation, now: float) -> None:
     node = NodeSimulator("node-1")
     _join(federation, [node], now)
-    # Whoever holds a leaked key can push the counter to the largest accepted value.
+    # A copy of a leaked key can push the counter to the largest accepted value.
     node.counter = iter([protocol.MAX_INTEGER])
     assert "rejected" not in _kinds(_deliver(federation, node.heartbeat(now + 1), now + 1))
     node.counter = itertools.count(2)
@@ -641,6 +641,15 @@ def test_growth_beyond_sample_cap_compared(federation: Federation, now: float) -
 
     assert evidence[:4] == [1.0] * 4
     assert evidence[4] < 1.0
+
+
+def test_sender_on_probation_weighs_at_most_the_median_count() -> None:
+    on_probation = UpdateBaseline(parts=(np.zeros(3),), probation=2)
+    clear = UpdateBaseline(parts=(np.zeros(3),))
+
+    assert Federation._sample_ratio(on_probation) == 1.0
+    assert Federation._sample_ratio(clear) == MAX_SAMPLE_RATIO
+    assert Federation._sample_ratio(None) == MAX_SAMPLE_RATIO
 
 
 def test_growth_after_first_updates_compared(federation: Federation, now: float) -> None:

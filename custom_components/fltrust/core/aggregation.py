@@ -212,8 +212,10 @@ def integrity(deltas: np.ndarray) -> list[IntegrityScore]:
     return scores
 
 
-def bounded_samples(samples: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Return sample counts capped at ``MAX_SAMPLE_RATIO`` times the lower median.
+def bounded_samples(
+    samples: np.ndarray, weights: np.ndarray, ratios: np.ndarray | None = None
+) -> np.ndarray:
+    """Return sample counts capped at a multiple of their lower median.
 
     The median is taken over the counts of updates with a positive weight.
     With fewer than two of those the counts are returned unchanged.
@@ -221,6 +223,8 @@ def bounded_samples(samples: np.ndarray, weights: np.ndarray) -> np.ndarray:
     Args:
         samples: non-negative array of shape (n_updates,).
         weights: array of shape (n_updates,).
+        ratios: array of shape (n_updates,), each update's multiple of the
+            median; None gives every update ``MAX_SAMPLE_RATIO``.
 
     Returns:
         Array of shape (n_updates,).
@@ -229,14 +233,17 @@ def bounded_samples(samples: np.ndarray, weights: np.ndarray) -> np.ndarray:
     counted = (np.asarray(weights, dtype=float) > 0) & (samples > 0)
     if counted.sum() < 2:
         return samples
-    bounded: np.ndarray = np.minimum(samples, MAX_SAMPLE_RATIO * lower_median(samples[counted]))
+    multiples = np.full(samples.shape, MAX_SAMPLE_RATIO) if ratios is None else ratios
+    bounded: np.ndarray = np.minimum(samples, multiples * lower_median(samples[counted]))
     return bounded
 
 
-def _bound_factors(samples: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _bound_factors(
+    samples: np.ndarray, weights: np.ndarray, ratios: np.ndarray | None
+) -> np.ndarray:
     """Return the factor by which ``bounded_samples`` scales each count, 1 for a count of 0."""
     samples = np.asarray(samples, dtype=float)
-    bounded = bounded_samples(samples, weights)
+    bounded = bounded_samples(samples, weights, ratios)
     factors: np.ndarray = np.divide(bounded, samples, out=np.ones_like(samples), where=samples > 0)
     return factors
 
@@ -250,6 +257,7 @@ def aggregate_kind(
     *,
     center_weights: np.ndarray | None = None,
     stats_weights: np.ndarray | None = None,
+    sample_ratios: np.ndarray | None = None,
 ) -> KindModel:
     """Aggregate the updates of one kind into that kind's new global model.
 
@@ -258,18 +266,21 @@ def aggregate_kind(
     ``stats_weights`` weigh the centroids and the statistics instead of
     ``weights`` when given and not all zero. The sample count, the centroid
     counts and the statistics' count of each update are first capped at
-    ``MAX_SAMPLE_RATIO`` times the lower median of the weighted updates'
-    (``bounded_samples``). The result is a weighted mean of the updates as
-    sent, so the weights alone explain it.
+    ``MAX_SAMPLE_RATIO`` times the lower median of the weighted updates', or
+    at the update's own multiple in ``sample_ratios`` (``bounded_samples``).
+    The result is a weighted mean of the updates as sent, so the weights
+    alone explain it.
     """
     weights = np.asarray(weights, dtype=float)
-    samples = bounded_samples(np.array([u.n_samples for u in updates], dtype=float), weights)
+    samples = bounded_samples(
+        np.array([u.n_samples for u in updates], dtype=float), weights, sample_ratios
+    )
     svm = fedavg(np.vstack([u.svm_vector() for u in updates]), samples * weights)
     if center_weights is None or not np.sum(center_weights) > 0:
         center_weights = weights
     center_weights = np.asarray(center_weights, dtype=float)
     center_weights = center_weights * _bound_factors(
-        np.array([np.sum(u.counts) for u in updates], dtype=float), center_weights
+        np.array([np.sum(u.counts) for u in updates], dtype=float), center_weights, sample_ratios
     )
     centers, counts = merge_centroids(
         [u.centers for u in updates],
@@ -283,7 +294,7 @@ def aggregate_kind(
         stats_weights = weights
     stats_weights = np.asarray(stats_weights, dtype=float)
     stats_weights = stats_weights * _bound_factors(
-        np.array([u.stats.count for u in updates], dtype=float), stats_weights
+        np.array([u.stats.count for u in updates], dtype=float), stats_weights, sample_ratios
     )
     return KindModel(
         stats=merge_stats([u.stats for u in updates], stats_weights),

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .aggregation import aggregate_kind, bounded_samples
+from .aggregation import MAX_SAMPLE_RATIO, aggregate_kind, bounded_samples
 from .model import FederationParams, GlobalModel
 from .protocol import (
     COORDINATOR_SENDER,
@@ -52,7 +52,14 @@ from .protocol import (
     round_body,
     round_topic,
 )
-from .scoring import UpdateScore, score_updates, typical_data, update_digest, update_parts
+from .scoring import (
+    UpdateBaseline,
+    UpdateScore,
+    score_updates,
+    typical_data,
+    update_digest,
+    update_parts,
+)
 from .security import (
     MAX_KEY_GENERATION,
     REJECTION_SEVERITY,
@@ -854,8 +861,22 @@ class Federation:
                 random_state=self.settings.params.seed,
                 center_weights=np.array([by_node[n][1] for n in senders]),
                 stats_weights=np.array([by_node[n][2] for n in senders]),
+                sample_ratios=np.array(
+                    [self._sample_ratio(self.nodes[n].trust.update_baseline(kind)) for n in senders]
+                ),
             )
             self.kind_rounds[kind] = self.round
+
+    @staticmethod
+    def _sample_ratio(baseline: UpdateBaseline | None) -> float:
+        """Return the multiple of the median sample count that a sender's update may weigh.
+
+        A sender on probation lost evidence in a recent round, so its claim of
+        more data than the median sender's gains it nothing until it is clear.
+        """
+        if baseline is not None and baseline.probation > 0:
+            return 1.0
+        return MAX_SAMPLE_RATIO
 
     def _expire_kinds(self) -> bool:
         """Remove the kinds that no round aggregated for ``KIND_RETENTION_ROUNDS`` rounds.
