@@ -211,12 +211,18 @@ class EdgeNode:
 
     def _restore_buffers(self) -> bool:
         """Load the saved training buffers of live devices; return whether any was loaded."""
+        # TODO: a device that fills a new buffer sends updates unlike the node's
+        # history, and the coordinator quarantines the node. Telling the coordinator
+        # that the data changed would need a way to stop attackers from claiming it.
         restored = False
         for device_id, monitor in self._monitors.items():
             if monitor.keep_test_rows:
                 # A CSV device fills its buffer again from the same rows.
                 continue
-            rows = self._store.load_buffer(device_id, self._buffer_settings(device_id))
+            n_features = len(monitor.device.features) * (
+                1 + len(self.config.detection.extra_features)
+            )
+            rows = self._store.load_buffer(device_id, self._buffer_settings(device_id), n_features)
             if rows is None or rows.shape[0] == 0:
                 continue
             monitor.restore_training(rows)
@@ -612,21 +618,38 @@ class EdgeNode:
     def _without_refilling_kinds(
         self, round_number: int, data: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        """Leave out kinds with fewer training rows than their last update, while they refill.
+        """Leave out kinds that do not fit the global model, or that still refill.
 
-        A node that restarts fills its training buffers again. An update from
+        The coordinator rejects an update whose features do not fit the
+        kind's global model, and charges the node. A node that restarts
+        fills its training buffers again. An update from
         part of the rows differs from the node's earlier updates for that
         reason alone, and the coordinator holds such a change against it.
         A kind whose buffers cannot grow any more (full, or at the end of
         their replays) takes part with the rows it has.
         """
         kept = {}
+        model = self._global_model
         for kind, X in data.items():
+            kind_model = None if model is None else model.kinds.get(kind)
+            if (
+                model is not None
+                and kind_model is not None
+                and not model_fits(kind_model, model.params, X.shape[1])
+            ):
+                # The coordinator rejects such an update and charges the node.
+                _LOGGER.info(
+                    "%s: round %s: kind %s skipped, because its features do not fit "
+                    "the global model's",
+                    self.node_id,
+                    round_number,
+                    kind,
+                )
+                continue
             last = self._store.state.update_rows.get(kind, 0)
             monitors = [m for m in self._monitors.values() if m.device.kind == kind]
             capacity = sum(m.n_train if m.replay_ended else m.train_rows for m in monitors)
-            needed = min(last, capacity)
-            if X.shape[0] >= needed:
+            if X.shape[0] >= min(last, capacity):
                 kept[kind] = X
                 continue
             _LOGGER.info(
@@ -636,7 +659,7 @@ class EdgeNode:
                 round_number,
                 kind,
                 X.shape[0],
-                needed,
+                last,
             )
         return kept
 

@@ -37,6 +37,9 @@ _LOGGER = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 MODEL_FILE = "model.json"
 BUFFER_FOLDER = "buffers"
+# Largest magnitude of a saved feature. Readings are limited to 1e15, and their
+# moving averages, trends and deviations stay within a few times that.
+MAX_BUFFER_VALUE = 1e16
 # Counter values reserved per write of state.json. Counters follow the clock in
 # microseconds, so one block lasts a minute and state.json is written about
 # once a minute rather than once per message (which would wear out SD cards).
@@ -146,32 +149,50 @@ class StateStore:
                 temporary.unlink(missing_ok=True)
             raise
 
-    def load_buffer(self, device_id: str, settings: str) -> np.ndarray | None:
+    def load_buffer(self, device_id: str, settings: str, n_features: int) -> np.ndarray | None:
         """Return a device's saved training rows of shape (n_rows, n_features).
 
-        None when there are none, when the file is unreadable (logged), or when
-        other feature settings produced them, since their features would not
-        match the new ones.
+        None when there are none, when the file is unreadable or holds anything
+        else (logged), or when other feature settings produced them, since
+        their features would not match the new ones.
         """
         path = self.state_dir / BUFFER_FOLDER / f"{device_id}.npz"
         try:
             with np.load(path, allow_pickle=False) as data:
-                rows = np.array(data["rows"], dtype=float)
+                rows = data["rows"]
                 saved_settings = str(data["settings"])
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError) as err:
-            _LOGGER.warning("Ignoring unreadable training buffer %s: %s", path, err)
+        # A damaged file raises more than OSError, such as BadZipFile or EOFError.
+        except Exception as err:
+            _LOGGER.warning(
+                "Ignoring unreadable training buffer %s (%s), so the device fills a new one",
+                path,
+                type(err).__name__,
+            )
             return None
         if saved_settings != settings:
             _LOGGER.info(
                 "Ignoring training buffer %s: it was computed with other feature settings", path
             )
             return None
-        if rows.ndim != 2 or not np.isfinite(rows).all():
-            _LOGGER.warning("Ignoring training buffer %s: not a finite two-dimensional array", path)
+        valid = (
+            isinstance(rows, np.ndarray)
+            and rows.dtype.kind in "fi"
+            and rows.ndim == 2
+            and rows.shape[1] == n_features
+            and bool(np.isfinite(rows).all())
+            and bool((np.abs(rows) <= MAX_BUFFER_VALUE).all())
+        )
+        if not valid:
+            _LOGGER.warning(
+                "Ignoring training buffer %s: expected finite real numbers in %s columns, "
+                "so the device fills a new one",
+                path,
+                n_features,
+            )
             return None
-        return rows
+        return np.array(rows, dtype=float)
 
     def delete_model(self) -> None:
         """Remove ``model.json``, if there is one."""

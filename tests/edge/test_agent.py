@@ -6,6 +6,7 @@ import logging
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -729,6 +730,66 @@ def test_partial_buffer_kept_across_stop(tmp_path, caplog):
         other, _ = make_offline_node(changed)
     assert other._monitors["zigbee-1"].n_train == 0
     assert "computed with other feature settings" in caplog.text
+
+
+def _fill_and_stop(config) -> Path:
+    node, _ = make_offline_node(config)
+    for value in (21.0, 21.1, 21.2):
+        send(node, "z2m/kitchen", json.dumps({"temperature": value}).encode())
+    node.stop()
+    return config.security.state_dir / "buffers" / "zigbee-1.npz"
+
+
+def _rewrite_rows(path: Path, rows: np.ndarray) -> None:
+    with np.load(path) as data:
+        settings = str(data["settings"])
+    with path.open("wb") as file:
+        np.savez(file, rows=rows, settings=np.array(settings))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
+        lambda path: path.write_bytes(b""),
+        lambda path: path.write_bytes(b"garbage" * 10),
+        lambda path: _rewrite_rows(path, np.zeros((3, 2))),
+        lambda path: _rewrite_rows(path, np.full((3, 3), 1e300)),
+        lambda path: _rewrite_rows(path, np.zeros((3, 3), dtype=complex)),
+    ],
+    ids=["cut", "empty", "garbage", "wrong_width", "huge", "complex"],
+)
+def test_damaged_buffer_file_starts_a_new_buffer(tmp_path, caplog, damage):
+    config = zigbee_config(tmp_path)
+    path = _fill_and_stop(config)
+    damage(path)
+
+    with caplog.at_level("WARNING"):
+        restarted, _ = make_offline_node(config)
+
+    assert restarted._monitors["zigbee-1"].n_train == 0
+    assert "Ignoring " in caplog.text
+    assert "so the device fills a new one" in caplog.text
+
+
+def test_kind_that_does_not_fit_the_model_skips_rounds(node_config, signer, caplog):
+    node, link = replayed_node(node_config)
+    send(node, ROUND_TOPIC, signer.round(1))
+    pump(node, lambda: updates(link))
+    model = global_model_from(updates(link)[0])
+    rng = np.random.default_rng(0)
+    model.kinds["temperature"] = replace(
+        model.kinds["temperature"],
+        stats=FeatureStats.from_samples(rng.normal(size=(50, 5))),
+        centers=rng.normal(size=(PARAMS.n_clusters, 5)),
+    )
+    send(node, MODEL_TOPIC, signer.model(model))
+
+    with caplog.at_level("INFO"):
+        send(node, ROUND_TOPIC, signer.round(2))
+
+    assert len(updates(link)) == 1
+    assert "kind temperature skipped, because its features do not fit" in caplog.text
 
 
 def simulated_config(tmp_path, **simulation):
