@@ -251,7 +251,7 @@ class Federation:
         counters may predate them, and the round number and model version
         move one ahead. A round or model may have gone out after the last
         save: nodes ignore numbers they already handled, and a node that
-        kept training from a model the coordinator no longer knows would
+        kept training from a model missing from the restored state would
         send the same update again.
         """
         self.settings = settings
