@@ -624,7 +624,7 @@ class EdgeNode:
         kind's global model, and charges the node. A node that restarts
         fills its training buffers again. An update from
         part of the rows differs from the node's earlier updates for that
-        reason alone, and the coordinator holds such a change against it.
+        reason alone, and the coordinator charges the node for such a change.
         A kind whose buffers cannot grow any more (full, or at the end of
         their replays) takes part with the rows it has.
         """

@@ -152,7 +152,7 @@ class StateStore:
     def load_buffer(self, device_id: str, settings: str, n_features: int) -> np.ndarray | None:
         """Return a device's saved training rows of shape (n_rows, n_features).
 
-        None when there are none, when the file is unreadable or holds anything
+        None when there are none, when the file is unreadable or contains anything
         else (logged), or when other feature settings produced them, since
         their features would not match the new ones.
         """

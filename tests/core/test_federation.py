@@ -643,7 +643,7 @@ def test_growth_beyond_sample_cap_compared(federation: Federation, now: float) -
     assert evidence[4] < 1.0
 
 
-def test_sender_on_probation_weighs_at_most_the_median_count() -> None:
+def test_probation_sample_ratio() -> None:
     on_probation = UpdateBaseline(parts=(np.zeros(3),), probation=2)
     clear = UpdateBaseline(parts=(np.zeros(3),))
 

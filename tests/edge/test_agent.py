@@ -772,7 +772,7 @@ def test_damaged_buffer_file_starts_a_new_buffer(tmp_path, caplog, damage):
     assert "so the device fills a new one" in caplog.text
 
 
-def test_kind_that_does_not_fit_the_model_skips_rounds(node_config, signer, caplog):
+def test_unfit_kind_skips_rounds(node_config, signer, caplog):
     node, link = replayed_node(node_config)
     send(node, ROUND_TOPIC, signer.round(1))
     pump(node, lambda: updates(link))
