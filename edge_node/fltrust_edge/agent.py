@@ -46,10 +46,11 @@ import numpy as np
 from fltrust_core import protocol
 from fltrust_core.detectors import model_fits
 from fltrust_core.model import FederationParams, GlobalModel
+from fltrust_core.preprocessing import feature_names
 from fltrust_core.security import MessageRejected, RejectReason, hmac_tag
 
 from . import __version__
-from .config import NodeConfig
+from .config import DeviceConfig, NodeConfig
 from .downlink import DownlinkVerifier
 from .evaluation import DeviceEvaluation, build_results, write_results
 from .link import Connected, Disconnected, Message, MqttLink
@@ -195,9 +196,8 @@ class EdgeNode:
         if self._restore_buffers():
             self._schedule_calibration("calibration of the restored training buffers")
 
-    def _buffer_settings(self, device_id: str) -> str:
-        """Return what a live device's features depend on, to match saved buffers with."""
-        device = next(d for d in self.config.devices if d.id == device_id)
+    def _buffer_settings(self, device: DeviceConfig) -> str:
+        """Return the settings a live device's features depend on, to compare with saved ones."""
         detection = self.config.detection
         return repr(
             (
@@ -219,10 +219,9 @@ class EdgeNode:
             if monitor.keep_test_rows:
                 # A CSV device fills its buffer again from the same rows.
                 continue
-            n_features = len(monitor.device.features) * (
-                1 + len(self.config.detection.extra_features)
-            )
-            rows = self._store.load_buffer(device_id, self._buffer_settings(device_id), n_features)
+            device = monitor.device
+            n_features = len(feature_names(device.features, self.config.detection.extra_features))
+            rows = self._store.load_buffer(device_id, self._buffer_settings(device), n_features)
             if rows is None or rows.shape[0] == 0:
                 continue
             monitor.restore_training(rows)
@@ -240,7 +239,7 @@ class EdgeNode:
         device_id = monitor.device.id
         try:
             self._store.save_buffer(
-                device_id, monitor.training_data(), self._buffer_settings(device_id)
+                device_id, monitor.training_data(), self._buffer_settings(monitor.device)
             )
         except OSError as err:
             _LOGGER.warning(
@@ -628,7 +627,7 @@ class EdgeNode:
         A kind whose buffers cannot grow any more (full, or at the end of
         their replays) takes part with the rows it has.
         """
-        kept = {}
+        ready = {}
         model = self._global_model
         for kind, X in data.items():
             kind_model = None if model is None else model.kinds.get(kind)
@@ -650,7 +649,7 @@ class EdgeNode:
             monitors = [m for m in self._monitors.values() if m.device.kind == kind]
             capacity = sum(m.n_train if m.replay_ended else m.train_rows for m in monitors)
             if X.shape[0] >= min(last, capacity):
-                kept[kind] = X
+                ready[kind] = X
                 continue
             _LOGGER.info(
                 "%s: round %s: kind %s has %s training rows again, fewer than the %s of its "
@@ -661,7 +660,7 @@ class EdgeNode:
                 X.shape[0],
                 last,
             )
-        return kept
+        return ready
 
     def _warn_short_buffers(
         self, round_number: int, params: FederationParams, data: dict[str, np.ndarray]

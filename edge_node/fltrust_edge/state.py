@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from fltrust_core.protocol import EPOCH_PATTERN
@@ -63,15 +63,16 @@ class PersistentState:
     update_rows: dict[str, int] = field(default_factory=dict)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` so that readers never see a partial file.
+def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write`` on a temporary file, then rename it to ``path``.
 
-    On failure the temporary file is removed and the error raised.
+    Readers never see a partial file. On failure the temporary file is removed
+    and the error raised.
     """
     temporary = path.with_name(path.name + ".tmp")
     try:
-        with temporary.open("w", encoding="utf-8") as file:
-            json.dump(data, file, separators=(",", ":"))
+        with temporary.open("wb") as file:
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -79,6 +80,12 @@ def write_json_atomic(path: Path, data: Any) -> None:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` so that readers never see a partial file."""
+    text = json.dumps(data, separators=(",", ":"))
+    write_atomic(path, lambda file: file.write(text.encode("utf-8")))
 
 
 class StateStore:
@@ -136,18 +143,12 @@ class StateStore:
         """Write a device's training rows, with the feature settings that produced them."""
         folder = self.state_dir / BUFFER_FOLDER
         folder.mkdir(exist_ok=True)
-        path = folder / f"{device_id}.npz"
-        temporary = path.with_name(path.name + ".tmp")
-        try:
-            with temporary.open("wb") as file:
-                np.savez(file, rows=np.asarray(rows, dtype=float), settings=np.array(settings))
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)
-            raise
+        write_atomic(
+            folder / f"{device_id}.npz",
+            lambda file: np.savez(
+                file, rows=np.asarray(rows, dtype=float), settings=np.array(settings)
+            ),
+        )
 
     def load_buffer(self, device_id: str, settings: str, n_features: int) -> np.ndarray | None:
         """Return a device's saved training rows of shape (n_rows, n_features).
@@ -249,7 +250,7 @@ def _parse_state(path: Path, data: dict[str, Any]) -> PersistentState:
         state.update_rows = dict(update_rows)
     else:
         # Without it a restarted node may send an update from a buffer that is
-        # still refilling, which its history check may hold against it.
+        # still refilling, and the coordinator may charge it for the change.
         _LOGGER.error(
             "Ignoring invalid update_rows in state file %s: expected kinds mapped to "
             "row counts, got %.40r",

@@ -158,7 +158,7 @@ def test_inflated_sample_count_is_capped() -> None:
     assert merged.counts.sum() == pytest.approx(700)
 
 
-def test_bounded_samples_keeps_counts_within_the_ratio() -> None:
+def test_bounded_samples_within_ratio() -> None:
     samples = np.array([100.0, 300.0, 400.0, 5000.0])
 
     np.testing.assert_allclose(bounded_samples(samples, np.ones(4)), [100.0, 300.0, 400.0, 1200.0])

@@ -308,7 +308,7 @@ def test_replaced_node_key(federation: Federation, now: float) -> None:
     assert "rejected" not in _kinds(_deliver(federation, node.heartbeat(now + 2), now + 2))
 
 
-def test_replaced_key_starts_the_replay_counter_over(federation: Federation, now: float) -> None:
+def test_replaced_key_resets_counter(federation: Federation, now: float) -> None:
     node = NodeSimulator("node-1")
     _join(federation, [node], now)
     # A copy of a leaked key can push the counter to the largest accepted value.

@@ -293,7 +293,7 @@ def test_global_model_adopted_and_calibrated(node_config, signer):
     assert heartbeat.model_version == 1
 
 
-def test_model_of_other_feature_count_warned(node_config, signer, caplog):
+def test_unfit_model_warned(node_config, signer, caplog):
     node, link = replayed_node(node_config)
     send(node, ROUND_TOPIC, signer.round(1))
     pump(node, lambda: updates(link))
@@ -341,7 +341,7 @@ def test_next_round_starts_from_global_model(node_config, signer):
     assert node.rounds_joined == 2
 
 
-def test_restarted_node_waits_for_its_buffer(node_config, signer, caplog):
+def test_restart_waits_for_buffer(node_config, signer, caplog):
     node, link = replayed_node(node_config)
     send(node, ROUND_TOPIC, signer.round(1))
     pump(node, lambda: updates(link))
@@ -369,7 +369,7 @@ def test_restarted_node_waits_for_its_buffer(node_config, signer, caplog):
     assert third.kinds["temperature"].n_samples == rows
 
 
-def test_joined_rounds_kept_by_number_are_bounded(node_config, signer, monkeypatch):
+def test_recent_rounds_bounded(node_config, signer, monkeypatch):
     monkeypatch.setattr(agent, "RECENT_ROUNDS", 2)
     node, link = replayed_node(node_config)
 
@@ -384,7 +384,7 @@ def test_joined_rounds_kept_by_number_are_bounded(node_config, signer, monkeypat
     assert document["rounds_joined"] == 3
 
 
-def test_new_federation_epoch_starts_the_node_over(node_config, signer, caplog):
+def test_new_epoch_resets_node(node_config, signer, caplog):
     node, link = replayed_node(node_config)
     send(node, ROUND_TOPIC, signer.round(7, epoch="aa"))
     pump(node, lambda: updates(link))
@@ -698,7 +698,7 @@ def test_mqtt_device_samples(tmp_path, signer):
     assert link.envelopes("state")
 
 
-def test_live_training_buffer_survives_restart(tmp_path, caplog):
+def test_live_buffer_survives_restart(tmp_path, caplog):
     config = zigbee_config(tmp_path)
     node, _ = make_offline_node(config)
     rng = np.random.default_rng(0)
@@ -759,7 +759,7 @@ def _rewrite_rows(path: Path, rows: np.ndarray) -> None:
     ],
     ids=["cut", "empty", "garbage", "wrong_width", "huge", "complex"],
 )
-def test_damaged_buffer_file_starts_a_new_buffer(tmp_path, caplog, damage):
+def test_damaged_buffer_file_ignored(tmp_path, caplog, damage):
     config = zigbee_config(tmp_path)
     path = _fill_and_stop(config)
     damage(path)
