@@ -437,7 +437,9 @@ class Report:
                     "sent, which the published weights explain. Senders whose feature means lie "
                     "more than 10 standard "
                     "deviations from the kind's normalization (another operating regime) weigh "
-                    "nothing and stay out of the normalization. The FedAvg weight of an update is "
+                    "nothing there and stay out of the normalization. From their next round they "
+                    "train a regime of the kind instead, a model of its own for data like theirs "
+                    "that is aggregated the same way. The FedAvg weight of an update is "
                     "its sample count times its sender's trust weight times its evidence times "
                     "the direction gate and its clip factor.",
                     "",
@@ -457,7 +459,9 @@ class Report:
                     "scaled by the square root of the length ratio. A sender with "
                     "atypical data is compared on a scale of its own: the round's usual distance "
                     "times the length of its baseline delta over the median length, and at least "
-                    "the length of the move that all nodes share. A second pass over the updates "
+                    "the length of the move that all nodes share. Updates for a regime are "
+                    "compared in the round of their kind in the same way, so that a regime of one "
+                    "or two nodes has a scale. A second pass over the updates "
                     "that kept some evidence can only lower weights: an update keeps its weight "
                     "only if it agrees with both medians, and the clip norm is the smaller of the "
                     "two. The centroids are not compared, because k-means centroids of honest "
@@ -515,7 +519,8 @@ class Report:
             "figures show what that does to their detection. The core keeps the gate and "
             "leaves such senders out: their updates are compared with their history on a "
             "looser scale, and a sender that claims atypical data would otherwise pull on the "
-            "model with less scrutiny than the bulk."
+            "model with less scrutiny than the bulk. Such senders pull on their regime's model "
+            "instead, and a node whose earlier data was typical may not move there."
         )
 
     def setup(self) -> None:
@@ -566,7 +571,11 @@ class Report:
                     "fltrust, per kind, each part of the model as one array. They run in shadow "
                     "mode: their aggregate of the last round is evaluated but never sent back, so "
                     "their poisoning cannot compound over rounds; and they get the true number of "
-                    "attackers `f` among the senders of each kind. Both favour them.",
+                    "attackers `f` among the senders of each kind. Both favour them. The one "
+                    "difference in what they receive: an honest node with atypical data sends "
+                    "fltrust's coordinator its update for the kind's regime, trained from the "
+                    "regime's model, and the other methods the update it trained from the kind's "
+                    "model.",
                     "",
                     methods,
                     "  Bulyan needs n >= 4f + 3 updates, so with 10 nodes of a kind it assumes "
@@ -574,11 +583,13 @@ class Report:
                     "- fltrust, personalized: fltrust's final global model, blended on each node "
                     "with a local model (`PersonalizedDetector`, the edge node's default). The "
                     "local model learns every other training row of the node, in the node's own "
-                    "normalization. The score is a weighted mean of the two calibrated scores, "
-                    "with a quarter for the local one, and the threshold is set on the rows the "
-                    "local model did not see. A node whose data is atypical for its kind scores "
-                    "with the local model alone, because its updates take no part in the kind's "
-                    "model.",
+                    "normalization. The score is a weighted mean of the two calibrated scores. "
+                    "The local one's weight grows with the node's rows and is a quarter at 400. "
+                    "The threshold is set on the rows the local model did not see. A node whose "
+                    "data is atypical for its kind blends the model of its regime instead of the "
+                    "kind's model.",
+                    "- fltrust (global model): a node whose data is atypical for its kind scores "
+                    "with the model of its regime. Every other method has one model per kind.",
                     "- local-only: each node trains the same number of rounds on its own rows.",
                     "- centralized: one model per kind trained on the pooled training rows of all "
                     "nodes of the kind, and one on the pooled rows of the nodes whose data is "
@@ -639,7 +650,33 @@ class Report:
                     ["method", "ROC AUC", "precision", "recall", "F1", "FPR", "F1 flag-all"], rows
                 ),
             ]
+            gains = self.per_node_gains(federation)
+            if gains:
+                parts += ["", gains]
         self.sections.append("\n".join(parts))
+
+    def per_node_gains(self, federation: str) -> str:
+        """Return where fltrust's global model gains on local-only, node by node, or ''."""
+        if federation == "mixed":
+            return ""
+        per_node = self.per_node_auc(federation, "fltrust")
+        if not per_node:
+            return ""
+        gaps = {node: shared - local for node, (shared, local) in per_node.items()}
+        best = max(gaps, key=lambda node: gaps[node])
+        atypical = best in self.atypical.get(federation, set())
+        return (
+            f"Per node, fltrust's global model lies between "
+            f"{_fmt(min(gaps.values()), 3, signed=True)} and {_fmt(gaps[best], 3, signed=True)} "
+            f"of local-only's AUC. The largest gain is on {best} "
+            f"({_fmt(per_node[best][0])} against {_fmt(per_node[best][1])})"
+            + (
+                ", whose data is atypical for the kind, so that it scores with the model of "
+                "the kind's regime."
+                if atypical
+                else "."
+            )
+        )
 
     def scarce_data(self) -> None:
         """Add the attack-free figures of nodes that hold only a few training rows."""
@@ -836,7 +873,7 @@ class Report:
             self.quarantine_table(),
             "",
             f"Malicious node-runs missed that are nodes with atypical data: {len(missed_atypical)} "
-            "(such a node weighs nothing in its kind's model, so its attacks change nothing, "
+            "(such a node weighs nothing in its kind's model and can pull only its regime's, "
             "and its own history is compared on a looser scale).",
             "",
             f"Benign node-runs quarantined: {len(benign)}"
@@ -1063,14 +1100,16 @@ class Report:
         ]
         return np.array(values, dtype=float)
 
-    def per_node_auc(self, federation: str) -> dict[str, tuple[float, float]]:
-        """Return node -> mean AUC over seeds of the personalized and the local-only model."""
+    def per_node_auc(
+        self, federation: str, method: str = PERSONALIZED
+    ) -> dict[str, tuple[float, float]]:
+        """Return node -> mean AUC over seeds of ``method`` and of the local-only model."""
         personal: dict[str, list[float]] = defaultdict(list)
         local: dict[str, list[float]] = defaultdict(list)
         for (name, _seed), run in clean_runs(self.runs).items():
             if name != federation:
                 continue
-            for node, metrics in run["metrics"].get(PERSONALIZED, {}).items():
+            for node, metrics in run["metrics"].get(method, {}).items():
                 if metrics.get("auc") is not None:
                     personal[node].append(metrics["auc"])
         for reference in self.document["references"]:

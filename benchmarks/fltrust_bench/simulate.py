@@ -28,7 +28,8 @@ import numpy as np
 from fltrust_core import protocol, security
 from fltrust_core.detectors import KindDetector, PersonalizedDetector
 from fltrust_core.federation import Federation, FederationSettings
-from fltrust_core.model import KindModel
+from fltrust_core.model import FeatureStats, KindModel
+from fltrust_core.scoring import model_key
 from fltrust_core.trust import TrustConfig
 from fltrust_edge.evaluation import device_metrics
 
@@ -219,7 +220,9 @@ def evaluate(
     estimator = PersonalizedDetector if personalized else KindDetector
     for node_id in node_ids:
         node = federation.node(node_id)
-        model = models.get(node.kind)
+        # The kind's regime where the coordinator keeps one for such data.
+        key = model_key(models, node.kind, FeatureStats.from_samples(node.X_train))
+        model = models.get(key, models.get(node.kind))
         if model is None:
             continue
         detector = estimator(federation.params, TARGET_FPR).fit(node.X_train, model=model)
@@ -287,15 +290,21 @@ class Simulation:
 
         base = {kind: coordinator.model.kinds.get(kind) for kind in self.federation.kinds}
         sending = self._updates(round_number, base)
-        for node_id, model in sending.items():
-            self.submitted[node_id].append(model)
+        for node_id, sent in sending.items():
+            self.submitted[node_id].append(sent)
             node = self.nodes[node_id]
             if node.quarantined:
                 continue
+            key, model = node.data.kind, sent
+            if node_id not in self.malicious:
+                # An honest node with atypical data trains for its kind's regime,
+                # as the edge node does. The shadow methods keep one model per
+                # kind, so they get the update trained from the kind's model.
+                key = model_key(coordinator.model.kinds, key, model.stats)
+                if key != node.data.kind:
+                    model = node.train(round_number, coordinator.model.kinds.get(key))
             body = protocol.update_body(
-                protocol.ModelUpdate(
-                    round_number, coordinator.model.version, {node.data.kind: model}
-                )
+                protocol.ModelUpdate(round_number, coordinator.model.version, {key: model})
             )
             coordinator.handle_message(*node.message("update", body, now + 1), now + 1)
 

@@ -901,7 +901,7 @@ class EdgeNode:
             return
         self.rounds_joined += 1
         self.recent_rounds.append(result.round)
-        rows = {kind: model.n_samples for kind, model in result.updates.items()}
+        rows = {protocol.base_kind(key): model.n_samples for key, model in result.updates.items()}
         if any(self._store.state.update_rows.get(k) != n for k, n in rows.items()):
             self._store.state.update_rows.update(rows)
             self._store.save()

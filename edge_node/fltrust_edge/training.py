@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from fltrust_core.detectors import KindDetector, PersonalizedDetector, model_fits
-from fltrust_core.model import FederationParams, GlobalModel, KindModel
+from fltrust_core.model import FeatureStats, FederationParams, GlobalModel, KindModel
+from fltrust_core.scoring import model_key
 
 # Minimum number of normal samples of a kind for training or calibrating its model.
 MIN_TRAIN_SAMPLES = 20
@@ -65,6 +66,25 @@ def base_model_of(
     return model.kinds.get(kind)
 
 
+def model_key_of(
+    model: GlobalModel | None, kind: str, X: np.ndarray, params: FederationParams
+) -> str:
+    """Return the key of the global model that ``X`` of ``kind`` belongs to.
+
+    That is the kind itself, or one of its regimes when ``X`` is atypical of
+    the kind's model (``scoring.model_key``).
+
+    Parameters:
+        model: the adopted global model, if any.
+        kind: the device kind.
+        X: ndarray of shape (n_samples, n_features) of training features.
+        params: the hyper-parameters the model must have been trained with.
+    """
+    if model is None or model.params != params:
+        return kind
+    return model_key(model.kinds, kind, FeatureStats.from_samples(X))
+
+
 def train_round(
     round_number: int,
     params: FederationParams,
@@ -73,6 +93,9 @@ def train_round(
     target_fpr: float,
 ) -> RoundResult:
     """Train one update per kind on its normal samples, starting from the global model.
+
+    The update of a kind whose data is atypical of the kind's global model
+    starts from, and is sent for, one of the kind's regimes (``model_key_of``).
 
     Parameters:
         round_number: the announced round.
@@ -84,10 +107,11 @@ def train_round(
     updates: dict[str, KindModel] = {}
     local_detectors: dict[str, KindDetector] = {}
     for kind, X in sorted(data.items()):
+        key = model_key_of(global_model, kind, X, params)
         detector = KindDetector(params=params, target_fpr=target_fpr)
-        updates[kind] = detector.train(X, base_model=base_model_of(global_model, kind, params))
+        updates[key] = detector.train(X, base_model=base_model_of(global_model, key, params))
         if global_model is None or kind not in global_model.kinds:
-            local_detectors[kind] = detector.fit(X, model=updates[kind])
+            local_detectors[kind] = detector.fit(X, model=updates[key])
     base_version = 0 if global_model is None else global_model.version
     return RoundResult(round_number, base_version, params, updates, local_detectors)
 
@@ -101,6 +125,9 @@ def calibrate(
 ) -> Calibration:
     """Calibrate one detector per kind: with the global model when it has the kind, else local.
 
+    A kind whose data is atypical of the kind's global model scores with the
+    model of its regime once the coordinator has one (``model_key_of``).
+
     Parameters:
         data: kind -> ndarray of shape (n_samples, n_features) of training features.
         global_model: the adopted global model, if any.
@@ -113,7 +140,10 @@ def calibrate(
     detectors: dict[str, Detector] = {}
     global_kinds: set[str] = set()
     for kind, X in sorted(data.items()):
-        model = None if global_model is None else global_model.kinds.get(kind)
+        model = None
+        if global_model is not None:
+            key = model_key_of(global_model, kind, X, global_model.params)
+            model = global_model.kinds.get(key, global_model.kinds.get(kind))
         if global_model is not None and model_fits(model, global_model.params, X.shape[1]):
             estimator = PersonalizedDetector if personalize else KindDetector
             detector = estimator(params=global_model.params, target_fpr=target_fpr)

@@ -66,9 +66,11 @@ class NodeSimulator:
         return self.message("update", body, now)
 
 
-def kind_model(coef: np.ndarray, offset: float, n_samples: int = 100) -> KindModel:
-    """Return a one-feature model with the given SVM parameters."""
-    samples = np.linspace(-1.0, 1.0, n_samples)[:, None]
+def kind_model(
+    coef: np.ndarray, offset: float, n_samples: int = 100, center: float = 0.0
+) -> KindModel:
+    """Return a one-feature model with the given SVM parameters, of data around ``center``."""
+    samples = np.linspace(-1.0, 1.0, n_samples)[:, None] + center
     return KindModel(
         stats=FeatureStats.from_samples(samples),
         svm_coef=np.asarray(coef, dtype=float),

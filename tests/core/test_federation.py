@@ -13,7 +13,7 @@ from fltrust_core import federation as federation_module
 from fltrust_core import protocol, security
 from fltrust_core.aggregation import MAX_SAMPLE_RATIO
 from fltrust_core.federation import Federation, FederationEvent
-from fltrust_core.scoring import UpdateBaseline
+from fltrust_core.scoring import UpdateBaseline, model_key
 from fltrust_core.trust import GROWTH_WINDOW, TrustStatus
 
 from .conftest import FEDERATION_KEY, PARAMS, PREFIX, NodeSimulator, kind_model
@@ -903,3 +903,144 @@ def test_silent_node_trust_unchanged(federation: Federation, now: float) -> None
         federation.start_round(now + offset)
         federation.close_round(now + offset + 1)
     assert federation.nodes["a"].trust.score == before
+
+
+# Regimes: atypical data of a kind gets a model of its own.
+
+REGULAR = [f"regular-{i}" for i in range(4)]
+FAR = ["far-0", "far-1"]
+FAR_CENTER = 100.0
+
+
+def _regime_rounds(
+    federation: Federation,
+    now: float,
+    rounds: int,
+    nodes: list[NodeSimulator],
+    center: dict[str, float],
+    keys: dict[str, str] | None = None,
+    attacker: tuple[str, int] | None = None,
+) -> list[dict[str, float]]:
+    """Play rounds in which every node steps from the model its data belongs to.
+
+    A node picks its key with ``scoring.model_key``, as an edge node does,
+    unless ``keys`` names one. ``attacker`` (node id, first round) flips that
+    node's step and boosts it tenfold from that round on. Returns each
+    round's integrity evidence by node.
+    """
+    rng = np.random.RandomState(0)
+    evidence = []
+    clock = now
+    for round_number in range(1, rounds + 1):
+        clock += 10
+        for node in nodes:
+            _deliver(federation, node.heartbeat(clock), clock)
+        federation.start_round(clock)
+        for node in nodes:
+            stats = kind_model(np.zeros(8), 0.0, center=center[node.node_id]).stats
+            key = (keys or {}).get(node.node_id) or model_key(
+                federation.model.kinds, "temperature", stats
+            )
+            if federation.nodes[node.node_id].trust.status == TrustStatus.QUARANTINED:
+                continue
+            base = federation.model.kinds.get(key)
+            step = 0.1 + 0.01 * rng.normal(size=9)
+            if attacker is not None and node.node_id == attacker[0] and round_number >= attacker[1]:
+                step = -10 * step
+            vector = (np.zeros(9) if base is None else base.svm_vector()) + step
+            model = kind_model(vector[:-1], vector[-1], center=center[node.node_id])
+            body = protocol.update_body(protocol.ModelUpdate(federation.round, 0, {key: model}))
+            outcome = _deliver(federation, node.message("update", body, clock + 1), clock + 1)
+            assert "rejected" not in _kinds(outcome)
+        federation.close_round(clock + 2)
+        evidence.append({n.node_id: federation.nodes[n.node_id].last_integrity for n in nodes})
+    return evidence
+
+
+def test_atypical_nodes_share_a_regime(federation: Federation, now: float) -> None:
+    nodes = [NodeSimulator(n) for n in REGULAR + FAR]
+    center = {n: (FAR_CENTER if n in FAR else 0.0) for n in REGULAR + FAR}
+
+    evidence = _regime_rounds(federation, now, 5, nodes, center)
+
+    assert set(federation.model.kinds) == {"temperature", "temperature.1"}
+    assert federation.model.kinds["temperature"].stats.mean == pytest.approx([0.0])
+    assert federation.model.kinds["temperature.1"].stats.mean == pytest.approx([FAR_CENTER])
+    assert all(value == 1.0 for by_node in evidence for value in by_node.values())
+    assert all(federation.nodes[n].trust.status == TrustStatus.TRUSTED for n in center)
+    # Round 1 found them atypical; from round 2 they train the regime.
+    assert federation.nodes["far-0"].trust.typical_kinds == {}
+    assert federation.nodes["regular-0"].trust.typical_kinds == {"temperature": True}
+    assert set(federation.model.contributors) == set(center)
+
+
+def test_regime_needs_atypical_data(federation: Federation, now: float) -> None:
+    nodes = [NodeSimulator(n) for n in REGULAR + FAR]
+    center = {n: (FAR_CENTER if n in FAR else 0.0) for n in REGULAR + FAR}
+    _regime_rounds(federation, now, 3, nodes, center)
+
+    # Typical data sent for the regime: it belongs in the kind's model.
+    evidence = _regime_rounds(
+        federation, now + 100, 1, nodes, center, keys={"regular-0": "temperature.1"}
+    )
+
+    assert evidence[0]["regular-0"] == 0.0
+    assert "belongs in that kind's model" in federation.nodes["regular-0"].trust.events[-1].detail
+
+
+def test_node_with_typical_history_cannot_move_to_regime(
+    federation: Federation, now: float
+) -> None:
+    nodes = [NodeSimulator(n) for n in REGULAR + FAR]
+    center = {n: (FAR_CENTER if n in FAR else 0.0) for n in REGULAR + FAR}
+    _regime_rounds(federation, now, 3, nodes, center)
+
+    # A node that claims the regime's data after typical updates would start a
+    # fresh history next to the regime's two nodes.
+    center["regular-0"] = FAR_CENTER
+    evidence = _regime_rounds(federation, now + 100, 1, nodes, center)
+
+    assert evidence[0]["regular-0"] == 0.0
+    assert "may not move to the regime temperature.1" in (
+        federation.nodes["regular-0"].trust.events[-1].detail
+    )
+    assert evidence[0]["far-0"] == evidence[0]["far-1"] == 1.0
+
+
+def test_typical_kinds_survive_restart(federation: Federation, now: float) -> None:
+    nodes = [NodeSimulator(n) for n in REGULAR + FAR]
+    center = {n: (FAR_CENTER if n in FAR else 0.0) for n in REGULAR + FAR}
+    _regime_rounds(federation, now, 2, nodes, center)
+
+    stored = json.loads(json.dumps(federation.to_dict()))
+    restored = Federation(federation.settings, stored)
+
+    assert restored.nodes["regular-0"].trust.typical_kinds == {"temperature": True}
+    assert set(restored.model.kinds) == {"temperature", "temperature.1"}
+
+
+def test_regime_of_unannounced_kind_rejected(federation: Federation, now: float) -> None:
+    node = NodeSimulator("node-1")
+    _join(federation, [node], now)
+    federation.start_round(now)
+    body = protocol.update_body(
+        protocol.ModelUpdate(1, 0, {"humidity.1": kind_model(np.ones(8), 1.0)})
+    )
+
+    outcome = _deliver(federation, node.message("update", body, now), now)
+
+    [rejected] = [e for e in outcome.events if e.kind == "rejected"]
+    assert "humidity.1" in rejected.data["detail"]
+
+
+def test_regime_attacker_compared_in_its_kinds_round(federation: Federation, now: float) -> None:
+    nodes = [NodeSimulator(n) for n in REGULAR + FAR]
+    center = {n: (FAR_CENTER if n in FAR else 0.0) for n in REGULAR + FAR}
+
+    # Two nodes alone cannot tell which of them strays; the kind's round can.
+    evidence = _regime_rounds(federation, now, 7, nodes, center, attacker=("far-1", 5))
+
+    assert [by_node["far-1"] for by_node in evidence[:4]] == [1.0] * 4
+    assert federation.nodes["far-1"].trust.status == TrustStatus.QUARANTINED
+    assert all(by_node["far-0"] == 1.0 for by_node in evidence)
+    assert federation.nodes["far-0"].trust.status == TrustStatus.TRUSTED

@@ -27,6 +27,7 @@ from fltrust_core.scoring import (
     learn_baseline,
     lower_median,
     mimic_ratios,
+    model_key,
     near_duplicates,
     relapsed,
     score_updates,
@@ -918,6 +919,24 @@ def test_near_duplicates_needs_a_majority_of_distinct_updates() -> None:
     assert not near_duplicates(honest[:2]).any()
 
 
+def test_near_duplicates_within_groups() -> None:
+    rng = np.random.default_rng(3)
+    honest = rng.normal(size=(4, 10))
+    copies = np.tile(rng.normal(size=10), (4, 1)) + 1e-9 * rng.normal(size=(4, 10))
+    regime = rng.normal(size=(2, 10))
+    # A regime's delta that lands on a kind's delta by chance.
+    lookalike = honest[1] + 1e-9
+    groups = [0] * 8 + [1, 1]
+
+    marked = near_duplicates(np.vstack([honest, copies, regime]), groups=groups)
+    apart = near_duplicates(np.vstack([honest, lookalike]), groups=[0] * 4 + [1])
+
+    # The regime's rows make the copies a minority of the round's distinct updates.
+    np.testing.assert_array_equal(marked, [False] * 4 + [True] * 4 + [False] * 2)
+    assert not near_duplicates(np.vstack([honest, copies])).any()
+    assert not apart.any()
+
+
 def test_near_copy_costs_only_the_later_sender() -> None:
     rng = np.random.default_rng(3)
     honest = rng.normal(size=(6, 10))
@@ -1074,3 +1093,67 @@ def test_node_trust_stores_baseline_and_digests(rng, base, directions) -> None:
     trust.status = TrustStatus.QUARANTINED
     trust.release(TrustConfig())
     assert trust.update_baseline("pump") is None
+
+
+def _model_of(center: float, width: int = 1) -> KindModel:
+    data = np.linspace(-1.0, 1.0, 50)[:, None] + np.full((1, width), center)
+    return make_model(np.zeros(4), np.zeros((2, width)), data)
+
+
+@pytest.mark.parametrize(
+    ("centers", "center", "expected"),
+    [
+        # Typical data trains the kind's model, whatever regimes exist.
+        ({"pump": 0.0, "pump.1": 100.0}, 0.0, "pump"),
+        # Atypical data without a regime starts the first free one ...
+        ({"pump": 0.0}, 100.0, "pump.1"),
+        ({"pump": 0.0, "pump.1": 300.0}, 100.0, "pump.2"),
+        # ... and joins the first regime whose data it is typical of.
+        ({"pump": 0.0, "pump.1": 300.0, "pump.2": 100.0}, 100.0, "pump.2"),
+        ({"pump": 0.0, "pump.2": 100.0}, 300.0, "pump.1"),
+        # Without the kind's model nothing is atypical.
+        ({"pump.1": 100.0}, 100.0, "pump"),
+    ],
+)
+def test_model_key(centers: dict[str, float], center: float, expected: str) -> None:
+    models = {key: _model_of(value) for key, value in centers.items()}
+
+    assert model_key(models, "pump", _model_of(center).stats) == expected
+
+
+def test_model_key_with_every_regime_taken() -> None:
+    models = {"pump": _model_of(0.0)}
+    for index in range(1, protocol.MAX_REGIMES + 1):
+        models[protocol.regime_key("pump", index)] = _model_of(1000.0 * index)
+
+    assert model_key(models, "pump", _model_of(100.0).stats) == "pump"
+
+
+def test_model_key_of_other_width_is_the_kind() -> None:
+    models = {"pump": _model_of(0.0, width=2)}
+
+    assert model_key(models, "pump", _model_of(100.0).stats) == "pump"
+
+
+def test_copies_sought_within_group() -> None:
+    rng = np.random.default_rng(0)
+    deltas = rng.normal(size=(6, 9))
+    deltas[5] = deltas[0] + 1e-6
+    parts = [[row] for row in deltas]
+    no_history = [None] * 6
+    not_repeated = [False] * 6
+
+    together = score_updates(parts, no_history, not_repeated, arrival=range(6))
+    # The last update starts from a regime's model, so its likeness is chance.
+    apart = score_updates(
+        parts,
+        no_history,
+        not_repeated,
+        typical=[True] * 5 + [False],
+        arrival=range(6),
+        groups=[0] * 5 + [1],
+    )
+
+    assert together[5].duplicate
+    assert not apart[5].duplicate
+    assert apart[5].evidence == 1.0

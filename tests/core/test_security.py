@@ -6,8 +6,10 @@ import hashlib
 import hmac
 import json
 
+import numpy as np
 import pytest
 from fltrust_core import protocol, security
+from fltrust_core.model import FeatureStats, FederationParams, KindModel
 from fltrust_core.security import MessageRejected, RejectReason
 
 KEY = bytes(range(32))
@@ -146,3 +148,66 @@ def test_parse_uplink_topic() -> None:
 )
 def test_valid_ids(value: object, valid: bool) -> None:
     assert protocol.is_valid_id(value) is valid
+
+
+@pytest.mark.parametrize(
+    ("key", "parsed"),
+    [
+        ("pump", ("pump", 0)),
+        ("pump.1", ("pump", 1)),
+        (f"pump.{protocol.MAX_REGIMES}", ("pump", protocol.MAX_REGIMES)),
+        (f"pump.{protocol.MAX_REGIMES + 1}", None),
+        ("pump.0", None),
+        ("pump.01", None),
+        ("pump.", None),
+        ("pump.1.2", None),
+        ("pump.x", None),
+        (".1", None),
+        ("Pump.1", None),
+        ("pump.\u0661", None),
+        (7, None),
+    ],
+)
+def test_split_model_key(key: object, parsed: tuple[str, int] | None) -> None:
+    assert protocol.split_model_key(key) == parsed
+    if parsed is not None and parsed[1]:
+        assert protocol.regime_key(*parsed) == key
+        assert protocol.base_kind(str(key)) == parsed[0]
+
+
+def _update_body(keys: list[str]) -> dict:
+    model = KindModel(
+        stats=FeatureStats.from_samples(np.array([[0.0], [1.0]])),
+        svm_coef=np.zeros(4),
+        svm_offset=0.0,
+        centers=np.zeros((2, 1)),
+        counts=np.array([1.0, 1.0]),
+        n_samples=2,
+    )
+    return protocol.update_body(protocol.ModelUpdate(1, 0, dict.fromkeys(keys, model)))
+
+
+def test_update_with_two_models_of_one_kind_rejected() -> None:
+    params = FederationParams(rff_components=4, n_clusters=2)
+
+    with pytest.raises(MessageRejected, match="more than one model for kind pump"):
+        protocol.parse_update(_update_body(["pump", "pump.1"]), params, {})
+
+
+def test_update_for_invalid_regime_rejected() -> None:
+    params = FederationParams(rff_components=4, n_clusters=2)
+
+    with pytest.raises(MessageRejected, match="neither a valid id nor a regime"):
+        protocol.parse_update(_update_body(["pump.0"]), params, {})
+
+
+def test_model_keeps_regimes_and_skips_invalid_keys() -> None:
+    body = _update_body(["pump", "pump.2"])
+    body.update(
+        version=3, round=3, params=FederationParams(rff_components=4, n_clusters=2).as_dict()
+    )
+    body["kinds"]["pump.99"] = body["kinds"]["pump"]
+
+    model = protocol.parse_model(body)
+
+    assert set(model.kinds) == {"pump", "pump.2"}

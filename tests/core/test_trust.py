@@ -262,3 +262,12 @@ def test_growth_restarts_only_in_first_updates() -> None:
     assert not trust.grown_data("pump", 1000)
     restored = NodeTrust.from_dict(json.loads(json.dumps(trust.to_dict())))
     assert restored.update_samples == {"pump": [100, GROWTH_WINDOW]}
+
+
+def test_release_forgets_typical_kinds() -> None:
+    trust = NodeTrust(status=TrustStatus.QUARANTINED, typical_kinds={"pump": True})
+
+    trust.release(TrustConfig())
+
+    # A node whose device moved to another operating regime may then train the regime.
+    assert trust.typical_kinds == {}

@@ -2,12 +2,14 @@
 
 import queue
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from fltrust_core import protocol, security
-from fltrust_core.model import GlobalModel
+from fltrust_core.model import FeatureStats, GlobalModel
 from fltrust_edge.agent import EdgeNode
 from fltrust_edge.config import MqttConfig, load_config
 from fltrust_edge.link import Connected, Disconnected, MqttLink
@@ -230,3 +232,68 @@ def test_link_logs_why_broker_unreachable(caplog):
     assert f"n: cannot reach MQTT broker 127.0.0.1:{port}: Connection refused; retrying" in (
         caplog.text
     )
+
+
+def shifted(stats: FeatureStats, shift: np.ndarray) -> FeatureStats:
+    """Return ``stats`` of the same data moved by ``shift`` per feature."""
+    return FeatureStats(
+        count=stats.count,
+        total=stats.total + stats.count * shift,
+        total_sq=stats.total_sq + 2 * shift * stats.total + stats.count * shift**2,
+    )
+
+
+def adopted(coordinator, signer, model: GlobalModel) -> None:
+    """Publish ``model`` retained and wait until the node reports its version."""
+    coordinator.publish(protocol.model_topic(PREFIX), signer.model(model), retain=True)
+    coordinator.wait_for(
+        lambda topic, e: (
+            e.get("type") == "heartbeat" and e["body"]["model_version"] == model.version
+        )
+    )
+
+
+def sent_for_round(coordinator, signer, number: int) -> protocol.ModelUpdate:
+    """Announce round ``number`` and return the node's verified update for it."""
+    mark = coordinator.mark()
+    coordinator.publish(protocol.round_topic(PREFIX), signer.round(number))
+    _, envelope = coordinator.wait_for(of_type("update"), after=mark)
+    return protocol.parse_update(verified(envelope)["body"], PARAMS, {})
+
+
+def test_node_with_atypical_data_trains_a_regime(tmp_path, broker, signer):
+    csv_path = write_csv(tmp_path / "series.csv", n_rows=6000, anomaly_rows=(5000, 5100))
+    data = base_config(tmp_path, csv_path=csv_path)
+    data["mqtt"]["port"] = broker.port
+    data["detection"]["heartbeat_interval"] = 1.0
+    data["devices"][0]["source"]["rows_per_second"] = 200.0
+    coordinator = CoordinatorClient(broker.port, signer)
+    assert coordinator.connected.wait(15)
+    node = EdgeNode(load_config(write_config(tmp_path, data)), done_timeout=60.0)
+    node.start()
+    try:
+        coordinator.wait_for(
+            lambda topic, e: e.get("type") == "state" and e["body"]["threshold"] != 0.0
+        )
+        own = sent_for_round(coordinator, signer, 1).kinds["temperature"]
+
+        # The kind's model describes data 1000 standard deviations away, so
+        # this node's data is atypical of it and starts the kind's first regime.
+        far = replace(own, stats=shifted(own.stats, 1000 * own.stats.std))
+        adopted(
+            coordinator,
+            signer,
+            GlobalModel(version=1, round=1, params=PARAMS, kinds={"temperature": far}),
+        )
+        update = sent_for_round(coordinator, signer, 2)
+        assert set(update.kinds) == {"temperature.1"}
+
+        # With the regime in the model, the node trains from it and keeps sending for it.
+        kinds = {"temperature": far, "temperature.1": update.kinds["temperature.1"]}
+        adopted(coordinator, signer, GlobalModel(version=2, round=2, params=PARAMS, kinds=kinds))
+        update = sent_for_round(coordinator, signer, 3)
+        assert set(update.kinds) == {"temperature.1"}
+        assert update.kinds["temperature.1"].stats.mean == pytest.approx(own.stats.mean, rel=0.2)
+    finally:
+        node.stop()
+        coordinator.close()

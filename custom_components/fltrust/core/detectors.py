@@ -445,10 +445,11 @@ class PersonalizedDetector(BaseEstimator):  # type: ignore[misc]  # scikit-learn
     so a threshold set on them would flag more new normal readings than
     ``target_fpr``.
 
-    A node whose data is atypical for its kind (``scoring.typical_data``
-    against the global model's statistics) scores with its local model alone:
-    the coordinator leaves its updates out of the kind's model, so that model
-    describes other data.
+    Data atypical of the global model (``scoring.typical_data`` against its
+    statistics) scores with the local model alone, because the coordinator
+    leaves such data out of the model, which then describes other data. Edge
+    nodes pass the model of the kind's regime for such data once the
+    coordinator has one (``scoring.model_key``), and it is typical of that.
 
     For typical data the local model's weight grows with the node's rows,
     ``local_weight * n / (n + local_rows)`` for ``n`` calibration rows, since

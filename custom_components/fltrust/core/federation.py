@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .aggregation import MAX_SAMPLE_RATIO, aggregate_kind, bounded_samples
-from .model import FederationParams, GlobalModel
+from .model import FederationParams, GlobalModel, KindModel
 from .protocol import (
     COORDINATOR_SENDER,
     MAX_DEVICES,
@@ -36,6 +36,7 @@ from .protocol import (
     Envelope,
     ModelUpdate,
     RoundAnnouncement,
+    base_kind,
     build_envelope,
     command_body,
     command_topic,
@@ -51,12 +52,14 @@ from .protocol import (
     parse_uplink_topic,
     round_body,
     round_topic,
+    split_model_key,
 )
 from .scoring import (
     UpdateBaseline,
     UpdateScore,
     score_updates,
     typical_data,
+    typical_of,
     update_digest,
     update_parts,
 )
@@ -221,6 +224,19 @@ def _stored_mapping(stored: dict[str, Any], key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"stored field {key!r} is missing or not an object")
     return value
+
+
+def _weights_of(score: UpdateScore) -> dict[str, Any]:
+    """Return the fields of ``score`` that set its update's weight in the aggregate."""
+    return {
+        "cosine": score.cosine,
+        "norm_ratio": score.norm_ratio,
+        "weight": score.weight,
+        "clip": score.clip,
+        "center_clip": score.center_clip,
+        "typical": score.typical,
+        "duplicate": score.duplicate,
+    }
 
 
 def _key_generation(value: Any) -> int:
@@ -517,7 +533,7 @@ class Federation:
                 f"edge nodes are set up with the id {node.node_id}",
             )
         announced = {record.info.kind for record in node.devices.values()}
-        unannounced = sorted(set(update.kinds) - announced)
+        unannounced = sorted(key for key in update.kinds if base_kind(key) not in announced)
         if unannounced:
             raise MessageRejected(
                 RejectReason.SCHEMA,
@@ -748,30 +764,36 @@ class Federation:
         return "weighed nothing in every kind"
 
     def _score_integrity(self, updates: dict[str, ModelUpdate], now: float) -> dict[str, float]:
-        """Score every update and return each node's lowest integrity evidence over its kinds."""
+        """Score every update and return each node's lowest integrity evidence over its kinds.
+
+        The updates for a kind's regimes are compared with their senders'
+        history in the kind's round, as senders with atypical data, so that
+        the round's usual distances set their scale however few nodes a
+        regime has. Their weights come from their regime's round alone.
+        """
         scores: dict[str, float] = {}
         self._round_scores = {}
-        kinds = {kind for update in updates.values() for kind in update.kinds}
+        keys = {key for update in updates.values() for key in update.kinds}
         # ``updates`` keeps arrival order, which decides who copied whom.
         order = {node_id: rank for rank, node_id in enumerate(updates)}
-        for kind in sorted(kinds):
-            senders = sorted(n for n, u in updates.items() if kind in u.kinds)
-            previous = self.model.kinds.get(kind)
-            models = [updates[n].kinds[kind] for n in senders]
-            parts = [update_parts(model, previous) for model in models]
-            digests = [update_digest(model) for model in models]
-            earlier: dict[str, set[int]] = {}
-            for node in self.nodes.values():
-                for digest, version in node.trust.update_digests.get(kind, []):
-                    earlier.setdefault(digest, set()).add(version)
-            repeated = [bool(earlier.get(d, set()) - {self.model.version}) for d in digests]
-            typical = typical_data(
-                [model.stats for model in models],
-                None if previous is None else previous.stats,
-            )
-            baselines = [self.nodes[n].trust.update_baseline(kind) for n in senders]
+        for kind in sorted({base_kind(key) for key in keys}):
+            entries = [
+                (node_id, key)
+                for key in sorted(k for k in keys if base_kind(k) == kind)
+                for node_id in sorted(n for n, u in updates.items() if key in u.kinds)
+            ]
+            models = [updates[n].kinds[key] for n, key in entries]
+            parts = [
+                update_parts(model, self.model.kinds.get(key))
+                for (_, key), model in zip(entries, models, strict=True)
+            ]
+            repeated = self._repeated(entries, models)
+            typical = self._typical(entries, models)
+            baselines = [self.nodes[n].trust.update_baseline(key) for n, key in entries]
+            arrival = [order[n] for n, _ in entries]
+            groups = [self._regime_index(key) for _, key in entries]
             results = score_updates(
-                parts, baselines, repeated, typical=typical, arrival=[order[n] for n in senders]
+                parts, baselines, repeated, typical=typical, arrival=arrival, groups=groups
             )
             # A node whose training data grew may stray from its history for that
             # reason alone. It starts afresh only if its update still points the
@@ -784,9 +806,9 @@ class Federation:
                 result.evidence < 1.0
                 and result.weight > 0.0
                 and bool(credible)
-                and self.nodes[n].trust.grown_data(kind, model.n_samples)
-                for n, model, result, credible in zip(
-                    senders, models, results, plausible, strict=True
+                and self.nodes[n].trust.grown_data(key, model.n_samples)
+                for (n, key), model, result, credible in zip(
+                    entries, models, results, plausible, strict=True
                 )
             ]
             if any(fresh):
@@ -795,15 +817,29 @@ class Federation:
                     for baseline, restart in zip(baselines, fresh, strict=True)
                 ]
                 results = score_updates(
-                    parts, baselines, repeated, typical=typical, arrival=[order[n] for n in senders]
+                    parts, baselines, repeated, typical=typical, arrival=arrival, groups=groups
                 )
-            self._round_scores[kind] = dict(zip(senders, results, strict=True))
-            for node_id, model, part, digest, result, restart in zip(
-                senders, models, parts, digests, results, fresh, strict=True
+            results = self._regime_scores(
+                entries, models, parts, baselines, repeated, arrival, results
+            )
+            if kind in self.model.kinds:
+                # Typicality against a model, not the first round's rule that has no bulk.
+                for (node_id, key), is_typical in zip(entries, typical, strict=True):
+                    if key == kind:
+                        self.nodes[node_id].trust.typical_kinds[kind] = bool(is_typical)
+            for (node_id, key), model, part, result, restart in zip(
+                entries, models, parts, results, fresh, strict=True
             ):
+                self._round_scores.setdefault(key, {})[node_id] = result
                 trust = self.nodes[node_id].trust
                 trust.observe_update(
-                    kind, part, result, digest, self.model.version, model.n_samples, restart
+                    key,
+                    part,
+                    result,
+                    update_digest(model),
+                    self.model.version,
+                    model.n_samples,
+                    restart,
                 )
                 scores[node_id] = min(scores.get(node_id, 1.0), result.evidence)
                 if result.evidence < 0.5:
@@ -811,9 +847,116 @@ class Federation:
                         now,
                         "inconsistent_update",
                         1.0 - result.evidence,
-                        f"kind {kind}: {result.reason}",
+                        f"kind {key}: {result.reason}",
                     )
         return scores
+
+    @staticmethod
+    def _regime_index(key: str) -> int:
+        """Return the regime index of a model key, 0 for a kind itself."""
+        parsed = split_model_key(key)
+        return 0 if parsed is None else parsed[1]
+
+    def _repeated(self, entries: list[tuple[str, str]], models: list[KindModel]) -> list[bool]:
+        """Return whether each update repeats one sent for the same key against another version."""
+        earlier: dict[str, dict[str, set[int]]] = {}
+        for key in {key for _, key in entries}:
+            by_digest = earlier.setdefault(key, {})
+            for node in self.nodes.values():
+                for digest, version in node.trust.update_digests.get(key, []):
+                    by_digest.setdefault(digest, set()).add(version)
+        return [
+            bool(earlier[key].get(update_digest(model), set()) - {self.model.version})
+            for (_, key), model in zip(entries, models, strict=True)
+        ]
+
+    def _typical(self, entries: list[tuple[str, str]], models: list[KindModel]) -> np.ndarray:
+        """Return which updates of a kind's round have data typical of the kind.
+
+        Updates for a regime count as atypical: the kind's model leaves their
+        data out.
+        """
+        typical = np.zeros(len(entries), dtype=bool)
+        own = [i for i, (_, key) in enumerate(entries) if self._regime_index(key) == 0]
+        if own:
+            previous = self.model.kinds.get(entries[own[0]][1])
+            typical[own] = typical_data(
+                [models[i].stats for i in own], None if previous is None else previous.stats
+            )
+        return typical
+
+    def _regime_scores(
+        self,
+        entries: list[tuple[str, str]],
+        models: list[KindModel],
+        parts: list[list[np.ndarray]],
+        baselines: list[UpdateBaseline | None],
+        repeated: list[bool],
+        arrival: list[int],
+        results: list[UpdateScore],
+    ) -> list[UpdateScore]:
+        """Return ``results`` with the weights of each regime's updates from the regime's round.
+
+        Their evidence is the lower of the kind's round's and the regime's, and
+        none where the sender may not send for the regime (``_regime_entry``).
+        """
+        merged = list(results)
+        for key in sorted({key for _, key in entries if self._regime_index(key) > 0}):
+            rows = [i for i, (_, k) in enumerate(entries) if k == key]
+            previous = self.model.kinds.get(key)
+            regime = score_updates(
+                [parts[i] for i in rows],
+                [baselines[i] for i in rows],
+                [repeated[i] for i in rows],
+                typical=typical_data(
+                    [models[i].stats for i in rows], None if previous is None else previous.stats
+                ),
+                arrival=[arrival[i] for i in rows],
+            )
+            for i, own in zip(rows, regime, strict=True):
+                kind_round = results[i]
+                lower = own if own.evidence < kind_round.evidence else kind_round
+                merged[i] = self._regime_entry(
+                    entries[i][0],
+                    key,
+                    models[i],
+                    replace(
+                        kind_round, **_weights_of(own), evidence=lower.evidence, reason=lower.reason
+                    ),
+                )
+        return merged
+
+    def _regime_entry(
+        self, node_id: str, key: str, model: KindModel, result: UpdateScore
+    ) -> UpdateScore:
+        """Return the score of a regime update, with no evidence if the sender may not send it.
+
+        A sender belongs to a regime only while its data is atypical of its
+        kind's model (``scoring.model_key``). A node whose earlier updates of
+        the kind had typical data may not move to a regime either: there it
+        would start a history afresh, next to the few nodes whose model it
+        could then pull.
+        """
+        kind = base_kind(key)
+        trust = self.nodes[node_id].trust
+        if typical_of(self.model.kinds.get(kind), model.stats):
+            reason = f"its data is typical of kind {kind}, so it belongs in that kind's model"
+        elif key not in trust.update_baselines and trust.typical_kinds.get(kind, False):
+            reason = (
+                f"its earlier updates of kind {kind} had typical data, so it may not move to "
+                f"the regime {key}"
+            )
+        else:
+            return result
+        _LOGGER.info(
+            "%s: round %s: update of %s for %s gets no evidence: %s",
+            self.settings.prefix,
+            self.round,
+            node_id,
+            key,
+            reason,
+        )
+        return replace(result, evidence=0.0, weight=0.0, reason=reason)
 
     def _kind_weights(
         self, updates: dict[str, ModelUpdate], weights: dict[str, float]

@@ -31,6 +31,7 @@ import json
 import math
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -68,6 +69,12 @@ COORDINATOR_SENDER = "coordinator"
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # A federation epoch: lowercase hexadecimal, as ``new_epoch`` draws it.
 EPOCH_PATTERN = re.compile(r"^[0-9a-f]{1,64}$")
+# The model of a regime of a kind: "pump.1" is the first regime of kind
+# "pump". Device kinds are ids and cannot hold a dot, so no kind takes such a
+# name, and edge nodes from before regimes skip these models.
+REGIME_SEPARATOR = "."
+MAX_REGIMES = 8
+REGIME_INDEX_PATTERN = re.compile(r"[1-9][0-9]{0,2}")
 UPLINK_TYPES = ("heartbeat", "state", "update", "auth")
 COMMAND_ACTIONS = ("quarantine", "release", "reauthenticate")
 
@@ -79,6 +86,33 @@ def is_valid_id(value: object) -> TypeGuard[str]:
         and ID_PATTERN.fullmatch(value) is not None
         and value != COORDINATOR_SENDER
     )
+
+
+def regime_key(kind: str, index: int) -> str:
+    """Return the model key of regime ``index`` (from 1) of ``kind``."""
+    return f"{kind}{REGIME_SEPARATOR}{index}"
+
+
+def split_model_key(key: object) -> tuple[str, int] | None:
+    """Return (kind, regime index) of a model key, or None if it is invalid.
+
+    The index is 0 for a kind itself.
+    """
+    if not isinstance(key, str):
+        return None
+    kind, separator, index = key.partition(REGIME_SEPARATOR)
+    if not is_valid_id(kind):
+        return None
+    if not separator:
+        return kind, 0
+    if REGIME_INDEX_PATTERN.fullmatch(index) is None or int(index) > MAX_REGIMES:
+        return None
+    return kind, int(index)
+
+
+def base_kind(key: str) -> str:
+    """Return the device kind of a model key: ``kind`` for a kind or any of its regimes."""
+    return key.partition(REGIME_SEPARATOR)[0]
 
 
 # Topics.
@@ -577,9 +611,21 @@ def parse_update(
         )
     parsed = {}
     for kind, data in kinds.items():
-        if not is_valid_id(kind):
-            raise MessageRejected(RejectReason.SCHEMA, f"kind {kind!r} is not a valid id")
+        if split_model_key(kind) is None:
+            raise MessageRejected(
+                RejectReason.SCHEMA,
+                f"kind {kind!r} is neither a valid id nor a regime of one "
+                f"(a valid id, '{REGIME_SEPARATOR}' and a number from 1 to {MAX_REGIMES})",
+            )
         parsed[kind] = parse_kind_model(data, f"kinds.{kind}", params, n_features_by_kind.get(kind))
+    regimes_per_kind = Counter(base_kind(kind) for kind in parsed)
+    doubled = sorted(kind for kind, count in regimes_per_kind.items() if count > 1)
+    if doubled:
+        # A node trains one model per kind, on the rows of all its devices of that kind.
+        raise MessageRejected(
+            RejectReason.SCHEMA,
+            f"more than one model for kind {', '.join(doubled)}; send one per kind",
+        )
     return ModelUpdate(
         round=_int_field(body, "round", minimum=1),
         base_version=_int_field(body, "base_version"),
@@ -693,7 +739,7 @@ def parse_model(body: dict[str, Any]) -> GlobalModel:
         kinds={
             kind: parse_kind_model(data, f"kinds.{kind}", params, None, max_samples=None)
             for kind, data in kinds.items()
-            if is_valid_id(kind)
+            if split_model_key(kind) is not None
         },
         contributors={k: float(v) for k, v in contributors.items()},
         epoch=parse_epoch(body),

@@ -61,12 +61,13 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, cast, overload
+from typing import Any, TypeGuard, cast, overload
 
 import numpy as np
 import numpy.typing as npt
 
 from .model import FeatureStats, KindModel
+from .protocol import MAX_REGIMES, regime_key
 
 # Deltas longer than this multiple of the round's median norm are scaled down to it.
 CLIP_RATIO = 2.0
@@ -333,6 +334,50 @@ def typical_data(
     return distances <= limit
 
 
+def _stats_fit(model: KindModel | None, stats: FeatureStats) -> TypeGuard[KindModel]:
+    return (
+        model is not None and model.stats.count >= 1 and model.stats.mean.shape == stats.mean.shape
+    )
+
+
+def typical_of(model: KindModel | None, stats: FeatureStats) -> bool:
+    """Return whether data with ``stats`` is typical of ``model`` (``typical_data``).
+
+    False without a model, or with one of another width.
+    """
+    return _stats_fit(model, stats) and bool(typical_data([stats], model.stats)[0])
+
+
+def model_key(models: Mapping[str, KindModel], kind: str, stats: FeatureStats) -> str:
+    """Return the key of the model that data of ``kind`` with ``stats`` trains from.
+
+    That is the kind's own model while the data is typical of it
+    (``typical_data``). Atypical data, which the kind's model leaves out,
+    belongs to the first of the kind's regimes whose data it is typical of,
+    and otherwise to the first free regime, where it starts a model of its
+    own. Edge nodes train and score with the model of this key, and the
+    coordinator checks that the updates it receives follow the same rule.
+    With every regime taken, the key is the kind's own.
+
+    Parameters:
+        models: the global model's kinds and regimes by key.
+        kind: the device kind.
+        stats: the statistics of the data.
+    """
+    own = models.get(kind)
+    if not _stats_fit(own, stats) or typical_of(own, stats):
+        return kind
+    free = None
+    for index in range(1, MAX_REGIMES + 1):
+        key = regime_key(kind, index)
+        regime = models.get(key)
+        if regime is None:
+            free = free or key
+        elif typical_of(regime, stats):
+            return key
+    return free or kind
+
+
 def cosine_similarity(deltas: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Return the cosine of each row of ``deltas`` with ``reference``, 0 where a norm is 0."""
     norms = np.linalg.norm(deltas, axis=1) * np.linalg.norm(reference)
@@ -353,6 +398,7 @@ def near_duplicates(
     deltas: np.ndarray,
     ratio: float = DUPLICATE_RATIO,
     arrival: Sequence[int] | None = None,
+    groups: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Return a mask of the rows whose nearest other row is far closer than usual.
 
@@ -362,6 +408,13 @@ def near_duplicates(
     colluding nodes that send copies of one update are. Fewer than three rows
     give no usual distance, and nothing is marked; nor is anything when most
     rows have an exact twin.
+
+    With ``groups``, the model each row's delta starts from (see
+    ``score_updates``), a row is marked only for a close row of its own
+    group. A delta from another model is unlike the others by its start, so
+    closeness across groups means nothing. The median still runs over every
+    row's nearest neighbour in the whole round, because the rows of every
+    group are distinct updates.
 
     With ``arrival``, the rank of each row in arrival order, a row is marked
     only when a row that arrived earlier is that close. A node that copies
@@ -376,8 +429,10 @@ def near_duplicates(
         np.maximum(squared[:, None] + squared[None, :] - 2.0 * deltas @ deltas.T, 0.0)
     )
     np.fill_diagonal(distances, np.inf)
-    nearest = distances.min(axis=1)
-    typical = lower_median(nearest)
+    typical = lower_median(distances.min(axis=1))
+    if groups is not None:
+        group = np.asarray(groups)
+        distances[group[:, None] != group[None, :]] = np.inf
     if typical <= 0:
         # Most updates have an exact twin: either most senders collude, which
         # no robust statistic survives, or honest senders train identically on
@@ -631,6 +686,7 @@ def score_updates(
     proportional: bool = False,
     clip_ratio: float | None = CLIP_RATIO,
     arrival: Sequence[int] | None = None,
+    groups: Sequence[int] | None = None,
 ) -> list[UpdateScore]:
     """Score the updates of one kind in one round.
 
@@ -656,6 +712,12 @@ def score_updates(
         arrival: for each update, its rank in arrival order; only the later
             of two near copies is then marked (see ``near_duplicates``). None
             marks every member of a group of copies.
+        groups: for each update, 0 if it was trained from the kind's model,
+            or the index of the kind's regime it was trained from. A delta
+            from another model is unlike the kind's deltas by its start, so
+            copies are sought within a group only, and the check against the
+            others' mean line measures group 0 only. Mark updates of a regime
+            atypical in ``typical`` too. None puts every update in group 0.
 
     Returns:
         One UpdateScore per update, in order. Zero, repeated and copied
@@ -675,7 +737,8 @@ def score_updates(
     # Zero, repeated and copied updates stay out of every robust statistic of
     # the round. Zero and repeated ones are known bad and lose all evidence.
     zero = svm_norms <= 1e-12
-    copied = near_duplicates(svm, arrival=arrival)
+    group = np.zeros(n_updates, dtype=int) if groups is None else np.asarray(groups, dtype=int)
+    copied = near_duplicates(svm, arrival=arrival, groups=group.tolist())
     repeats = np.asarray(repeated, dtype=bool)
     suspect = zero | copied | repeats
     honest_bulk = in_bulk & ~suspect
@@ -750,6 +813,7 @@ def score_updates(
     # Senders with atypical data are measured too, because the looser scale of
     # their history check would let a jump onto the others' mean pass.
     mimic = mimic_ratios(svm, trusted_rows, has_delta)
+    mimic[group != 0] = np.nan
     moved = np.where(probation, MIMIC_MOVE_ON_PROBATION, MIMIC_MOVE)
     for i in np.flatnonzero((mimic < MIMIC_RATIO) & (deviations > moved)):
         evidence[i] = 0.0

@@ -148,6 +148,10 @@ class NodeTrust:
     update_digests: dict[str, list[list[Any]]] = field(default_factory=dict)
     # Kind -> [sample count of the latest update, number of updates so far].
     update_samples: dict[str, list[int]] = field(default_factory=dict)
+    # Kind -> whether the data of this node's latest update of the kind was
+    # typical of the kind's model. A node whose latest update had typical
+    # data may not move to one of the kind's regimes.
+    typical_kinds: dict[str, bool] = field(default_factory=dict)
     # Whether an update of this round lost all evidence on probation or under
     # watch (``scoring.relapsed``). The round's close then quarantines the node.
     relapsed: bool = False
@@ -338,6 +342,9 @@ class NodeTrust:
         # and its updates are compared with its history from after the release only.
         self.integrity = max(self.integrity, 0.5)
         self.update_baselines = {}
+        # A person checked the node, so a device that moved to another operating
+        # regime for good may now train the kind's regime.
+        self.typical_kinds = {}
         self.network = max(self.network, 0.5)
         self.behaviour = max(self.behaviour, 0.5)
         self.events = [e for e in self.events if e.reason == "quarantined"]
@@ -363,7 +370,7 @@ class NodeTrust:
         del data["relapsed"]
         # A node that never sent an update keeps the stored form it had before
         # update histories existed; from_dict fills in the empty defaults.
-        for name in ("update_baselines", "update_digests", "update_samples"):
+        for name in ("update_baselines", "update_digests", "update_samples", "typical_kinds"):
             if not data[name]:
                 del data[name]
         return data
@@ -382,6 +389,9 @@ class NodeTrust:
         values["update_samples"] = {
             str(kind): [int(count), int(updates)]
             for kind, (count, updates) in values.get("update_samples", {}).items()
+        }
+        values["typical_kinds"] = {
+            str(kind): bool(typical) for kind, typical in values.get("typical_kinds", {}).items()
         }
         for kind, stored in values.get("update_baselines", {}).items():
             # A baseline is parsed only when the node's next update arrives, so
