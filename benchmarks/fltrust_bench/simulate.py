@@ -300,7 +300,9 @@ class Simulation:
                 # An honest node with atypical data trains for its kind's regime,
                 # as the edge node does. The shadow methods keep one model per
                 # kind, so they get the update trained from the kind's model.
-                key = model_key(coordinator.model.kinds, key, model.stats)
+                key = model_key(
+                    coordinator.model.kinds, key, model.stats, coordinator.model.max_regimes
+                )
                 if key != node.data.kind:
                     model = node.train(round_number, coordinator.model.kinds.get(key))
             body = protocol.update_body(

@@ -82,7 +82,7 @@ def model_key_of(
     """
     if model is None or model.params != params:
         return kind
-    return model_key(model.kinds, kind, FeatureStats.from_samples(X))
+    return model_key(model.kinds, kind, FeatureStats.from_samples(X), model.max_regimes)
 
 
 def train_round(

@@ -1017,6 +1017,10 @@ def test_typical_kinds_survive_restart(federation: Federation, now: float) -> No
 
     assert restored.nodes["regular-0"].trust.typical_kinds == {"temperature": True}
     assert set(restored.model.kinds) == {"temperature", "temperature.1"}
+    # Nodes learn from the published model that this coordinator keeps regimes.
+    assert json.loads(restored.model_message(now).payload)["body"]["max_regimes"] == (
+        protocol.MAX_REGIMES
+    )
 
 
 def test_regime_of_unannounced_kind_rejected(federation: Federation, now: float) -> None:

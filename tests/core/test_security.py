@@ -211,3 +211,29 @@ def test_model_keeps_regimes_and_skips_invalid_keys() -> None:
     model = protocol.parse_model(body)
 
     assert set(model.kinds) == {"pump", "pump.2"}
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"), [(None, 0), (0, 0), (protocol.MAX_REGIMES, protocol.MAX_REGIMES)]
+)
+def test_model_max_regimes(value: int | None, parsed: int) -> None:
+    body = _update_body(["pump"])
+    body.update(
+        version=3, round=3, params=FederationParams(rff_components=4, n_clusters=2).as_dict()
+    )
+    if value is not None:
+        body["max_regimes"] = value
+
+    assert protocol.parse_model(body).max_regimes == parsed
+
+
+@pytest.mark.parametrize("value", [protocol.MAX_REGIMES + 1, -1, 1.5, "8"])
+def test_model_invalid_max_regimes_rejected(value: object) -> None:
+    body = _update_body(["pump"])
+    body.update(
+        version=3, round=3, params=FederationParams(rff_components=4, n_clusters=2).as_dict()
+    )
+    body["max_regimes"] = value
+
+    with pytest.raises(MessageRejected, match="max_regimes"):
+        protocol.parse_model(body)

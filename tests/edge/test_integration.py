@@ -283,14 +283,26 @@ def test_node_with_atypical_data_trains_a_regime(tmp_path, broker, signer):
         adopted(
             coordinator,
             signer,
-            GlobalModel(version=1, round=1, params=PARAMS, kinds={"temperature": far}),
+            GlobalModel(
+                version=1,
+                round=1,
+                params=PARAMS,
+                kinds={"temperature": far},
+                max_regimes=protocol.MAX_REGIMES,
+            ),
         )
         update = sent_for_round(coordinator, signer, 2)
         assert set(update.kinds) == {"temperature.1"}
 
         # With the regime in the model, the node trains from it and keeps sending for it.
         kinds = {"temperature": far, "temperature.1": update.kinds["temperature.1"]}
-        adopted(coordinator, signer, GlobalModel(version=2, round=2, params=PARAMS, kinds=kinds))
+        adopted(
+            coordinator,
+            signer,
+            GlobalModel(
+                version=2, round=2, params=PARAMS, kinds=kinds, max_regimes=protocol.MAX_REGIMES
+            ),
+        )
         update = sent_for_round(coordinator, signer, 3)
         assert set(update.kinds) == {"temperature.1"}
         assert update.kinds["temperature.1"].stats.mean == pytest.approx(own.stats.mean, rel=0.2)

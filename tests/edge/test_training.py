@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from fltrust_core.detectors import KindDetector, PersonalizedDetector
 from fltrust_core.model import FederationParams, GlobalModel
+from fltrust_core.protocol import MAX_REGIMES
 from fltrust_edge.training import calibrate, train_round
 
 PARAMS = FederationParams(seed=3, rff_components=32, rff_gamma=0.5, n_clusters=3, local_epochs=5)
@@ -13,8 +14,8 @@ def kind_data(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(200, 2))
 
 
-def global_model() -> GlobalModel:
-    model = GlobalModel(version=4, params=PARAMS)
+def global_model(max_regimes: int = MAX_REGIMES) -> GlobalModel:
+    model = GlobalModel(version=4, params=PARAMS, max_regimes=max_regimes)
     model.kinds["pump"] = KindDetector(PARAMS).train(kind_data(9))
     return model
 
@@ -96,3 +97,12 @@ def test_atypical_data_before_its_regime_scores_locally():
     assert isinstance(detector, PersonalizedDetector)
     assert detector.global_detector_.model_ is model.kinds["pump"]
     assert detector.local_weight_ == 1.0
+
+
+def test_coordinator_without_regimes_keeps_the_kind():
+    # A coordinator from before regimes rejects updates for them.
+    model = global_model(max_regimes=0)
+
+    result = train_round(5, PARAMS, {"pump": far_data(1)}, model, 0.01)
+
+    assert set(result.updates) == {"pump"}

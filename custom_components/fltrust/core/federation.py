@@ -31,6 +31,7 @@ from .protocol import (
     COORDINATOR_SENDER,
     MAX_DEVICES,
     MAX_KINDS,
+    MAX_REGIMES,
     Command,
     DeviceInfo,
     Envelope,
@@ -274,7 +275,7 @@ class Federation:
         self._signing_key = derive_coordinator_private_key(settings.federation_key)
         self.nodes: dict[str, NodeRecord] = {}
         self.replay = ReplayGuard()
-        self.model = GlobalModel(params=settings.params, epoch=new_epoch())
+        self.model = GlobalModel(params=settings.params, epoch=new_epoch(), max_regimes=MAX_REGIMES)
         self.round = 0
         self.round_open = False
         self.round_started = 0.0
@@ -1250,6 +1251,7 @@ class Federation:
         if not self.model.epoch:
             # A state saved before epochs existed. Nodes that store no epoch accept any.
             self.model.epoch = new_epoch()
+        self.model.max_regimes = MAX_REGIMES
         kind_rounds = stored.get("kind_rounds", {})
         if not isinstance(kind_rounds, dict):
             raise ValueError("stored field 'kind_rounds' is not an object")

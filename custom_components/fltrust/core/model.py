@@ -161,6 +161,10 @@ class GlobalModel:
     # new one, so that nodes know its round and version numbers start over too.
     # Empty for a model from before epochs existed.
     epoch: str = ""
+    # How many regimes per kind the coordinator keeps for data that a kind's
+    # model leaves out. 0 for a coordinator from before regimes, which rejects
+    # updates for them.
+    max_regimes: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dictionary in the wire format of a global model."""
@@ -171,6 +175,7 @@ class GlobalModel:
             "params": self.params.as_dict(),
             "kinds": {kind: model.to_json() for kind, model in sorted(self.kinds.items())},
             "contributors": dict(sorted(self.contributors.items())),
+            "max_regimes": self.max_regimes,
         }
 
     @classmethod
@@ -183,4 +188,5 @@ class GlobalModel:
             kinds={kind: KindModel.from_json(value) for kind, value in data["kinds"].items()},
             contributors={str(k): float(v) for k, v in data.get("contributors", {}).items()},
             epoch=str(data.get("epoch", "")),
+            max_regimes=int(data.get("max_regimes", 0)),
         )

@@ -743,7 +743,20 @@ def parse_model(body: dict[str, Any]) -> GlobalModel:
         },
         contributors={k: float(v) for k, v in contributors.items()},
         epoch=parse_epoch(body),
+        max_regimes=_max_regimes(body),
     )
+
+
+def _max_regimes(body: dict[str, Any]) -> int:
+    """Return a model's number of regimes per kind; 0 where a coordinator sends none."""
+    if "max_regimes" not in body:
+        return 0
+    value = _int_field(body, "max_regimes")
+    if value > MAX_REGIMES:
+        raise MessageRejected(
+            RejectReason.SCHEMA, f"field 'max_regimes' must be at most {MAX_REGIMES}, got {value}"
+        )
+    return value
 
 
 @dataclass(frozen=True)

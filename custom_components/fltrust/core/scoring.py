@@ -348,7 +348,12 @@ def typical_of(model: KindModel | None, stats: FeatureStats) -> bool:
     return _stats_fit(model, stats) and bool(typical_data([stats], model.stats)[0])
 
 
-def model_key(models: Mapping[str, KindModel], kind: str, stats: FeatureStats) -> str:
+def model_key(
+    models: Mapping[str, KindModel],
+    kind: str,
+    stats: FeatureStats,
+    max_regimes: int = MAX_REGIMES,
+) -> str:
     """Return the key of the model that data of ``kind`` with ``stats`` trains from.
 
     That is the kind's own model while the data is typical of it
@@ -363,12 +368,14 @@ def model_key(models: Mapping[str, KindModel], kind: str, stats: FeatureStats) -
         models: the global model's kinds and regimes by key.
         kind: the device kind.
         stats: the statistics of the data.
+        max_regimes: the number of regimes the coordinator keeps per kind
+            (``GlobalModel.max_regimes``); with 0 the key is always the kind's.
     """
     own = models.get(kind)
     if not _stats_fit(own, stats) or typical_of(own, stats):
         return kind
     free = None
-    for index in range(1, MAX_REGIMES + 1):
+    for index in range(1, min(max_regimes, MAX_REGIMES) + 1):
         key = regime_key(kind, index)
         regime = models.get(key)
         if regime is None:
