@@ -920,13 +920,15 @@ def _regime_rounds(
     center: dict[str, float],
     keys: dict[str, str] | None = None,
     attacker: tuple[str, int] | None = None,
+    stale: Collection[str] = (),
 ) -> list[dict[str, float]]:
     """Play rounds in which every node steps from the model its data belongs to.
 
     A node picks its key with ``scoring.model_key``, as an edge node does,
     unless ``keys`` names one. ``attacker`` (node id, first round) flips that
-    node's step and boosts it tenfold from that round on. Returns each
-    round's integrity evidence by node.
+    node's step and boosts it tenfold from that round on. Nodes in ``stale``
+    claim to have trained from model version 0. Returns each round's
+    integrity evidence by node.
     """
     rng = np.random.RandomState(0)
     evidence = []
@@ -949,7 +951,13 @@ def _regime_rounds(
                 step = -10 * step
             vector = (np.zeros(9) if base is None else base.svm_vector()) + step
             model = kind_model(vector[:-1], vector[-1], center=center[node.node_id])
-            body = protocol.update_body(protocol.ModelUpdate(federation.round, 0, {key: model}))
+            body = protocol.update_body(
+                protocol.ModelUpdate(
+                    federation.round,
+                    0 if node.node_id in stale else federation.model.version,
+                    {key: model},
+                )
+            )
             outcome = _deliver(federation, node.message("update", body, clock + 1), clock + 1)
             assert "rejected" not in _kinds(outcome)
         federation.close_round(clock + 2)
@@ -1048,3 +1056,88 @@ def test_regime_attacker_compared_in_its_kinds_round(federation: Federation, now
     assert federation.nodes["far-1"].trust.status == TrustStatus.QUARANTINED
     assert all(by_node["far-0"] == 1.0 for by_node in evidence)
     assert federation.nodes["far-0"].trust.status == TrustStatus.TRUSTED
+
+
+def _regime_setup(federation: Federation, now: float) -> tuple[list[NodeSimulator], dict]:
+    """Play 3 rounds in which far-0 and far-1 form the regime temperature.1."""
+    nodes = [NodeSimulator(n) for n in REGULAR + FAR]
+    center = {n: (FAR_CENTER if n in FAR else 0.0) for n in REGULAR + FAR}
+    _regime_rounds(federation, now, 3, nodes, center)
+    return nodes, center
+
+
+def test_regime_index_must_follow_rule(federation: Federation, now: float) -> None:
+    nodes, center = _regime_setup(federation, now)
+
+    # far-1's data fits temperature.1, so temperature.5 is a choice of its own.
+    evidence = _regime_rounds(
+        federation, now + 100, 1, nodes, center, keys={"far-1": "temperature.5"}
+    )
+
+    assert evidence[0]["far-1"] == 0.0
+    assert "belongs to temperature.1, not to temperature.5" in (
+        federation.nodes["far-1"].trust.events[-1].detail
+    )
+    assert "temperature.5" not in federation.model.kinds
+
+
+def test_regime_index_from_older_model_not_charged(federation: Federation, now: float) -> None:
+    nodes, center = _regime_setup(federation, now)
+
+    evidence = _regime_rounds(
+        federation,
+        now + 100,
+        1,
+        nodes,
+        center,
+        keys={"far-1": "temperature.5"},
+        stale={"far-1"},
+    )
+
+    assert evidence[0]["far-1"] == 1.0
+    assert "temperature.5" not in federation.model.kinds
+
+
+def test_one_atypical_update_opens_no_regime(federation: Federation, now: float) -> None:
+    nodes, center = _regime_setup(federation, now)
+
+    # An atypical update for the kind itself must not clear the typical record.
+    center["regular-0"] = FAR_CENTER
+    first = _regime_rounds(
+        federation, now + 100, 1, nodes, center, keys={"regular-0": "temperature"}
+    )
+    then = _regime_rounds(federation, now + 200, 1, nodes, center)
+
+    assert first[0]["regular-0"] < 1.0
+    assert federation.nodes["regular-0"].trust.typical_kinds == {"temperature": True}
+    assert then[0]["regular-0"] == 0.0
+    details = [event.detail for event in federation.nodes["regular-0"].trust.events]
+    assert any("may not move to the regime temperature.1" in d for d in details)
+
+
+def test_regime_member_cannot_hop_to_new_regime(federation: Federation, now: float) -> None:
+    nodes, center = _regime_setup(federation, now)
+
+    # far-1 claims data that fits no regime, which would start a fresh history.
+    center["far-1"] = 10 * FAR_CENTER
+    evidence = _regime_rounds(federation, now + 100, 1, nodes, center)
+
+    assert evidence[0]["far-1"] == 0.0
+    assert "history in temperature.1" in federation.nodes["far-1"].trust.events[-1].detail
+    assert evidence[0]["far-0"] == 1.0
+
+
+def test_non_finite_aggregate_keeps_model(
+    federation: Federation, now: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nodes, center = _regime_setup(federation, now)
+    kept = federation.model.kinds["temperature"]
+
+    def overflowing(updates, *args, **kwargs):
+        return replace(updates[0], svm_coef=np.full_like(updates[0].svm_coef, np.inf))
+
+    monkeypatch.setattr(federation_module, "aggregate_kind", overflowing)
+    _regime_rounds(federation, now + 100, 1, nodes, center)
+
+    assert federation.model.kinds["temperature"] is kept
+    json.dumps(federation.to_dict(), allow_nan=False)

@@ -214,7 +214,13 @@ def test_model_keeps_regimes_and_skips_invalid_keys() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "parsed"), [(None, 0), (0, 0), (protocol.MAX_REGIMES, protocol.MAX_REGIMES)]
+    ("value", "parsed"),
+    [
+        (None, 0),
+        (0, 0),
+        (protocol.MAX_REGIMES, protocol.MAX_REGIMES),
+        (protocol.MAX_REGIMES + 1, protocol.MAX_REGIMES),
+    ],
 )
 def test_model_max_regimes(value: int | None, parsed: int) -> None:
     body = _update_body(["pump"])
@@ -227,7 +233,7 @@ def test_model_max_regimes(value: int | None, parsed: int) -> None:
     assert protocol.parse_model(body).max_regimes == parsed
 
 
-@pytest.mark.parametrize("value", [protocol.MAX_REGIMES + 1, -1, 1.5, "8"])
+@pytest.mark.parametrize("value", [-1, 1.5, "8", True])
 def test_model_invalid_max_regimes_rejected(value: object) -> None:
     body = _update_body(["pump"])
     body.update(
@@ -237,3 +243,22 @@ def test_model_invalid_max_regimes_rejected(value: object) -> None:
 
     with pytest.raises(MessageRejected, match="max_regimes"):
         protocol.parse_model(body)
+
+
+@pytest.mark.parametrize(
+    ("part", "name", "value"),
+    [
+        ("stats", "sumsq", [1.7e308]),
+        ("stats", "sum", [-1e101]),
+        ("svm", "coef", [1e101, 0.0, 0.0, 0.0]),
+        ("svm", "offset", 1e101),
+    ],
+)
+def test_update_beyond_magnitude_rejected(part: str, name: str, value: object) -> None:
+    params = FederationParams(rff_components=4, n_clusters=2)
+    body = _update_body(["pump"])
+    body["kinds"]["pump"][part][name] = value
+
+    # Two such updates would sum to infinity, which no model or stored state can carry.
+    with pytest.raises(MessageRejected, match="beyond"):
+        protocol.parse_update(body, params, {})

@@ -58,9 +58,9 @@ from .protocol import (
 from .scoring import (
     UpdateBaseline,
     UpdateScore,
+    model_key,
     score_updates,
     typical_data,
-    typical_of,
     update_digest,
     update_parts,
 )
@@ -238,6 +238,19 @@ def _weights_of(score: UpdateScore) -> dict[str, Any]:
         "typical": score.typical,
         "duplicate": score.duplicate,
     }
+
+
+def _finite(model: KindModel) -> bool:
+    """Return whether every parameter and statistic of ``model`` is finite."""
+    values = (
+        model.svm_vector(),
+        model.centers,
+        model.counts,
+        model.stats.total,
+        model.stats.total_sq,
+        np.array([model.stats.count]),
+    )
+    return all(bool(np.all(np.isfinite(v))) for v in values)
 
 
 def _key_generation(value: Any) -> int:
@@ -820,14 +833,18 @@ class Federation:
                 results = score_updates(
                     parts, baselines, repeated, typical=typical, arrival=arrival, groups=groups
                 )
+            current = [updates[n].base_version == self.model.version for n, _ in entries]
             results = self._regime_scores(
-                entries, models, parts, baselines, repeated, arrival, results
+                entries, models, parts, baselines, repeated, arrival, current, results
             )
             if kind in self.model.kinds:
                 # Typicality against a model, not the first round's rule that has no bulk.
+                # Once typical, until a release: an atypical update of the kind
+                # loses its evidence anyway and must not open the way to a regime.
                 for (node_id, key), is_typical in zip(entries, typical, strict=True):
                     if key == kind:
-                        self.nodes[node_id].trust.typical_kinds[kind] = bool(is_typical)
+                        record = self.nodes[node_id].trust.typical_kinds
+                        record[kind] = record.get(kind, False) or bool(is_typical)
             for (node_id, key), model, part, result, restart in zip(
                 entries, models, parts, results, fresh, strict=True
             ):
@@ -894,6 +911,7 @@ class Federation:
         baselines: list[UpdateBaseline | None],
         repeated: list[bool],
         arrival: list[int],
+        current: list[bool],
         results: list[UpdateScore],
     ) -> list[UpdateScore]:
         """Return ``results`` with the weights of each regime's updates from the regime's round.
@@ -924,28 +942,50 @@ class Federation:
                     replace(
                         kind_round, **_weights_of(own), evidence=lower.evidence, reason=lower.reason
                     ),
+                    current[i],
                 )
         return merged
 
     def _regime_entry(
-        self, node_id: str, key: str, model: KindModel, result: UpdateScore
+        self, node_id: str, key: str, model: KindModel, result: UpdateScore, current: bool
     ) -> UpdateScore:
         """Return the score of a regime update, with no evidence if the sender may not send it.
 
-        A sender belongs to a regime only while its data is atypical of its
-        kind's model (``scoring.model_key``). A node whose earlier updates of
-        the kind had typical data may not move to a regime either: there it
-        would start a history afresh, next to the few nodes whose model it
-        could then pull.
+        A sender belongs to the regime that ``scoring.model_key`` picks for its
+        data. ``current`` is whether it trained from the current model. An
+        update from an older one may pick another regime in good faith, so
+        it only weighs nothing. A node may not enter a regime either when
+        its earlier updates of the kind had typical data or while it has a
+        history in another of the kind's regimes: there it would start a
+        history afresh, next to the few nodes whose model it could then pull.
         """
         kind = base_kind(key)
         trust = self.nodes[node_id].trust
-        if typical_of(self.model.kinds.get(kind), model.stats):
+        expected = model_key(self.model.kinds, kind, model.stats, self.model.max_regimes)
+        entering = key not in trust.update_baselines
+        elsewhere = sorted(
+            other
+            for other in trust.update_baselines
+            if other != key
+            and other in self.model.kinds
+            and self._regime_index(other) > 0
+            and base_kind(other) == kind
+        )
+        if expected != key and not current:
+            return replace(result, weight=0.0)
+        if expected == kind:
             reason = f"its data is typical of kind {kind}, so it belongs in that kind's model"
-        elif key not in trust.update_baselines and trust.typical_kinds.get(kind, False):
+        elif expected != key:
+            reason = f"its data belongs to {expected}, not to {key}"
+        elif entering and trust.typical_kinds.get(kind, False):
             reason = (
                 f"its earlier updates of kind {kind} had typical data, so it may not move to "
                 f"the regime {key}"
+            )
+        elif entering and elsewhere:
+            reason = (
+                f"it has a history in {', '.join(elsewhere)}, so it may not move to the "
+                f"regime {key}"
             )
         else:
             return result
@@ -997,7 +1037,7 @@ class Federation:
                     kind,
                 )
                 continue
-            self.model.kinds[kind] = aggregate_kind(
+            aggregated = aggregate_kind(
                 [updates[n].kinds[kind] for n in senders],
                 np.array([by_node[n][0] for n in senders]),
                 self.settings.params.n_clusters,
@@ -1009,6 +1049,17 @@ class Federation:
                     [self._sample_ratio(self.nodes[n].trust.update_baseline(kind)) for n in senders]
                 ),
             )
+            if not _finite(aggregated):
+                # Parsing bounds every value, so only a bug can get here. A model
+                # that JSON cannot carry would stop every later round and save.
+                _LOGGER.error(
+                    "%s: round %s: the aggregate of kind %s is not finite; its model is kept",
+                    self.settings.prefix,
+                    self.round,
+                    kind,
+                )
+                continue
+            self.model.kinds[kind] = aggregated
             self.kind_rounds[kind] = self.round
 
     @staticmethod

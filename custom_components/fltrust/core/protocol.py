@@ -54,6 +54,11 @@ MAX_DEPTH = 16
 # Samples behind one update; far above any node's training buffer, so a larger
 # claim can only be an attempt to dominate the sample-weighted average.
 MAX_SAMPLES = 10_000_000
+# Largest magnitude of a model parameter or statistic. Far above any sensor
+# reading's sums of squares over MAX_SAMPLES rows, and far enough below the
+# float range that the aggregation's weighted sums and squared distances
+# cannot overflow to infinity.
+MAX_MAGNITUDE = 1e100
 # Largest integer a message may carry, in any field. Integers up to 2**53 are
 # exact as floats and fit the 64-bit integers of Home Assistant's storage.
 # Counters taken from the clock in microseconds stay below it until 2255.
@@ -574,6 +579,18 @@ def parse_kind_model(
     count = _float_field(stats, "count", f"{path}.stats.")
     coef = _array_field(svm, "coef", f"{path}.svm.", (params.rff_components,))
     offset = _float_field(svm, "offset", f"{path}.svm.")
+    for name, values in (
+        ("kmeans.centers", centers),
+        ("stats.sum", total),
+        ("stats.sumsq", total_sq),
+        ("svm.coef", coef),
+        ("svm.offset", np.array([offset])),
+    ):
+        if np.any(np.abs(values) > MAX_MAGNITUDE):
+            raise MessageRejected(
+                RejectReason.SCHEMA,
+                f"field '{path}.{name}' has values beyond ±{MAX_MAGNITUDE:g}",
+            )
     if np.any(counts < 0) or count < 1 or np.any(total_sq < 0):
         raise MessageRejected(
             RejectReason.SCHEMA, f"field '{path}' has negative counts or sums of squares"
@@ -748,15 +765,15 @@ def parse_model(body: dict[str, Any]) -> GlobalModel:
 
 
 def _max_regimes(body: dict[str, Any]) -> int:
-    """Return a model's number of regimes per kind; 0 where a coordinator sends none."""
+    """Return a model's number of regimes per kind; 0 where a coordinator sends none.
+
+    A later coordinator may keep more regimes than this version supports. Keys
+    beyond ``MAX_REGIMES`` are skipped, so the count is capped rather than
+    the model rejected.
+    """
     if "max_regimes" not in body:
         return 0
-    value = _int_field(body, "max_regimes")
-    if value > MAX_REGIMES:
-        raise MessageRejected(
-            RejectReason.SCHEMA, f"field 'max_regimes' must be at most {MAX_REGIMES}, got {value}"
-        )
-    return value
+    return min(_int_field(body, "max_regimes"), MAX_REGIMES)
 
 
 @dataclass(frozen=True)
