@@ -1131,7 +1131,7 @@ def test_non_finite_aggregate_keeps_model(
     federation: Federation, now: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     nodes, center = _regime_setup(federation, now)
-    kept = federation.model.kinds["temperature"]
+    before = federation.model.kinds["temperature"]
 
     def overflowing(updates, *args, **kwargs):
         return replace(updates[0], svm_coef=np.full_like(updates[0].svm_coef, np.inf))
@@ -1139,5 +1139,5 @@ def test_non_finite_aggregate_keeps_model(
     monkeypatch.setattr(federation_module, "aggregate_kind", overflowing)
     _regime_rounds(federation, now + 100, 1, nodes, center)
 
-    assert federation.model.kinds["temperature"] is kept
+    assert federation.model.kinds["temperature"] is before
     json.dumps(federation.to_dict(), allow_nan=False)

@@ -170,6 +170,8 @@ def test_valid_ids(value: object, valid: bool) -> None:
 )
 def test_split_model_key(key: object, parsed: tuple[str, int] | None) -> None:
     assert protocol.split_model_key(key) == parsed
+    if isinstance(key, str):
+        assert protocol.regime_index(key) == (0 if parsed is None else parsed[1])
     if parsed is not None and parsed[1]:
         assert protocol.regime_key(*parsed) == key
         assert protocol.base_kind(str(key)) == parsed[0]

@@ -51,9 +51,9 @@ from .protocol import (
     parse_state,
     parse_update,
     parse_uplink_topic,
+    regime_index,
     round_body,
     round_topic,
-    split_model_key,
 )
 from .scoring import (
     UpdateBaseline,
@@ -801,11 +801,12 @@ class Federation:
                 update_parts(model, self.model.kinds.get(key))
                 for (_, key), model in zip(entries, models, strict=True)
             ]
-            repeated = self._repeated(entries, models)
-            typical = self._typical(entries, models)
+            digests = [update_digest(model) for model in models]
+            repeated = self._repeated(entries, digests)
+            typical = self._typical(kind, entries, models)
             baselines = [self.nodes[n].trust.update_baseline(key) for n, key in entries]
             arrival = [order[n] for n, _ in entries]
-            groups = [self._regime_index(key) for _, key in entries]
+            groups = [regime_index(key) for _, key in entries]
             results = score_updates(
                 parts, baselines, repeated, typical=typical, arrival=arrival, groups=groups
             )
@@ -845,8 +846,8 @@ class Federation:
                     if key == kind:
                         record = self.nodes[node_id].trust.typical_kinds
                         record[kind] = record.get(kind, False) or bool(is_typical)
-            for (node_id, key), model, part, result, restart in zip(
-                entries, models, parts, results, fresh, strict=True
+            for (node_id, key), model, part, digest, result, restart in zip(
+                entries, models, parts, digests, results, fresh, strict=True
             ):
                 self._round_scores.setdefault(key, {})[node_id] = result
                 trust = self.nodes[node_id].trust
@@ -854,7 +855,7 @@ class Federation:
                     key,
                     part,
                     result,
-                    update_digest(model),
+                    digest,
                     self.model.version,
                     model.n_samples,
                     restart,
@@ -869,13 +870,7 @@ class Federation:
                     )
         return scores
 
-    @staticmethod
-    def _regime_index(key: str) -> int:
-        """Return the regime index of a model key, 0 for a kind itself."""
-        parsed = split_model_key(key)
-        return 0 if parsed is None else parsed[1]
-
-    def _repeated(self, entries: list[tuple[str, str]], models: list[KindModel]) -> list[bool]:
+    def _repeated(self, entries: list[tuple[str, str]], digests: list[str]) -> list[bool]:
         """Return whether each update repeats one sent for the same key against another version."""
         earlier: dict[str, dict[str, set[int]]] = {}
         for key in {key for _, key in entries}:
@@ -884,20 +879,22 @@ class Federation:
                 for digest, version in node.trust.update_digests.get(key, []):
                     by_digest.setdefault(digest, set()).add(version)
         return [
-            bool(earlier[key].get(update_digest(model), set()) - {self.model.version})
-            for (_, key), model in zip(entries, models, strict=True)
+            bool(earlier[key].get(digest, set()) - {self.model.version})
+            for (_, key), digest in zip(entries, digests, strict=True)
         ]
 
-    def _typical(self, entries: list[tuple[str, str]], models: list[KindModel]) -> np.ndarray:
+    def _typical(
+        self, kind: str, entries: list[tuple[str, str]], models: list[KindModel]
+    ) -> np.ndarray:
         """Return which updates of a kind's round have data typical of the kind.
 
         Updates for a regime count as atypical: the kind's model leaves their
         data out.
         """
         typical = np.zeros(len(entries), dtype=bool)
-        own = [i for i, (_, key) in enumerate(entries) if self._regime_index(key) == 0]
+        own = [i for i, (_, key) in enumerate(entries) if key == kind]
         if own:
-            previous = self.model.kinds.get(entries[own[0]][1])
+            previous = self.model.kinds.get(kind)
             typical[own] = typical_data(
                 [models[i].stats for i in own], None if previous is None else previous.stats
             )
@@ -920,7 +917,7 @@ class Federation:
         none where the sender may not send for the regime (``_regime_entry``).
         """
         merged = list(results)
-        for key in sorted({key for _, key in entries if self._regime_index(key) > 0}):
+        for key in sorted({key for _, key in entries if regime_index(key) > 0}):
             rows = [i for i, (_, k) in enumerate(entries) if k == key]
             previous = self.model.kinds.get(key)
             regime = score_updates(
@@ -955,21 +952,19 @@ class Federation:
         data. ``current`` is whether it trained from the current model. An
         update from an older one may pick another regime in good faith, so
         it only weighs nothing. A node may not enter a regime either when
-        its earlier updates of the kind had typical data or while it has a
-        history in another of the kind's regimes: there it would start a
+        its earlier updates of the kind had typical data, or while it has a
+        history in another of the kind's regimes. There it would start a
         history afresh, next to the few nodes whose model it could then pull.
         """
         kind = base_kind(key)
         trust = self.nodes[node_id].trust
         expected = model_key(self.model.kinds, kind, model.stats, self.model.max_regimes)
         entering = key not in trust.update_baselines
+        # The node's histories in the kind's other regimes that still have a model.
         elsewhere = sorted(
             other
             for other in trust.update_baselines
-            if other != key
-            and other in self.model.kinds
-            and self._regime_index(other) > 0
-            and base_kind(other) == kind
+            if other in self.model.kinds and other != kind and base_kind(other) == kind
         )
         if expected != key and not current:
             return replace(result, weight=0.0)

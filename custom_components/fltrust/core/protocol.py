@@ -115,6 +115,12 @@ def split_model_key(key: object) -> tuple[str, int] | None:
     return kind, int(index)
 
 
+def regime_index(key: str) -> int:
+    """Return the regime index of a model key: 0 for a kind itself or an invalid key."""
+    parsed = split_model_key(key)
+    return 0 if parsed is None else parsed[1]
+
+
 def base_kind(key: str) -> str:
     """Return the device kind of a model key: ``kind`` for a kind or any of its regimes."""
     return key.partition(REGIME_SEPARATOR)[0]
