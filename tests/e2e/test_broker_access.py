@@ -169,7 +169,9 @@ def _check_confined(broker: Broker, account: BrokerAccount, other: str) -> None:
             client.loop_stop()
         capture.stop()
 
-    assert connect_results == ["Not authorized"]
+    # paho retries a refused connection in its loop, so the refusal may come more than once.
+    assert connect_results
+    assert set(connect_results) == {"Not authorized"}
     assert capture.messages(lambda m: m.payload == b"forged") == []
     # The broker refuses a subscription with a reason code of 0x80 or above.
     assert granted[0][0] < 0x80
